@@ -1,0 +1,44 @@
+# zscore: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ZSCORE := $(VENV)/bin/zscore
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint bench lock clean
+
+install: $(STAMP)
+
+# Recreate the environment when the project or its pins change.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+# The main job on the embedded local Dask cluster, on generated sample data.
+demo: $(STAMP)
+	rm -rf demo
+	$(ZSCORE) sample demo/train --rows 300000
+	$(ZSCORE) run demo/train demo/train_z --exclude id,label
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check pipeline tests bench
+	$(PY) -m mypy pipeline
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+# Re-pin every dependency from a clean environment (commit the result).
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^zscore' > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache build *.egg-info

@@ -1,0 +1,40 @@
+"""zscore: exact global z-score normalization of partitioned Parquet datasets on Dask.
+
+>>> import pipeline
+>>> stats = pipeline.fit("data/train")                         # doctest: +SKIP
+>>> stats.save("stats.json")                                   # doctest: +SKIP
+>>> z = pipeline.transform(dd.read_parquet("data/val"), stats) # doctest: +SKIP
+>>> pipeline.run("data/train", "data/train_z")                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("zscore")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+from .artifact import FeatureStats, FittedStats
+from .errors import (
+    ArtifactError,
+    ClusterError,
+    DataError,
+    InputError,
+    LockedError,
+    OutputError,
+    StorageError,
+    ZscoreError,
+)
+from .fit import fit
+from .run import RunResult, run, transform_dataset
+from .stats import Moments
+from .transform import apply, inverse_transform, transform
+
+__all__ = [
+    "ArtifactError", "ClusterError", "DataError", "FeatureStats", "FittedStats", "InputError",
+    "LockedError", "Moments", "OutputError", "RunResult", "StorageError", "ZscoreError",
+    "__version__", "apply", "fit", "inverse_transform", "run", "transform",
+    "transform_dataset",
+]

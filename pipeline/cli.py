@@ -1,0 +1,334 @@
+"""The ``zscore`` command line: a thin click group over the library.
+
+Exit codes: 0 success; 2 usage errors, bad input, bad data, bad artifacts (do
+not retry); 1 anything else (a retry may help); 130 / 143 when stopped by
+SIGINT / SIGTERM (nothing is published).  Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .artifact import FittedStats
+from .errors import Interrupted, ZscoreError
+from .progress import Console, human_bytes
+
+EXIT_INPUT = 2
+EXIT_OTHER = 1
+
+
+# ------------------------------------------------------------------ options
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--scheduler", metavar="ADDRESS", default=None,
+                     help="Existing Dask scheduler (tcp://host:8786, tls://...). "
+                          "Default: $DASK_SCHEDULER_ADDRESS, else an embedded local cluster."),
+        click.option("--workers", type=int, default=None, metavar="N",
+                     help="Workers of the embedded cluster (default: number of cores)."),
+        click.option("--memory-limit", default=None, metavar="SIZE",
+                     help="Memory per embedded worker, e.g. 2GiB (default: RAM / workers)."),
+        click.option("--processes/--threads", default=False,
+                     help="Embedded workers as processes on 127.0.0.1, or threads of this "
+                          "process (default, fastest start)."),
+        click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+                     help="fsspec option for s3:// etc., repeatable "
+                          "(e.g. endpoint_url=http://127.0.0.1:9000)."),
+        click.option("-q", "--quiet", is_flag=True, help="Only errors and warnings."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="Dask's own logs, and tracebacks for internal errors."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--features", default=None, metavar="COLS",
+                     help="Comma-separated names or globs (f*). Default: every integer and "
+                          "floating column except hive partition keys."),
+        click.option("--exclude", default="", metavar="COLS", help="Names or globs to leave out."),
+        click.option("--ddof", type=click.IntRange(0, 1), default=0, show_default=True,
+                     help="0: population std (scikit-learn); 1: sample std (Spark)."),
+        click.option("--inf", "inf", type=click.Choice(["error", "null"]), default="error",
+                     show_default=True, help="Infinite values are an error, or missing."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--mode", type=click.Choice(["standard", "scale", "center"]),
+                     default="standard", show_default=True,
+                     help="standard: (x-mean)/std; scale: x/std; center: x-mean."),
+        click.option("--dtype", type=click.Choice(["preserve", "float32", "float64"]),
+                     default="preserve", show_default=True,
+                     help="preserve: float32 stays float32, the rest becomes float64."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace an existing OUTPUT (atomically, once the new one is "
+                          "complete)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from .errors import InputError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise InputError(f"--storage-option {pair.split('=')[0]!r} must be KEY=VALUE")
+        out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def _session(kw: dict[str, Any], console: Console) -> Any:
+    from .cluster import connect
+
+    return connect(kw["scheduler"], workers=kw["workers"], memory_limit=kw["memory_limit"],
+                   processes=kw["processes"], console=console)
+
+
+def _console(kw: dict[str, Any]) -> Console:
+    return Console(quiet=kw["quiet"], verbose=kw["verbose"])
+
+
+# ----------------------------------------------------------------- commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zscore")
+def cli() -> None:
+    """Exact global z-score normalization of partitioned Parquet datasets on Dask.
+
+    \b
+    Quick start:
+      zscore run data/train data/train_z            # fit + transform, on a local cluster
+      zscore fit data/train --stats stats.json      # fit only
+      zscore transform data/val data/val_z --stats stats.json
+      zscore inspect stats.json
+    """
+
+
+@cli.command()
+@click.argument("input")
+@click.option("--stats", "stats_path", required=True, metavar="STATS.json",
+              help="Where to write the fitted statistics (path or URL).")
+@_fit_options
+@_common
+def fit(input: str, stats_path: str, **kw: Any) -> None:
+    """Fit global mean and std of every feature of INPUT.
+
+    \b
+    Example:
+      zscore fit data/train --stats stats.json --exclude label --ddof 0
+    """
+    from .run import fit_path
+
+    console = _console(kw)
+    opts = _storage_options(kw["storage_option"])
+    with _session(kw, console) as session:
+        stats, dataset, _ = fit_path(input, features=kw["features"], exclude=kw["exclude"],
+                                     ddof=kw["ddof"], inf=kw["inf"], session=session,
+                                     storage_options=opts)
+    stats.save(stats_path, opts)
+    click.echo(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
+               f"{len(dataset.files)} files; statistics: {stats_path}")
+    click.echo(_table(stats))
+
+
+@cli.command()
+@click.argument("input")
+@click.argument("output")
+@click.option("--stats", "stats_path", required=True, metavar="STATS.json",
+              help="Fitted statistics to apply (from zscore fit or zscore run).")
+@click.option("--features", default=None, metavar="COLS",
+              help="Transform only these of the statistics' features (names or globs).")
+@click.option("--exclude", default="", metavar="COLS", help="Features to pass through.")
+@_transform_options
+@_common
+def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
+    """Write INPUT normalized with fitted statistics to OUTPUT.
+
+    \b
+    Example:
+      zscore transform data/val data/val_z --stats stats.json --mode standard
+    """
+    from .run import transform_dataset
+
+    console = _console(kw)
+    opts = _storage_options(kw["storage_option"])
+    stats = FittedStats.load(stats_path, opts)
+    with _session(kw, console) as session:
+        result = transform_dataset(input, output, stats, features=kw["features"],
+                                   exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
+                                   overwrite=kw["overwrite"], client=session,
+                                   storage_options=opts)
+    _report_run(result, "transform")
+
+
+@cli.command()
+@click.argument("input")
+@click.argument("output")
+@click.option("--stats", "stats_path", default=None, metavar="STATS.json",
+              help="Also save the fitted statistics here (they are always in "
+                   "OUTPUT/_stats.json).")
+@_fit_options
+@_transform_options
+@_common
+def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
+    """Fit on INPUT, then write its normalized copy to OUTPUT.
+
+    OUTPUT mirrors INPUT's layout and gets _stats.json and _SUCCESS (a JSON
+    manifest, written last).
+
+    \b
+    Example:
+      zscore run data/train data/train_z --exclude label --workers 4
+    """
+    from .run import run as run_job
+
+    console = _console(kw)
+    opts = _storage_options(kw["storage_option"])
+    with _session(kw, console) as session:
+        result = run_job(input, output, stats_path=stats_path, features=kw["features"],
+                         exclude=kw["exclude"], ddof=kw["ddof"], inf=kw["inf"],
+                         mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
+                         client=session, storage_options=opts)
+    _report_run(result, "run")
+
+
+@cli.command()
+@click.argument("stats_path", metavar="STATS.json")
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
+def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
+    """Print a statistics artifact as a table.
+
+    \b
+    Example:
+      zscore inspect stats.json
+    """
+    stats = FittedStats.load(stats_path, _storage_options(storage_option))
+    src = stats.input
+    click.echo(f"statistics {stats_path}: format {stats.format_version}, ddof {stats.ddof}, "
+               f"inf {stats.inf}, created {stats.created or '?'} by zscore "
+               f"{stats.tool_version or '?'}")
+    if src:
+        click.echo(f"input {src.get('path', '?')}: {src.get('files', '?')} files, "
+                   f"{src.get('rows', '?'):,} rows" if isinstance(src.get("rows"), int)
+                   else f"input {src.get('path', '?')}")
+    click.echo(_table(stats))
+
+
+@cli.command()
+@click.argument("directory")
+@click.option("--rows", type=click.IntRange(1), default=300_000, show_default=True)
+@click.option("--days", type=click.IntRange(1), default=4, show_default=True,
+              help="Hive partitions day=2026-01-01, ...")
+@click.option("--files-per-day", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def sample(directory: str, rows: int, days: int, files_per_day: int, seed: int) -> None:
+    """Write a synthetic hive-partitioned training set to DIRECTORY, to try zscore on.
+
+    It has NaNs and nulls, a float32 column at a large offset, a column at mean
+    1e9 with std 1e-3, int64 epoch seconds, a constant column, and pass-through
+    id, label, city and event_time columns.
+
+    \b
+    Example:
+      zscore sample data/train && zscore run data/train data/train_z --exclude id,label
+    """
+    import os
+
+    from .errors import OutputError
+    from .sample import make_dataset
+
+    if os.path.exists(directory) and os.listdir(directory):
+        raise OutputError(f"{directory} exists and is not empty; choose another directory",
+                          path=directory)
+    files = make_dataset(directory, rows=rows, days=days, files_per_day=files_per_day,
+                         seed=seed)
+    click.echo(f"wrote {rows:,} rows in {len(files)} files under {directory}")
+
+
+# ----------------------------------------------------------------- printing
+def _table(stats: FittedStats) -> str:
+    head = ["feature", "dtype", "count", "missing", "mean", "std", "min", "max", "constant"]
+    rows = [[name, f.dtype, f"{f.count:,}", f"{f.missing:,}", f"{f.mean:.10g}",
+             f"{f.std:.10g}", f"{f.min:.10g}", f"{f.max:.10g}", "yes" if f.constant else ""]
+            for name, f in stats.features.items()]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
+                       enumerate(zip(r, widths, strict=True))).rstrip() for r in [head, *rows]]
+    return "\n".join(lines)
+
+
+def _report_run(result: Any, command: str) -> None:
+    mbps = result.input_bytes / max(result.seconds, 1e-9) / 1e6
+    click.echo(f"{command}: {result.rows:,} rows in {result.files} files, "
+               f"{len(result.features)} features, {result.seconds:.1f} s "
+               f"({human_bytes(result.input_bytes)} read, {mbps:.0f} MB/s)")
+    out = result.output.rstrip("/")
+    click.echo(f"output: {out} (manifest {out}/_SUCCESS)")
+    click.echo(f"statistics: {result.stats_path or out + '/_stats.json'}")
+    click.echo(_table(result.stats))
+
+
+# --------------------------------------------------------------------- main
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted("stopped by SIGTERM; nothing was published", signum=signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``zscore`` console script; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in args or "--verbose" in args
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.main(args=args, prog_name="zscore", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _error("interrupted; nothing was published")
+        return 130
+    except click.UsageError as exc:
+        hint = f" (see 'zscore {exc.ctx.info_name} --help')" if exc.ctx and \
+            exc.ctx.info_name != "zscore" else " (see 'zscore --help')"
+        _error(" ".join(exc.format_message().split()) + hint)
+        return EXIT_INPUT
+    except click.ClickException as exc:
+        _error(" ".join(exc.format_message().split()))
+        return EXIT_INPUT
+    except ZscoreError as exc:
+        _error(" ".join(str(exc).split()))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _error("stopped by SIGINT; nothing was published")
+        return 130
+    except OSError as exc:
+        _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        return EXIT_OTHER
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, traceback on -v
+        if verbose:
+            traceback.print_exc()
+        _error(f"internal error {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+               "(this is a bug; rerun with --verbose for the traceback and report it)")
+        return EXIT_OTHER
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _error(text: str) -> None:
+    click.echo(f"zscore: error: {text}", err=True)
+

@@ -1,0 +1,274 @@
+"""Where the work runs: an existing Dask scheduler, or an embedded local cluster.
+
+The address is chosen as dask does: an explicit ``--scheduler`` wins, then the
+``DASK_SCHEDULER_ADDRESS`` environment variable, then an embedded cluster
+started for this run and shut down at its end.  The embedded cluster never
+listens beyond this machine: its workers are threads of this process (no
+network at all) or, with ``processes=True``, processes on 127.0.0.1; its
+dashboard listens on 127.0.0.1 only.
+
+:class:`Session` runs one pass: it batches files into a bounded number of
+tasks, shows progress, returns results in input order, and turns cluster
+failures into :mod:`pipeline.errors` exceptions that name the files involved.
+This module holds no pipeline logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from .errors import ClusterError, InputError, ZscoreError
+from .progress import Console
+
+MAX_TASKS = 512  # per pass: bounds graph size and scheduler overhead for 10,000s of files
+
+_DISTRIBUTED_LOGGERS = ("distributed", "tornado", "bokeh")
+
+
+def parse_memory(text: str | None) -> int | str | None:
+    """``"1GiB"`` -> bytes (as dask parses it); ``None`` and ``"auto"`` pass through."""
+    if text is None or text == "auto":
+        return text
+    from dask.utils import parse_bytes
+
+    try:
+        return int(parse_bytes(text))
+    except (ValueError, TypeError):
+        raise InputError(f"--memory-limit {text!r} is not a size such as 2GiB or 500MB"
+                         ) from None
+
+
+class Session:
+    """One client connection plus the console; runs batched passes over files."""
+
+    def __init__(self, client: Any, console: Console | None = None, *, local: bool = False,
+                 dashboard: str | None = None):
+        self.client = client
+        self.console = console or Console(quiet=True)
+        self.local = local
+        self.dashboard = dashboard
+
+    @property
+    def nthreads(self) -> int:
+        try:
+            return max(1, sum(self.client.nthreads().values()))
+        except Exception:  # noqa: BLE001 - only a sizing hint
+            return 1
+
+    def warn(self, text: str) -> None:
+        self.console.warn(text)
+
+    def mapper(self, fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], *,
+               label: str) -> list[Any]:
+        """``dataset.inspect``'s mapper: :meth:`map` without weights."""
+        return self.map(fn, items, label=label)
+
+    def map(self, fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], *, label: str,
+            weights: Sequence[int] | None = None,
+            describe: Callable[[Any], str] | None = None,
+            on_result: Callable[[Any, Any], None] | None = None) -> list[Any]:
+        """Run ``fn(batch) -> per-item results`` over batches of ``items`` on the cluster.
+
+        Returns the per-item results in the order of ``items``.  ``describe``
+        names an item (a file) in error messages; ``on_result(item, result)`` is
+        called on the client as results arrive (in completion order).
+
+        Raises
+        ------
+        ZscoreError
+            The first error a task raised (a :class:`~pipeline.errors.DataError`
+            names its file), or :class:`~pipeline.errors.ClusterError` when a task
+            kept killing its workers or the scheduler went away.
+        """
+        from distributed import as_completed
+
+        items = list(items)
+        if not items:
+            return []
+        weights = list(weights) if weights is not None else [1] * len(items)
+        batches = plan_batches(weights, self.nthreads)
+        token = uuid.uuid4().hex[:8]
+        futures = []
+        index = {}
+        for b, (lo, hi) in enumerate(batches):
+            fut = self.client.submit(fn, items[lo:hi], key=f"zscore-{label}-{token}-{b:05d}",
+                                     pure=False, retries=0)
+            futures.append(fut)
+            index[fut.key] = (lo, hi)
+        progress = self.console.progress(label, len(items),
+                                         sum(weights) if weights and max(weights) > 1 else 0)
+        results: list[Any] = [None] * len(items)
+        try:
+            for fut in as_completed(futures, loop=self.client.loop):
+                lo, hi = index[fut.key]
+                if fut.status != "finished":
+                    raise self._failure(fut, items[lo:hi], describe)
+                batch = fut.result()
+                results[lo:hi] = batch
+                if on_result is not None:
+                    for item, res in zip(items[lo:hi], batch, strict=True):
+                        on_result(item, res)
+                progress.update(hi - lo, sum(weights[lo:hi]) if progress.total_bytes else 0)
+                fut.release()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.cancel(futures, force=True)
+            raise
+        progress.close()
+        return results
+
+    def _failure(self, fut: Any, batch: list[Any], describe: Callable[[Any], str] | None
+                 ) -> BaseException:
+        names = [describe(i) if describe else str(i) for i in batch]
+        shown = ", ".join(names[:3]) + (f" (and {len(names) - 3} more)" if len(names) > 3
+                                        else "")
+        try:
+            exc = fut.exception()
+        except Exception as e:  # noqa: BLE001 - a cancelled future raises here
+            exc = e
+        if isinstance(exc, ZscoreError):
+            return exc
+        kind = type(exc).__name__
+        if kind == "KilledWorker":
+            return ClusterError(f"the task reading {shown} killed its worker repeatedly "
+                                "(crash or out of memory on that input); check the file or "
+                                "give workers more memory with --memory-limit")
+        if kind in ("CancelledError", "FutureCancelledError") or fut.status == "cancelled":
+            return ClusterError(f"lost the Dask scheduler while reading {shown}; nothing was "
+                                "published; rerun when the cluster is back")
+        text = " ".join(str(exc).split())[:300]
+        return ClusterError(f"a task reading {shown} failed: {kind}: {text}")
+
+
+def plan_batches(weights: Sequence[int], nthreads: int) -> list[tuple[int, int]]:
+    """Split ``len(weights)`` items into contiguous ``(lo, hi)`` batches.
+
+    One item per task while the count is small (best load balance); beyond
+    ``max(MAX_TASKS, 8 * nthreads)`` tasks, neighbouring items share a task,
+    cut where the running weight crosses an equal share.
+    """
+    n = len(weights)
+    tasks = min(n, max(MAX_TASKS, 8 * nthreads))
+    if tasks == n:
+        return [(i, i + 1) for i in range(n)]
+    total = float(sum(weights)) or float(n)
+    w = weights if sum(weights) else [1] * n
+    bounds = [0]
+    acc = 0.0
+    for i, wi in enumerate(w):
+        acc += wi
+        if acc >= total * len(bounds) / tasks and i + 1 < n and len(bounds) < tasks:
+            bounds.append(i + 1)
+    bounds.append(n)
+    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
+
+
+def default_workers() -> int:
+    from dask.system import CPU_COUNT
+
+    return max(1, int(CPU_COUNT))
+
+
+@contextlib.contextmanager
+def connect(scheduler: str | None = None, *, workers: int | None = None,
+            memory_limit: str | None = None, processes: bool = False,
+            console: Console | None = None, timeout: float = 20) -> Iterator[Session]:
+    """A :class:`Session` on an existing scheduler or an embedded local cluster.
+
+    Parameters
+    ----------
+    scheduler : str, optional
+        ``tcp://host:8786`` or ``tls://...``; default ``$DASK_SCHEDULER_ADDRESS``,
+        else an embedded cluster.
+    workers : int, optional
+        Embedded cluster size (default: the number of cores).
+    memory_limit : str, optional
+        Per embedded worker, e.g. ``"1GiB"``.
+    processes : bool
+        Embedded workers as processes on 127.0.0.1 instead of threads.
+    """
+    console = console or Console(quiet=True)
+    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
+    if not console.verbose:
+        for name in _DISTRIBUTED_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+    from distributed import Client, LocalCluster
+
+    if address:
+        if workers is not None or memory_limit is not None:
+            console.warn("--workers and --memory-limit size the embedded cluster; they are "
+                         f"ignored with the scheduler {address}")
+        try:
+            client = Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"cannot connect to the Dask scheduler at {address}: "
+                               f"{' '.join(str(exc).split())[:200]}; check the address "
+                               "and that the scheduler is running") from None
+        try:
+            session = Session(client, console, local=False, dashboard=client.dashboard_link)
+            console.info(f"scheduler {address}, {session.nthreads} worker threads, dashboard "
+                         f"{session.dashboard}")
+            yield session
+        finally:
+            with contextlib.suppress(Exception):
+                client.close(timeout=5)
+        return
+    n = workers or default_workers()
+    if n < 1:
+        raise InputError(f"--workers must be at least 1, not {n}")
+    limit = parse_memory(memory_limit)
+    kwargs: dict[str, Any] = {"host": "127.0.0.1"} if processes else {}
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=processes,
+                dashboard_address="127.0.0.1:0", memory_limit=limit if limit else "auto",
+                silence_logs=logging.ERROR if not console.verbose else logging.INFO,
+                **kwargs))
+            client = stack.enter_context(Client(cluster, set_as_default=False))
+        except (OSError, RuntimeError) as exc:
+            raise ClusterError(f"cannot start the local Dask cluster: {exc}") from None
+        dashboard = _local_dashboard(cluster)
+        console.info(f"local Dask cluster: {n} worker {'processes' if processes else 'threads'}"
+                     + (f", dashboard {dashboard}" if dashboard else ""))
+        yield Session(client, console, local=True, dashboard=dashboard)
+
+
+def _local_dashboard(cluster: Any) -> str | None:
+    server = getattr(cluster.scheduler, "http_server", None)
+    port = getattr(server, "port", None)
+    if not port:
+        return None
+    try:
+        import bokeh  # noqa: F401 - the dashboard pages need it
+    except ImportError:
+        return f"http://127.0.0.1:{port}/status (install bokeh for the graphical pages)"
+    return f"http://127.0.0.1:{port}/status"
+
+
+@contextlib.contextmanager
+def session_for(client: Any = None, console: Console | None = None) -> Iterator[Session]:
+    """For the Python API: ``client``, else the current default client, else embedded."""
+    if isinstance(client, Session):
+        yield client
+        return
+    if client is not None:
+        yield Session(client, console)
+        return
+    try:
+        from distributed import default_client
+
+        current = default_client()
+    except ValueError:
+        current = None
+    if current is not None:
+        yield Session(current, console)
+        return
+    with connect(console=console) as session:
+        yield session
+

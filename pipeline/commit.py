@@ -1,0 +1,405 @@
+"""Publishing output so that readers never see half of it.
+
+Local and network file systems (atomic rename):
+
+1. Take an exclusive lock file beside ``OUTPUT`` (``.NAME.zscore.lock``) naming
+   its holder; remove staging left by killed runs.
+2. Workers write into a *sibling* staging directory ``.NAME.zscore-staging-RUN``
+   (never inside ``OUTPUT``: readers choke on foreign subdirectories), each file
+   through a temporary name and ``os.replace``.
+3. The run checks the staging directory, writes ``_SUCCESS`` (the manifest)
+   last, then publishes with one rename.  With ``--overwrite`` the old output is
+   swapped out atomically (``renameat2(RENAME_EXCHANGE)`` where Linux offers
+   it, otherwise two renames, between which ``OUTPUT`` is briefly absent) and
+   then removed.
+
+Object stores (no atomic rename): delete a stale ``_SUCCESS`` first, write data
+files under their deterministic names, delete every other object under
+``OUTPUT``, then write ``_SUCCESS`` last.  Readers must gate on ``_SUCCESS``.
+The lock is a conditional create (``xb``) of ``.NAME.zscore.lock``.
+
+This module knows nothing about statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import json
+import os
+import posixpath
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from .dataset import Location, hidden, is_local, resolve
+from .errors import LockedError, OutputError, StorageError
+
+SUCCESS = "_SUCCESS"
+LOCK_STALE_SECONDS = float(os.environ.get("ZSCORE_LOCK_STALE_SECONDS", 120))
+HEARTBEAT_SECONDS = 10.0
+
+
+# -------------------------------------------------------------- small files
+def write_bytes(url: str, data: bytes, storage_options: dict | None = None) -> None:
+    """Write a small file; on local disks atomically (temporary name, fsync, rename)."""
+    loc = resolve(url, storage_options)
+    try:
+        if loc.local:
+            atomic_write(loc.path, data)
+        else:
+            loc.fs.pipe_file(loc.path, data)
+    except OSError as exc:
+        raise StorageError(f"cannot write {loc.display}: {exc.strerror or exc}",
+                           path=loc.display) from None
+
+
+def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
+    loc = resolve(url, storage_options)
+    with loc.fs.open(loc.path, "rb") as f:
+        return f.read()
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=directory)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# ------------------------------------------------------------------- checks
+def check_target(inp: Location, out: Location, overwrite: bool) -> None:
+    """Refuse, before anything is written, an output that would overwrite or overlap data.
+
+    Raises
+    ------
+    OutputError
+        ``OUTPUT`` is the input, lies inside it or contains it; or it exists, is
+        not empty and ``overwrite`` is false; or it is a file.
+    """
+    same_fs = type(inp.fs) is type(out.fs)
+    a, b = inp.path.rstrip("/") + "/", out.path.rstrip("/") + "/"
+    if same_fs and (a == b or b.startswith(a) or a.startswith(b)):
+        how = "is" if a == b else "lies inside" if b.startswith(a) else "contains"
+        raise OutputError(f"output {out.display} {how} the input {inp.display}; "
+                          "choose an output outside the input", path=out.display)
+    fs = out.fs
+    try:
+        if not fs.exists(out.path):
+            return
+        if fs.isfile(out.path):
+            raise OutputError(f"output {out.display} is a file; give a directory path",
+                              path=out.display)
+        if fs.ls(out.path) and not overwrite:
+            raise OutputError(f"output {out.display} exists and is not empty; pass "
+                              "--overwrite to replace it or choose another path",
+                              path=out.display)
+    except OSError as exc:
+        raise StorageError(f"cannot inspect output {out.display}: {exc}") from None
+
+
+# -------------------------------------------------------------------- locks
+class Lock:
+    """An exclusive lock beside ``OUTPUT``, held for one run, with a heartbeat.
+
+    A lock is stale when its holder ran on this host and its process is gone, or
+    when its heartbeat is older than ``LOCK_STALE_SECONDS`` (set by the
+    ``ZSCORE_LOCK_STALE_SECONDS`` environment variable).  A stale lock is broken
+    with a warning; a live one makes the run fail fast with :class:`LockedError`.
+    """
+
+    def __init__(self, out: Location, run_id: str, warn: Any = None):
+        parent, name = posixpath.split(out.path.rstrip("/"))
+        self.fs = out.fs
+        self.path = posixpath.join(parent, f".{name}.zscore.lock")
+        self.display = posixpath.join(posixpath.dirname(out.display.rstrip("/")),
+                                      f".{name}.zscore.lock")
+        self.run_id = run_id
+        self.warn = warn or (lambda msg: None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _content(self) -> bytes:
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                           "run_id": self.run_id, "started": time.time()}).encode()
+
+    def _create(self) -> bool:
+        try:
+            if is_local(self.fs):
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(self._content())
+            else:
+                with self.fs.open(self.path, "xb") as f:
+                    f.write(self._content())
+            return True
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot create lock {self.display}: {exc.strerror or exc}",
+                               path=self.display) from None
+
+    def _holder(self) -> tuple[dict[str, Any], float]:
+        try:
+            with self.fs.open(self.path, "rb") as f:
+                info = json.loads(f.read() or b"{}")
+            modified = self.fs.modified(self.path).timestamp()
+        except (OSError, ValueError):
+            return {}, time.time()
+        return info, modified
+
+    def _stale(self, info: dict[str, Any], modified: float) -> bool:
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+            try:
+                os.kill(info["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+            return False
+        return time.time() - modified > LOCK_STALE_SECONDS
+
+    def acquire(self) -> None:
+        for _ in range(3):
+            if self._create():
+                break
+            info, modified = self._holder()
+            if not self._stale(info, modified):
+                raise LockedError(
+                    f"output is locked by {self.display}, held by run {info.get('run_id', '?')} "
+                    f"(pid {info.get('pid', '?')} on {info.get('host', '?')}); another zscore "
+                    "is writing it: wait for it, or delete the lock if that run is dead",
+                    path=self.display)
+            self.warn(f"breaking stale lock {self.display} of run {info.get('run_id', '?')} "
+                      f"(pid {info.get('pid', '?')} on {info.get('host', '?')})")
+            with contextlib.suppress(OSError):
+                self.fs.rm(self.path)
+        else:
+            raise LockedError(f"could not take the lock {self.display}", path=self.display)
+        self._thread = threading.Thread(target=self._beat, name="zscore-lock", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(OSError):
+                if is_local(self.fs):
+                    os.utime(self.path)
+                else:
+                    self.fs.pipe_file(self.path, self._content())
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        info, _ = self._holder()
+        if info.get("run_id") == self.run_id:
+            with contextlib.suppress(OSError):
+                self.fs.rm(self.path)
+
+    def __enter__(self) -> Lock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+# ------------------------------------------------------------------ publish
+class Commit:
+    """Stage, check and publish one run's output; see the module docstring.
+
+    Use as a context manager: on any exception (including a signal turned into
+    one) the staging area is removed and nothing is published.
+
+    Attributes
+    ----------
+    target : Location
+        Where workers write data files (the staging directory on local disks,
+        ``OUTPUT`` itself on object stores).
+    """
+
+    def __init__(self, out: Location, *, overwrite: bool, run_id: str | None = None,
+                 warn: Any = None):
+        self.out = out
+        self.overwrite = overwrite
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.warn = warn or (lambda msg: None)
+        self.lock = Lock(out, self.run_id, self.warn)
+        parent, name = posixpath.split(out.path.rstrip("/"))
+        self._parent, self._name = parent, name
+        if out.local:
+            staging = posixpath.join(parent, f".{name}.zscore-staging-{self.run_id}")
+            self.target = Location(fs=out.fs, path=staging, display=out.display)
+        else:
+            self.target = out
+        self.published = False
+
+    # -------------------------------------------------------------- enter
+    def __enter__(self) -> Commit:
+        self.lock.acquire()
+        try:
+            self._clean_stale()
+            if self.out.local:
+                os.makedirs(self.target.path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    self.out.fs.rm(self.out.join(SUCCESS))
+        except OSError as exc:
+            self.lock.release()
+            raise StorageError(f"cannot prepare output {self.out.display}: "
+                               f"{exc.strerror or exc} ({getattr(exc, 'filename', '')})",
+                               path=self.out.display) from None
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def _clean_stale(self) -> None:
+        if not self.out.local or not os.path.isdir(self._parent):
+            return
+        for entry in os.listdir(self._parent):
+            if entry.startswith((f".{self._name}.zscore-staging-", f".{self._name}.zscore-old-")):
+                self.warn(f"removing {entry}, left in {self._parent} by a run that was killed")
+                shutil.rmtree(os.path.join(self._parent, entry), ignore_errors=True)
+
+    # ------------------------------------------------------------ publish
+    def publish(self, files: Iterable[str], manifest: dict[str, Any],
+                extra: dict[str, bytes] | None = None) -> None:
+        """Check that exactly ``files`` (relative paths) were written, then publish.
+
+        ``extra`` maps hidden relative names (``_stats.json``) to their content;
+        ``_SUCCESS`` (the JSON ``manifest``) is written after everything else.
+        """
+        expected = set(files)
+        fs, root = self.target.fs, self.target.path
+        written = {_rel(p, root) for p in fs.find(root)} if fs.exists(root) else set()
+        data_written = {r for r in written if not hidden(r)}
+        if missing := sorted(expected - data_written):
+            raise StorageError(f"output file {missing[0]} was not written "
+                               f"({len(missing)} missing); nothing was published")
+        if self.out.local:
+            if extra_files := sorted(data_written - expected):
+                raise StorageError(f"unexpected file {extra_files[0]} in the staging area "
+                                   f"{root}; nothing was published")
+        for name, content in (extra or {}).items():
+            self._write(name, content)
+        if not self.out.local:
+            keep = expected | set(extra or ()) | {SUCCESS}
+            stale = sorted(r for r in written if r not in keep)
+            if stale:
+                fs.rm([posixpath.join(root, r) for r in stale])
+        self._write(SUCCESS, (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode())
+        if self.out.local:
+            self._swap_in()
+        self.published = True
+
+    def _write(self, rel: str, content: bytes) -> None:
+        path = self.target.join(rel)
+        try:
+            if self.out.local:
+                atomic_write(path, content)
+            else:
+                self.target.fs.pipe_file(path, content)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}", path=path) from None
+
+    def _swap_in(self) -> None:
+        staging, out = self.target.path, self.out.path
+        try:
+            if os.path.isdir(out) and os.listdir(out):
+                if not self.overwrite:  # appeared while we ran
+                    raise OutputError(f"output {self.out.display} appeared while this run was "
+                                      "writing; nothing was published", path=self.out.display)
+                old = posixpath.join(self._parent, f".{self._name}.zscore-old-{self.run_id}")
+                if not _exchange(staging, out):
+                    os.rename(out, old)
+                    os.rename(staging, out)
+                else:
+                    os.rename(staging, old)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(staging, out)
+            fsync_dir(self._parent)
+        except OSError as exc:
+            raise StorageError(f"cannot publish {self.out.display}: {exc.strerror or exc}",
+                               path=self.out.display) from None
+
+    # --------------------------------------------------------------- exit
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if not self.published and self.out.local:
+                shutil.rmtree(self.target.path, ignore_errors=True)
+        finally:
+            self.lock.release()
+
+
+def _rel(path: str, root: str) -> str:
+    path = os.path.abspath(path) if path.startswith("/") else path
+    return path[len(root.rstrip("/")) + 1:]
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+@contextlib.contextmanager
+def local_tempfile(suffix: str = ".parquet") -> Iterator[str]:
+    """A temporary local file for an upload, removed afterwards."""
+    fd, path = tempfile.mkstemp(prefix="zscore-", suffix=suffix)
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

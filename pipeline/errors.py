@@ -1,0 +1,93 @@
+"""The exceptions zscore raises, and the exit code each one maps to.
+
+Every error carries the offending ``path`` and/or ``column`` as typed fields and a
+one-line message that says what to do.  They are raised on Dask workers too, so
+they must survive a pickle round trip (see ``__reduce__``).
+
+Exit codes (the contract schedulers script against):
+
+* ``2`` -- :class:`InputError` and subclasses: usage errors, bad input, bad data,
+  bad artifacts.  Retrying will not help.
+* ``1`` -- every other :class:`ZscoreError`: infrastructure (cluster lost, disk
+  full, a lock held by another run).  A retry may help.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ZscoreError(Exception):
+    """Base class of every error zscore reports to the user.
+
+    Parameters
+    ----------
+    message : str
+        One line: what is wrong, naming the file and/or column, and what to do.
+    path : str, optional
+        The file (relative to the dataset root where there is one) at fault.
+    column : str, optional
+        The column at fault.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: str | None = None, column: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.column = column
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only fields are not restored by the default Exception pickling.
+        return (_rebuild, (type(self), self.message, self.path, self.column, self.__dict__))
+
+
+def _rebuild(cls: type[ZscoreError], message: str, path: str | None, column: str | None,
+             state: dict[str, Any]) -> ZscoreError:
+    err = cls.__new__(cls)
+    ZscoreError.__init__(err, message, path=path, column=column)
+    err.__dict__.update(state)
+    return err
+
+
+class InputError(ZscoreError):
+    """Bad input, bad data or bad usage: exit code 2, do not retry."""
+
+    exit_code = 2
+
+
+class DataError(InputError):
+    """A data file is unreadable, or its schema or values cannot be used."""
+
+
+class ArtifactError(InputError):
+    """A statistics artifact is malformed or does not fit the data."""
+
+
+class OutputError(InputError):
+    """The output location is unusable (exists, overlaps the input, ...)."""
+
+
+class LockedError(ZscoreError):
+    """Another run holds the output's lock: exit code 1, retry later."""
+
+
+class ClusterError(ZscoreError):
+    """The Dask cluster failed or was lost: exit code 1, a retry may help."""
+
+
+class StorageError(ZscoreError):
+    """Writing failed for an infrastructure reason (disk full, permissions): exit 1."""
+
+
+class Interrupted(ZscoreError):  # noqa: N818 - it is a signal, not a failure
+    """The run was stopped by a signal; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, *, signum: int = 15, **kw: Any):
+        super().__init__(message, **kw)
+        self.signum = signum
+        self.exit_code = 128 + signum

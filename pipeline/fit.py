@@ -1,0 +1,222 @@
+"""The statistics pass: per-file moments on the workers, one canonical merge.
+
+Each task reads only the feature columns of its files, batch by batch (so a
+file larger than memory is fine), and returns one :class:`Moments` per file
+and feature.  The client folds them in sorted relative-path order, so the
+result is bit-identical however many workers ran and whichever finished first.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .dataset import Dataset, SourceFile, open_parquet
+from .errors import DataError, InputError
+from .stats import Moments
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+
+    from .cluster import Session
+
+BATCH_ROWS = 1 << 16  # rows per chunk: big enough for numpy, small enough for L2-friendly passes
+
+FileMoments = dict[str, Moments]
+
+
+# ------------------------------------------------------------------ workers
+def column_moments(arr: pa.Array | pa.ChunkedArray) -> Moments:
+    """Moments of one Arrow column: nulls and NaN are missing, +-inf counted apart."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    missing = arr.null_count
+    if missing:
+        arr = arr.drop_null()
+    x = arr.to_numpy(zero_copy_only=False)
+    inf = 0
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x)
+        if not finite.all():
+            nan = int(np.isnan(x).sum())
+            inf = int(x.size - finite.sum()) - nan
+            missing += nan
+            x = x[finite]
+    return Moments.from_array(x, missing=missing, inf=inf)
+
+
+def file_moments(fs: Any, file: SourceFile, features: Sequence[str],
+                 batch_rows: int = BATCH_ROWS) -> FileMoments:
+    """Moments of each feature of one file, folded over its batches in order."""
+    result = {name: Moments() for name in features}
+    try:
+        pf = open_parquet(fs, file.path)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(features),
+                                     use_threads=False):
+            for name, arr in zip(batch.schema.names, batch.columns, strict=True):
+                result[name] = result[name].merge(column_moments(arr))
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise DataError(f"cannot read {file.rel}: {' '.join(str(exc).split())[:300]}; "
+                        "the file is corrupt: replace or remove it", path=file.rel) from None
+    return result
+
+
+def files_moments(fs: Any, files: Sequence[SourceFile], features: Sequence[str]
+                  ) -> list[FileMoments]:
+    """:func:`file_moments` over a batch of files: the unit of work of one task."""
+    return [file_moments(fs, f, features) for f in files]
+
+
+# ------------------------------------------------------------------- client
+def finalize(features: Sequence[str], dtypes: Mapping[str, str],
+             pieces: Sequence[tuple[str, FileMoments]], *, ddof: int, inf: str,
+             source: Mapping[str, Any], warn: Any = None) -> FittedStats:
+    """Merge per-piece moments in the order given and build the artifact.
+
+    ``pieces`` pairs a label (a file's relative path) with its moments, in the
+    canonical order; the label names the culprit in errors.
+
+    Raises
+    ------
+    DataError
+        A feature with infinite values (``inf="error"``) or with no value at all.
+    """
+    warn = warn or (lambda msg: None)
+    feats: dict[str, FeatureStats] = {}
+    for name in features:
+        total = Moments.merge_all(fm[name] for _, fm in pieces)
+        if total.inf and inf == "error":
+            where = next(label for label, fm in pieces if fm[name].inf)
+            raise DataError(f"column '{name}' has {total.inf} infinite value(s), e.g. in "
+                            f"{where}; fix the data, exclude the column, or pass --inf null "
+                            "to treat them as missing", column=name, path=where)
+        if total.count == 0:
+            raise DataError(f"column '{name}' has no values (all {total.missing + total.inf} "
+                            "are missing); exclude it with --exclude " + name, column=name)
+        feats[name] = FeatureStats.from_moments(total, _dtype_name(dtypes[name]), ddof)
+        std = feats[name].std
+        if not total.constant and not (0.0 < std < math.inf):
+            # Squares of deviations under- or overflowed float64 (std < 1e-154 or > 1e154).
+            raise DataError(f"column '{name}' has a spread (std {std}) outside float64's range "
+                            "for squares; rescale the column or exclude it", column=name)
+        if total.constant:
+            warn(f"column '{name}' is constant ({feats[name].min!r}): its std is 0 and its "
+                 "standardized values will be 0.0")
+    return FittedStats(features=feats, ddof=ddof, inf=inf, created=now_iso(),
+                       tool_version=tool_version(), input=dict(source))
+
+
+def _dtype_name(arrow_type: str) -> str:
+    return {"float": "float32", "double": "float64", "halffloat": "float16"}.get(
+        arrow_type, arrow_type)
+
+
+def check_options(ddof: int, inf: str) -> None:
+    if ddof not in (0, 1):
+        raise InputError(f"--ddof must be 0 or 1, not {ddof}")
+    if inf not in ("error", "null"):
+        raise InputError(f"--inf must be 'error' or 'null', not {inf!r}")
+
+
+def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
+                ddof: int = 0, inf: str = "error") -> FittedStats:
+    """The statistics pass over a validated dataset, on ``session``'s cluster."""
+    check_options(ddof, inf)
+    fs = dataset.location.fs
+    per_file = session.map(partial(files_moments, fs, features=list(features)),
+                           list(dataset.files), label="fit",
+                           weights=[f.size for f in dataset.files],
+                           describe=lambda f: f.rel)
+    dtypes = {n: str(dataset.schema.field(n).type) for n in features}
+    source = {"path": dataset.location.display, "files": len(dataset.files),
+              "rows": dataset.rows, "fingerprint": dataset.fingerprint}
+    return finalize(features, dtypes, list(zip((f.rel for f in dataset.files), per_file,
+                                               strict=True)),
+                    ddof=ddof, inf=inf, source=source, warn=session.warn)
+
+
+# --------------------------------------------------------------- public API
+def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
+        features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
+        ddof: int = 0, inf: str = "error", client: Any = None,
+        storage_options: Mapping[str, Any] | None = None) -> FittedStats:
+    """Fit global per-feature mean and standard deviation in one distributed pass.
+
+    Parameters
+    ----------
+    source : str, path or dask.dataframe.DataFrame
+        A directory (or fsspec URL) of Parquet files, possibly hive-partitioned;
+        or a Dask DataFrame, whose partitions are merged in partition order.
+    features : str or list of str, optional
+        Names or shell globs (``"f*"``); default every integer and floating
+        column except hive partition keys.
+    exclude : str or list of str
+        Names or globs to leave out.
+    ddof : {0, 1}
+        0 for the population std (default, as scikit-learn), 1 for the sample std.
+    inf : {"error", "null"}
+        What infinite values are: an error, or missing.
+    client : distributed.Client, optional
+        Default: the current client if there is one, else an embedded local
+        cluster started for this call.
+    storage_options : dict, optional
+        Passed to fsspec (``{"endpoint_url": ...}``).
+
+    Returns
+    -------
+    FittedStats
+
+    Raises
+    ------
+    InputError
+        Bad options, unknown or non-numeric columns, unreadable files, features
+        with no values or (``inf="error"``) infinite values.
+
+    Examples
+    --------
+    >>> stats = fit("data/train", exclude="label")        # doctest: +SKIP
+    >>> stats.save("stats.json")                          # doctest: +SKIP
+    """
+    from .cluster import session_for
+
+    check_options(ddof, inf)
+    if not isinstance(source, str | os.PathLike):
+        return _fit_frame(source, features=features, exclude=exclude, ddof=ddof, inf=inf,
+                          client=client)
+    from .dataset import inspect, resolve
+
+    loc = resolve(source, dict(storage_options or {}))
+    with session_for(client) as session:
+        dataset, chosen = inspect(loc, session.mapper, features, exclude)
+        return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf)
+
+
+def _fit_frame(ddf: dd.DataFrame, *, features: Any, exclude: Any, ddof: int, inf: str,
+               client: Any) -> FittedStats:
+    import dask
+
+    from .dataset import Schema, select_features
+
+    meta = pa.Schema.from_pandas(ddf._meta, preserve_index=False)
+    schema = Schema(fields=tuple(meta), partition_keys=())
+    chosen = select_features(schema, features, exclude)
+    parts = ddf[chosen].to_delayed()
+    kwargs = {"scheduler": client} if client is not None else {}
+    per_part = dask.compute(*[dask.delayed(_frame_moments)(p, chosen) for p in parts], **kwargs)
+    rows = sum(m.count + m.missing + m.inf for m in (pm[chosen[0]] for pm in per_part))
+    return finalize(chosen, {n: str(schema.field(n).type) for n in chosen},
+                    [(f"partition {i}", pm) for i, pm in enumerate(per_part)], ddof=ddof,
+                    inf=inf, source={"path": "<dask DataFrame>", "files": len(parts),
+                                     "rows": int(rows)})
+
+
+def _frame_moments(df: Any, features: Sequence[str]) -> FileMoments:
+    table = pa.Table.from_pandas(df[list(features)], preserve_index=False)
+    return {name: column_moments(table.column(name)) for name in features}

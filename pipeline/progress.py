@@ -1,0 +1,115 @@
+"""What zscore tells the person (or the log) watching it.
+
+On a terminal: a progress bar per pass, redrawn in place.  Anywhere else
+(Airflow and Kubernetes logs): plain, timestamped, greppable lines, one every
+few seconds per pass.  Everything goes to stderr; results go to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from typing import TextIO
+
+LOG_EVERY = 5.0  # seconds between progress lines in logs
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover
+
+
+class Console:
+    """Messages and progress on stderr; ``quiet`` silences all but errors and warnings."""
+
+    def __init__(self, *, quiet: bool = False, verbose: bool = False,
+                 stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.verbose = verbose
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def _line(self, text: str) -> None:
+        prefix = "" if self.tty else f"{_stamp()} "
+        print(f"{prefix}zscore: {text}", file=self.stream, flush=True)
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self._line(text)
+
+    def warn(self, text: str) -> None:
+        self._line(f"warning: {text}")
+
+    def debug(self, text: str) -> None:
+        if self.verbose:
+            self._line(text)
+
+    def progress(self, label: str, total: int, total_bytes: int = 0, unit: str = "files"
+                 ) -> Progress:
+        return Progress(self, label, total, total_bytes, unit)
+
+
+class Progress:
+    """Progress of one pass: items done, bytes, throughput and ETA."""
+
+    def __init__(self, console: Console, label: str, total: int, total_bytes: int, unit: str):
+        self.console = console
+        self.label = label
+        self.total = total
+        self.total_bytes = total_bytes
+        self.unit = unit
+        self.done = 0
+        self.done_bytes = 0
+        self.start = time.monotonic()
+        self._last = self.start
+
+    def update(self, items: int, nbytes: int = 0) -> None:
+        self.done += items
+        self.done_bytes += nbytes
+        now = time.monotonic()
+        if self.console.quiet:
+            return
+        if self.console.tty:
+            if now - self._last >= 0.1 or self.done == self.total:
+                self._last = now
+                self.console.stream.write("\r" + self._text(bar=True))
+                self.console.stream.flush()
+        elif now - self._last >= LOG_EVERY and self.done < self.total:
+            self._last = now
+            self.console._line(self._text(bar=False))
+
+    def close(self) -> None:
+        if self.console.quiet:
+            return
+        if self.console.tty:
+            self.console.stream.write("\r" + self._text(bar=True) + "\n")
+            self.console.stream.flush()
+        else:
+            self.console._line(self._text(bar=False))
+
+    def _text(self, *, bar: bool) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        frac = self.done / self.total if self.total else 1.0
+        parts = [f"{self.label:<9}"]
+        if bar:
+            width = 24
+            filled = int(frac * width)
+            parts.append("[" + "#" * filled + "-" * (width - filled) + "]")
+        parts.append(f"{self.done}/{self.total} {self.unit}")
+        if self.total_bytes:
+            done_b = self.total_bytes * frac if not self.done_bytes else self.done_bytes
+            parts.append(f"{human_bytes(done_b)}/{human_bytes(self.total_bytes)}")
+            parts.append(f"{human_bytes(done_b / elapsed)}/s")
+        if 0 < frac < 1:
+            parts.append(f"ETA {elapsed * (1 - frac) / frac:.0f}s")
+        else:
+            parts.append(f"{elapsed:.1f}s")
+        return "  ".join(parts)

@@ -1,0 +1,177 @@
+"""The jobs: fit a dataset, transform it into a published output, or both.
+
+Order of a run, chosen so that nothing is written until the input is known to
+be good and nothing is visible until everything is written:
+
+1. resolve paths; refuse an output that exists (without ``--overwrite``) or
+   overlaps the input; load ``--stats`` for ``transform``;
+2. take the output's lock (see :mod:`pipeline.commit`);
+3. list the input and validate every footer on the cluster;
+4. fit (``run`` only): one read of the feature columns;
+5. transform: one read of every column and one write, into staging;
+6. check, write ``_stats.json`` and ``_SUCCESS`` (the manifest), publish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .artifact import FittedStats, now_iso, tool_version
+from .cluster import Session, session_for
+from .commit import Commit, check_target
+from .dataset import Dataset, inspect, resolve
+from .fit import check_options, fit_dataset
+from .transform import Plan, check_transform_options
+from .write import Written, write_dataset
+
+STATS_NAME = "_stats.json"
+
+
+@dataclass
+class RunResult:
+    """What a :func:`run` or :func:`transform_dataset` did."""
+
+    stats: FittedStats
+    output: str
+    files: int
+    rows: int
+    bytes: int
+    input_bytes: int
+    seconds: float
+    stats_path: str | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    features: list[str] = field(default_factory=list)
+
+
+def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
+        stats_path: str | os.PathLike[str] | None = None,
+        features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
+        ddof: int = 0, inf: str = "error", mode: str = "standard", dtype: str = "preserve",
+        overwrite: bool = False, client: Any = None,
+        storage_options: Mapping[str, Any] | None = None) -> RunResult:
+    """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
+
+    Parameters
+    ----------
+    input, output : str or path
+        Directories or fsspec URLs.  ``output`` mirrors ``input``'s layout and
+        gets ``_stats.json`` and ``_SUCCESS`` (the manifest, written last).
+    stats_path : str, optional
+        Also save the fitted statistics there.
+    features, exclude, ddof, inf
+        As for :func:`pipeline.fit`.
+    mode, dtype
+        As for :func:`pipeline.apply`.
+    overwrite : bool
+        Replace an existing non-empty ``output`` (atomically on local disks).
+    client : distributed.Client, optional
+        Default: the current client, else an embedded local cluster.
+    storage_options : dict, optional
+        fsspec options for every path.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    InputError
+        Bad options or data (exit code 2 on the command line).
+    ZscoreError
+        Infrastructure failures (exit code 1).
+    """
+    return _job(input, output, stats_path=stats_path, fit=True, features=features,
+                exclude=exclude, ddof=ddof, inf=inf, mode=mode, dtype=dtype,
+                overwrite=overwrite, client=client, storage_options=storage_options)
+
+
+def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[str],
+                      stats: FittedStats | str | os.PathLike[str], *,
+                      features: str | Sequence[str] | None = None,
+                      exclude: str | Sequence[str] = (), mode: str = "standard",
+                      dtype: str = "preserve", overwrite: bool = False, client: Any = None,
+                      storage_options: Mapping[str, Any] | None = None) -> RunResult:
+    """Write ``input`` normalized with already-fitted ``stats`` to ``output``, crash-safely.
+
+    ``stats`` is a :class:`FittedStats` or the path of its JSON.  By default
+    every feature of ``stats`` is transformed; ``features``/``exclude`` narrow
+    that.  Other parameters as for :func:`run`.
+    """
+    return _job(input, output, stats=stats, fit=False, features=features, exclude=exclude,
+                mode=mode, dtype=dtype, overwrite=overwrite, client=client,
+                storage_options=storage_options)
+
+
+def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: Any = None,
+         features: Any = None, exclude: Any = (), ddof: int = 0, inf: str = "error",
+         mode: str = "standard", dtype: str = "preserve", overwrite: bool = False,
+         client: Any = None, storage_options: Mapping[str, Any] | None = None) -> RunResult:
+    started, t0 = now_iso(), time.monotonic()
+    opts = dict(storage_options or {})
+    check_options(ddof, inf)
+    inp, out = resolve(input, opts), resolve(output, opts)
+    check_target(inp, out, overwrite)
+    fitted: FittedStats | None = None
+    check_transform_options(mode, dtype)
+    if not fit:
+        fitted = stats if isinstance(stats, FittedStats) else FittedStats.load(stats, opts)
+    with session_for(client) as session:
+        console = session.console
+        with Commit(out, overwrite=overwrite, warn=session.warn) as commit:
+            if fit:
+                dataset, chosen = inspect(inp, session.mapper, features, exclude)
+                console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
+                fitted = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf)
+            else:
+                assert fitted is not None
+                spec = features if features else fitted.names
+                dataset, chosen = inspect(inp, session.mapper, spec, exclude,
+                                          origin="--features" if features else "statistics")
+            assert fitted is not None
+            plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen)
+            written = write_dataset(session, dataset, plan, commit.target)
+            stats_json = fitted.to_json().encode()
+            manifest = _manifest(commit.run_id, started, dataset, fitted, stats_json, plan,
+                                 written, command="run" if fit else "transform")
+            commit.publish([w.rel for w in written], manifest, {STATS_NAME: stats_json})
+        if stats_path is not None:
+            fitted.save(stats_path, opts)
+    return RunResult(stats=fitted, output=out.display, files=len(written),
+                     rows=sum(w.rows for w in written), bytes=sum(w.bytes for w in written),
+                     input_bytes=dataset.nbytes, seconds=time.monotonic() - t0,
+                     stats_path=os.fspath(stats_path) if stats_path is not None else None,
+                     manifest=manifest, features=list(chosen))
+
+
+def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int = 0,
+             inf: str = "error", session: Session,
+             storage_options: Mapping[str, Any] | None = None
+             ) -> tuple[FittedStats, Dataset, list[str]]:
+    """The ``zscore fit`` job on an open session: validate, then fit."""
+    check_options(ddof, inf)
+    loc = resolve(input, dict(storage_options or {}))
+    dataset, chosen = inspect(loc, session.mapper, features, exclude)
+    session.console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
+    return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf), dataset, chosen
+
+
+def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
+              stats_json: bytes, plan: Plan, written: Sequence[Written], *, command: str
+              ) -> dict[str, Any]:
+    return {
+        "run_id": run_id, "command": command, "tool_version": tool_version(),
+        "started": started, "finished": now_iso(),
+        "input": {"path": dataset.location.display, "files": len(dataset.files),
+                  "rows": dataset.rows, "bytes": dataset.nbytes,
+                  "fingerprint": dataset.fingerprint},
+        "statistics_sha256": hashlib.sha256(stats_json).hexdigest(),
+        "mode": plan.mode, "dtype": plan.dtype, "features": [c.name for c in plan.columns],
+        "rows": sum(w.rows for w in written),
+        "files": [{"path": w.rel, "rows": w.rows, "bytes": w.bytes} for w in written],
+    }
+

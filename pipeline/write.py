@@ -1,0 +1,147 @@
+"""The transform pass: each task reads whole files, transforms them and writes them.
+
+One output file per input file, at the same relative path (so hive partition
+directories and file names are mirrored), with the input's row groups (split
+at ``MAX_ROW_GROUP`` rows), rows in the same order, the input's compression
+codec per column, and dictionary encoding only for the pass-through columns
+that had it (dictionary-encoding normalized floats is slow and bloats files).
+Nothing in a data file depends on time or run id, so a rerun writes the same
+bytes.
+
+Each file is written under a temporary name and renamed into place (local), or
+written to a local temporary file and uploaded in one request (object stores):
+a task re-executed after a worker died overwrites its file whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .commit import local_tempfile
+from .dataset import Dataset, Footer, Location, SourceFile, open_parquet
+from .errors import DataError, StorageError
+from .transform import Plan, output_schema, transform_table
+
+if TYPE_CHECKING:
+    from .cluster import Session
+
+MAX_ROW_GROUP = 1 << 20  # rows; larger input row groups are split (bounded memory)
+
+_CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli",
+           "LZ4": "lz4", "LZ4_RAW": "lz4", "UNCOMPRESSED": "none"}
+
+
+@dataclass(frozen=True)
+class Written:
+    """One output file: its relative path, rows and size in bytes."""
+
+    rel: str
+    rows: int
+    bytes: int
+
+
+def writer_options(footer: Footer, plan: Plan) -> dict[str, Any]:
+    """Parquet writer options that keep the input's choices for pass-through columns."""
+    features = {c.name for c in plan.columns}
+    codecs = {name: _CODECS.get(codec, "snappy") for name, codec in footer.compression}
+    distinct = set(codecs.values())
+    compression: str | dict[str, str] = distinct.pop() if len(distinct) == 1 else codecs
+    if not codecs:
+        compression = "snappy"
+    dictionary = [name for name in footer.dictionary if name not in features]
+    return {"compression": compression, "use_dictionary": dictionary or False}
+
+
+def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
+               plan: Plan) -> Written:
+    """Transform one input file into ``target/<file.rel>``; return what was written."""
+    dest = target.join(file.rel)
+    if target.local:
+        directory = os.path.dirname(dest)
+        tmp = os.path.join(directory, f".{os.path.basename(dest)}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            os.makedirs(directory, exist_ok=True)
+            rows = _transform_into(src_fs, file, footer, tmp, plan)
+            os.replace(tmp, dest)
+            size = os.path.getsize(dest)
+        except OSError as exc:
+            raise StorageError(f"cannot write {dest}: {exc.strerror or exc}", path=dest) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return Written(rel=file.rel, rows=rows, bytes=size)
+    with local_tempfile() as tmp:
+        try:
+            rows = _transform_into(src_fs, file, footer, tmp, plan)
+            size = os.path.getsize(tmp)
+            target.fs.put_file(tmp, dest)
+        except OSError as exc:
+            raise StorageError(f"cannot write {target.display.rstrip('/')}/{file.rel}: "
+                               f"{exc.strerror or exc}", path=file.rel) from None
+    return Written(rel=file.rel, rows=rows, bytes=size)
+
+
+def _transform_into(src_fs: Any, file: SourceFile, footer: Footer, dest: str, plan: Plan
+                    ) -> int:
+    try:
+        pf = open_parquet(src_fs, file.path)
+        schema = output_schema(pf.schema_arrow, plan)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise _corrupt(file, exc) from None
+    rows = 0
+    with pq.ParquetWriter(dest, schema, **writer_options(footer, plan)) as writer:
+        for batch in _batches(pf, file):
+            table = transform_table(batch, plan, where=file.rel)
+            writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            rows += table.num_rows
+    return rows
+
+
+def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
+    for i in range(pf.num_row_groups):
+        try:
+            yield from pf.iter_batches(batch_size=MAX_ROW_GROUP, row_groups=[i],
+                                       use_threads=False)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise _corrupt(file, exc) from None
+
+
+def _corrupt(file: SourceFile, exc: BaseException) -> DataError:
+    return DataError(f"cannot read {file.rel}: {' '.join(str(exc).split())[:300]}; the file "
+                     "is corrupt: replace or remove it", path=file.rel)
+
+
+def write_files(src_fs: Any, pairs: Sequence[tuple[SourceFile, Footer]], target: Location,
+                plan: Plan) -> list[Written]:
+    """:func:`write_file` over a batch of files: the unit of work of one task."""
+    return [write_file(src_fs, f, footer, target, plan) for f, footer in pairs]
+
+
+def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Location
+                  ) -> list[Written]:
+    """The transform pass on the cluster; checks every file arrived with all its rows.
+
+    Raises
+    ------
+    StorageError
+        An output file whose row count differs from its input's.
+    """
+    pairs = list(zip(dataset.files, dataset.footers, strict=True))
+    written = session.map(partial(write_files, dataset.location.fs, target=target, plan=plan),
+                          pairs, label="transform", weights=[f.size for f in dataset.files],
+                          describe=lambda p: p[0].rel)
+    for (f, footer), w in zip(pairs, written, strict=True):
+        if w.rows != footer.rows or w.rel != f.rel:
+            raise StorageError(f"output for {f.rel} has {w.rows} rows, input has {footer.rows}; "
+                               "nothing was published")
+    return written
+

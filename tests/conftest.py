@@ -1,0 +1,61 @@
+"""The one shared fixture: a session-scoped factory of small Parquet datasets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.sample import make_dataset
+
+
+class Datasets:
+    """Writes each named dataset once per session; tests that modify one take a copy."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def write(self, name: str, files: Mapping[str, pa.Table | pd.DataFrame],
+              **write_kwargs) -> Path:
+        """``files`` maps relative paths (``day=1/part-0.parquet``) to tables."""
+        path = self.root / name
+        if not path.exists():
+            for rel, table in files.items():
+                if isinstance(table, pd.DataFrame):
+                    table = pa.Table.from_pandas(table, preserve_index=False)
+                dest = path / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(table, dest, **write_kwargs)
+        return path
+
+    def sample(self, name: str = "sample", **kwargs) -> Path:
+        """The demo dataset (pipeline.sample), small by default."""
+        path = self.root / name
+        if not path.exists():
+            make_dataset(path, **{"rows": 24_000, "days": 3, "files_per_day": 2, **kwargs})
+        return path
+
+    def copy(self, src: Path, dest: Path) -> Path:
+        shutil.copytree(src, dest)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> Datasets:
+    return Datasets(tmp_path_factory.mktemp("datasets"))
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` (relative path -> bytes), hidden ones included."""
+    out = {}
+    for dirpath, _, names in os.walk(path):
+        for n in names:
+            p = Path(dirpath) / n
+            out[str(p.relative_to(path))] = p.read_bytes()
+    return out

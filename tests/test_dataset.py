@@ -1,0 +1,126 @@
+"""Listing, hive partitions, footer validation and feature selection."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.dataset import (
+    Schema,
+    fingerprint,
+    list_files,
+    read_footers,
+    resolve,
+    select_features,
+    validate,
+)
+from pipeline.errors import DataError, InputError
+
+
+def _df(n=10, **cols):
+    base = {"id": range(n), "x": [float(i) for i in range(n)], "s": ["a"] * n}
+    base.update(cols)
+    return pd.DataFrame(base)
+
+
+def _inspect(path, features=None, exclude=()):
+    loc = resolve(path)
+    files = list_files(loc)
+    footers = read_footers(loc.fs, files)
+    keys = tuple(k for k, _ in files[0].partition)
+    return files, validate(footers, keys, features, exclude)
+
+
+def test_hidden_and_underscore_files_are_ignored(tmp_path):
+    for rel in ["day=1/part-0.parquet", "day=2/part-0.parquet"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pandas(_df()), tmp_path / rel)
+    (tmp_path / "_SUCCESS").write_text("")
+    (tmp_path / "day=1" / ".part-0.parquet.crc").write_text("x")
+    (tmp_path / "_tmp").mkdir()
+    (tmp_path / "_tmp" / "junk.parquet").write_text("x")
+    files = list_files(resolve(tmp_path))
+    assert [f.rel for f in files] == ["day=1/part-0.parquet", "day=2/part-0.parquet"]
+    assert files[0].partition == (("day", "1"),)
+
+
+def test_fingerprint_changes_with_content(tmp_path):
+    pq.write_table(pa.Table.from_pandas(_df()), tmp_path / "a.parquet")
+    before = fingerprint(list_files(resolve(tmp_path)))
+    pq.write_table(pa.Table.from_pandas(_df(11)), tmp_path / "a.parquet")
+    assert fingerprint(list_files(resolve(tmp_path))) != before
+
+
+def test_every_problem_is_listed_with_its_file(tmp_path):
+    pq.write_table(pa.Table.from_pandas(_df()), tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(_df(x=["1"] * 10)), tmp_path / "b.parquet")
+    pq.write_table(pa.Table.from_pandas(_df().drop(columns="s")), tmp_path / "c.parquet")
+    (tmp_path / "d.parquet").write_bytes(b"")
+    good = (tmp_path / "a.parquet").read_bytes()
+    (tmp_path / "e.parquet").write_bytes(good[: len(good) // 2])
+    pq.write_table(pa.Table.from_pandas(_df()), tmp_path / "f.parquet")
+    with pytest.raises(DataError) as info:
+        _inspect(tmp_path)
+    msg = str(info.value)
+    assert "d.parquet is empty (0 bytes)" in msg
+    assert "e.parquet is not a readable Parquet file" in msg
+    assert "column 's' is missing from c.parquet" in msg
+    assert "column 'x' is large_string in b.parquet but double in 3 other file(s)" in msg
+    assert msg.startswith("4 problem(s) in the input")
+
+
+def test_selected_feature_missing_from_a_file(tmp_path):
+    pq.write_table(pa.Table.from_pandas(_df(y=[1.0] * 10)), tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(_df()), tmp_path / "b.parquet")
+    with pytest.raises(DataError, match="selected feature 'y' is missing from b.parquet"):
+        _inspect(tmp_path)
+
+
+def test_numeric_width_may_differ_for_a_feature(tmp_path):
+    pq.write_table(pa.Table.from_pandas(_df()), tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(_df(x=list(range(10)))), tmp_path / "b.parquet")
+    _, (schema, chosen) = _inspect(tmp_path)
+    assert "x" in chosen and schema.field("x").type == pa.float64()
+    with pytest.raises(DataError, match="column 'x' is int64 in b.parquet"):
+        _inspect(tmp_path, exclude="x")  # a pass-through column must keep one type
+
+
+def test_partition_keys_are_not_features(tmp_path):
+    (tmp_path / "k=1").mkdir()
+    pq.write_table(pa.Table.from_pandas(_df()), tmp_path / "k=1" / "a.parquet")
+    _, (schema, chosen) = _inspect(tmp_path)
+    assert schema.partition_keys == ("k",) and chosen == ["id", "x"]
+
+
+def _schema(**types):
+    return Schema(fields=tuple(pa.field(k, v) for k, v in types.items()), partition_keys=())
+
+
+def test_select_features_globs_and_order():
+    s = _schema(b2=pa.float32(), a1=pa.int64(), txt=pa.string(), b1=pa.float64())
+    assert select_features(s) == ["b2", "a1", "b1"]
+    assert select_features(s, "b*") == ["b2", "b1"]
+    assert select_features(s, "b1,a1") == ["a1", "b1"]
+    assert select_features(s, None, "a*") == ["b2", "b1"]
+
+
+@pytest.mark.parametrize("features, exclude, message", [
+    ("nope", "", "--features 'nope' matches no column"),
+    ("txt", "", "column 'txt' is string, not numeric"),
+    (None, "zz", "--exclude 'zz' matches no column"),
+    ("a1", "a1", "no numeric feature column selected"),
+])
+def test_select_features_errors(features, exclude, message):
+    s = _schema(a1=pa.int64(), txt=pa.string())
+    with pytest.raises(InputError, match=message):
+        select_features(s, features, exclude)
+
+
+def test_missing_input(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        list_files(resolve(tmp_path / "nope"))
+    (tmp_path / "_only").write_text("")
+    with pytest.raises(InputError, match="holds no data files"):
+        list_files(resolve(tmp_path))
