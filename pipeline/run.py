@@ -46,6 +46,7 @@ class RunResult:
     stats_path: str | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     features: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
@@ -120,32 +121,64 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
     check_transform_options(mode, dtype)
     if not fit:
         fitted = stats if isinstance(stats, FittedStats) else FittedStats.load(stats, opts)
+    timings = Timings()
     with session_for(client) as session:
         console = session.console
+        timings.lap("startup")
         with Commit(out, overwrite=overwrite, warn=session.warn) as commit:
             if fit:
                 dataset, chosen = inspect(inp, session.mapper, features, exclude)
+                timings.lap("footers")
                 console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
                 fitted = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf)
+                timings.lap("fit")
             else:
                 assert fitted is not None
                 spec = features if features else fitted.names
                 dataset, chosen = inspect(inp, session.mapper, spec, exclude,
                                           origin="--features" if features else "statistics")
+                timings.lap("footers")
             assert fitted is not None
             plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen)
             written = write_dataset(session, dataset, plan, commit.target)
+            timings.lap("transform")
             stats_json = fitted.to_json().encode()
             manifest = _manifest(commit.run_id, started, dataset, fitted, stats_json, plan,
                                  written, command="run" if fit else "transform")
+            manifest["timings"] = timings.seconds
             commit.publish([w.rel for w in written], manifest, {STATS_NAME: stats_json})
+        timings.lap("publish")
         if stats_path is not None:
             fitted.save(stats_path, opts)
     return RunResult(stats=fitted, output=out.display, files=len(written),
+                     timings=timings.seconds,
                      rows=sum(w.rows for w in written), bytes=sum(w.bytes for w in written),
                      input_bytes=dataset.nbytes, seconds=time.monotonic() - t0,
                      stats_path=os.fspath(stats_path) if stats_path is not None else None,
                      manifest=manifest, features=list(chosen))
+
+
+class Timings:
+    """Seconds spent in each phase of a job, for the manifest.
+
+    ``before_job`` is how long the process had been alive when the job began
+    (imports and argument parsing, for the command line).
+    """
+
+    def __init__(self) -> None:
+        self._last = time.time()
+        self.seconds: dict[str, float] = {}
+        try:
+            import psutil
+
+            self.seconds["before_job"] = round(self._last - psutil.Process().create_time(), 4)
+        except (ImportError, OSError):
+            pass
+
+    def lap(self, phase: str) -> None:
+        now = time.time()
+        self.seconds[phase] = round(now - self._last, 4)
+        self._last = now
 
 
 def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int = 0,

@@ -1,0 +1,211 @@
+"""The command line end to end on the embedded cluster: outputs, layout, exit codes, messages."""
+
+from __future__ import annotations
+
+import json
+import os
+from fractions import Fraction
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import snapshot
+
+from pipeline.cli import main
+from pipeline.stats import exact_reference
+
+
+def zscore(capsys, *args: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_run_writes_a_normalized_mirror_of_the_input(datasets, tmp_path, capsys):
+    src = datasets.sample()
+    before = snapshot(src)
+    code, out, err = zscore(capsys, "run", src, tmp_path / "out", "--exclude", "id,label",
+                            "--workers", 2)
+    assert code == 0, err
+    assert snapshot(src) == before  # the input is never modified
+    assert "features (8): f_normal, f_skewed" in err
+    assert "run: 24,000 rows in 6 files, 8 features" in out
+    out_dir = tmp_path / "out"
+    in_files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.parquet"))
+    out_files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.parquet"))
+    assert out_files == in_files
+    manifest = json.loads((out_dir / "_SUCCESS").read_text())
+    assert manifest["rows"] == 24_000 and len(manifest["files"]) == 6
+    stats = json.loads((out_dir / "_stats.json").read_text())
+    for rel in in_files:
+        a, b = pq.read_table(src / rel), pq.read_table(out_dir / rel)
+        assert a.num_rows == b.num_rows
+        assert a.column_names == b.column_names
+        for name in ["id", "label", "city", "event_time"]:
+            assert a.column(name).equals(b.column(name)), (rel, name)
+        assert b.schema.field("f_float32_offset").type == pa.float32()
+        assert b.schema.field("f_count").type == pa.float64()
+        assert b.column("f_with_nan").null_count == a.column("f_with_nan").null_count
+    z = pa.concat_tables(pq.read_table(out_dir / rel) for rel in in_files)
+    for name, f in stats["features"].items():
+        x = z.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        x = x[~np.isnan(x)]
+        if f["constant"]:
+            assert (x == 0.0).all()
+        else:
+            assert abs(x.mean()) < 1e-9 and abs(x.std() - 1) < 1e-9, name
+
+
+def test_rerun_is_byte_identical_and_transform_equals_run(datasets, tmp_path, capsys):
+    src = datasets.sample()
+    assert zscore(capsys, "run", src, tmp_path / "a", "--exclude", "id,label")[0] == 0
+    assert zscore(capsys, "run", src, tmp_path / "b", "--exclude", "id,label",
+                  "--stats", tmp_path / "s.json")[0] == 0
+    assert zscore(capsys, "transform", src, tmp_path / "c", "--stats", tmp_path / "s.json")[0] == 0
+    data = [{k: v for k, v in snapshot(tmp_path / d).items() if not k.startswith("_")}
+            for d in "abc"]
+    assert data[0] == data[1] == data[2] and len(data[0]) == 6
+
+
+def test_fit_then_inspect(datasets, tmp_path, capsys):
+    src = datasets.sample()
+    code, out, _ = zscore(capsys, "fit", src, "--stats", tmp_path / "s.json", "--features",
+                          "f_normal,f_large*", "--ddof", 1)
+    assert code == 0 and "fitted 2 features on 24,000 rows in 6 files" in out
+    table = pq.read_table(src, columns=["f_large_offset"]).column(0).to_numpy()
+    mean, std = exact_reference(table.tolist(), ddof=1)
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert abs(stats["features"]["f_large_offset"]["std"] - std) <= 1e-12 * std
+    assert stats["ddof"] == 1
+    code, out, _ = zscore(capsys, "inspect", tmp_path / "s.json")
+    assert code == 0 and "f_large_offset" in out and "ddof 1" in out
+
+
+@pytest.mark.parametrize("mode", ["scale", "center"])
+def test_modes_and_dtype(datasets, tmp_path, capsys, mode):
+    src = datasets.sample()
+    code, _, err = zscore(capsys, "run", src, tmp_path / "o", "--features", "f_float32_offset",
+                          "--mode", mode, "--dtype", "float64")
+    assert code == 0, err
+    stats = json.loads((tmp_path / "o" / "_stats.json").read_text())["features"]
+    f = stats["f_float32_offset"]
+    rel = "day=2026-01-01/part-0.parquet"
+    x = pq.read_table(src / rel).column("f_float32_offset").to_numpy().astype(np.float64)
+    z = pq.read_table(tmp_path / "o" / rel).column("f_float32_offset")
+    assert z.type == pa.float64()
+    if mode == "scale":
+        np.testing.assert_array_equal(z.to_numpy(), x / f["std"])
+    else:  # x - mean against the exact mean: within rounding of the result
+        exact = Fraction(f["moments"]["shift"]) + Fraction(f["moments"]["offset"])
+        expected = np.array([float(Fraction(v) - exact) for v in x])
+        np.testing.assert_array_less(np.abs(z.to_numpy() - expected),
+                                     np.spacing(np.abs(expected)) + 1e-300)
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.fixture()
+def bad_inputs(datasets):
+    return datasets.write("bad", {
+        "a.parquet": pa.table({"x": [1.0, 2.0, 3.0], "txt": ["a", "b", "c"],
+                               "empty": pa.array([None] * 3, pa.float64()),
+                               "inf": [1.0, float("inf"), 2.0]})})
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--features", "nope"], "zscore: error: --features 'nope' matches no column; available "
+                             "columns: x, txt, empty, inf"),
+    (["--features", "txt"], "zscore: error: column 'txt' is string, not numeric; only "
+                            "integer and floating columns can be normalized"),
+    (["--features", "empty"], "zscore: error: column 'empty' has no values (all 3 are "
+                              "missing); exclude it with --exclude empty"),
+    (["--features", "inf"], "zscore: error: column 'inf' has 1 infinite value(s), e.g. in "
+                            "a.parquet; fix the data, exclude the column, or pass --inf null "
+                            "to treat them as missing"),
+    (["--mode", "minmax"], "zscore: error: Invalid value for '--mode': 'minmax' is not one of "
+                           "'standard', 'scale', 'center'. (see 'zscore run --help')"),
+])
+def test_bad_input_exits_2_naming_the_culprit(bad_inputs, tmp_path, capsys, args, message):
+    code, _, err = zscore(capsys, "run", bad_inputs, tmp_path / "out", *args)
+    assert code == 2
+    assert error_line(err) == message
+    assert not (tmp_path / "out").exists()
+    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+def test_output_exists_or_overlaps_input(datasets, tmp_path, capsys):
+    src = datasets.sample()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("precious")
+    code, _, err = zscore(capsys, "run", src, tmp_path / "out")
+    assert code == 2 and error_line(err) == (
+        f"zscore: error: output {tmp_path / 'out'} exists and is not empty; pass --overwrite "
+        "to replace it or choose another path")
+    assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
+    for target, how in [(src, "is"), (src / "day=2026-01-01" / "z", "lies inside"),
+                        (src.parent, "contains")]:
+        code, _, err = zscore(capsys, "run", src, target, "--overwrite")
+        assert code == 2 and error_line(err) == (
+            f"zscore: error: output {target} {how} the input {src}; choose an output outside "
+            "the input")
+
+
+def test_overwrite_replaces_the_old_output(datasets, tmp_path, capsys):
+    src = datasets.sample()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.parquet").write_text("old")
+    code, _, err = zscore(capsys, "run", src, tmp_path / "out", "--overwrite")
+    assert code == 0, err
+    assert not (tmp_path / "out" / "old.parquet").exists()
+    assert (tmp_path / "out" / "_SUCCESS").exists()
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging or old copy left behind
+
+
+def test_malformed_artifact_exits_2_naming_the_field(datasets, tmp_path, capsys):
+    stats = tmp_path / "s.json"
+    stats.write_text(json.dumps({"format_version": 1, "ddof": 0, "inf": "error", "features": {
+        "f_normal": {"dtype": "float64", "count": 1, "missing": 0, "mean": 0.0,
+                     "min": 0, "max": 1, "constant": False}}}))
+    code, _, err = zscore(capsys, "transform", datasets.sample(), tmp_path / "o", "--stats", stats)
+    assert code == 2 and error_line(err) == (
+        f"zscore: error: statistics file {stats}: field 'features.f_normal.std' is missing")
+
+
+def test_transform_with_statistics_naming_a_column_the_input_lacks(datasets, tmp_path, capsys):
+    src = datasets.sample()
+    other = datasets.write("other", {"a.parquet": pa.table({"zz": [1.0, 2.0]})})
+    assert zscore(capsys, "fit", other, "--stats", tmp_path / "s.json")[0] == 0
+    code, _, err = zscore(capsys, "transform", src, tmp_path / "o", "--stats", tmp_path / "s.json")
+    assert code == 2
+    assert error_line(err).startswith("zscore: error: column 'zz' of the statistics is not in "
+                                      "the input; available columns: id, f_normal")
+    code, _, err = zscore(capsys, "transform", other, tmp_path / "o", "--stats",
+                          tmp_path / "s.json", "--features", "zz")
+    assert code == 0, err
+    assert zscore(capsys, "fit", src, "--stats", tmp_path / "t.json", "--features", "f_normal")[0] \
+        == 0
+    code, _, err = zscore(capsys, "transform", src, tmp_path / "o2", "--stats",
+                          tmp_path / "t.json", "--features", "f_normal,f_skewed")
+    assert code == 2 and "column 'f_skewed' is not in the statistics" in error_line(err)
+
+
+def test_usage_errors_are_one_line_exit_2(capsys, tmp_path):
+    code, _, err = zscore(capsys, "fit", tmp_path)
+    assert code == 2 and error_line(err) == (
+        "zscore: error: Missing option '--stats'. (see 'zscore fit --help')")
+    code, _, err = zscore(capsys, "frobnicate")
+    assert code == 2 and "No such command 'frobnicate'" in error_line(err)
+    code, _, err = zscore(capsys, "fit", tmp_path / "nope", "--stats", tmp_path / "s.json")
+    assert code == 2 and error_line(err) == f"zscore: error: input {tmp_path / 'nope'} does not exist"
+
+
+def test_version_and_help(capsys):
+    assert zscore(capsys, "--version")[0] == 0
+    code, out, _ = zscore(capsys, "run", "--help")
+    assert code == 0 and "Example:" in out
