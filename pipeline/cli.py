@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +77,8 @@ def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--overwrite", is_flag=True,
                      help="Replace an existing OUTPUT (atomically, once the new one is "
                           "complete)."),
+        click.option("--report/--no-report", default=True, show_default=True,
+                     help="Write OUTPUT/_report/: histograms before and after, per feature."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -172,7 +175,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
     with _session(kw, console) as session:
         result = transform_dataset(input, output, stats, features=kw["features"],
                                    exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
-                                   overwrite=kw["overwrite"], client=session,
+                                   overwrite=kw["overwrite"], report=kw["report"], client=session,
                                    storage_options=opts)
     _report_run(result, "transform")
 
@@ -204,7 +207,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
         result = run_job(input, output, stats_path=stats_path, features=kw["features"],
                          exclude=kw["exclude"], ddof=kw["ddof"], inf=kw["inf"],
                          mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
-                         client=session, storage_options=opts)
+                         report=kw["report"], client=session, storage_options=opts)
     _report_run(result, "run")
 
 
@@ -228,6 +231,21 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
                    f"{src.get('rows', '?'):,} rows" if isinstance(src.get("rows"), int)
                    else f"input {src.get('path', '?')}")
     click.echo(_table(stats))
+
+
+@cli.command()
+@click.argument("output")
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
+def report(output: str, storage_option: tuple[str, ...]) -> None:
+    """Draw OUTPUT/_report/ again from a finished output (reads no data).
+
+    \b
+    Example:
+      zscore report data/train_z && open data/train_z/_report/index.html
+    """
+    from .run import rerender_report
+
+    click.echo(f"report: {rerender_report(output, _storage_options(storage_option))}")
 
 
 @cli.command()
@@ -281,26 +299,35 @@ def _report_run(result: Any, command: str) -> None:
     out = result.output.rstrip("/")
     click.echo(f"output: {out} (manifest {out}/_SUCCESS)")
     click.echo(f"statistics: {result.stats_path or out + '/_stats.json'}")
+    if result.report:
+        click.echo(f"report: {result.report}")
     click.echo(_table(result.stats))
 
 
 # --------------------------------------------------------------------- main
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Interrupted("stopped by SIGTERM; nothing was published", signum=signum)
+def _on_signal(signum: int, frame: Any) -> None:
+    # Once: a second signal must not interrupt the clean-up (staging removal, lock release).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    name = signal.Signals(signum).name
+    raise Interrupted(f"stopped by {name}; nothing was published", signum=signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zscore`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM,
+                                                                    signal.SIGINT)}
     try:
         cli.main(args=args, prog_name="zscore", standalone_mode=False)
         return 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
-        _error("interrupted; nothing was published")
+        _error("stopped by SIGINT; nothing was published")
         return 130
     except click.UsageError as exc:
         hint = f" (see 'zscore {exc.ctx.info_name} --help')" if exc.ctx and \
@@ -326,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                "(this is a bug; rerun with --verbose for the traceback and report it)")
         return EXIT_OTHER
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _error(text: str) -> None:

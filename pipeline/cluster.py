@@ -27,7 +27,7 @@ from .progress import Console
 
 MAX_TASKS = 512  # per pass: bounds graph size and scheduler overhead for 10,000s of files
 
-_DISTRIBUTED_LOGGERS = ("distributed", "tornado", "bokeh")
+_DISTRIBUTED_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
 
 
 def parse_memory(text: str | None) -> int | str | None:
@@ -115,16 +115,31 @@ class Session:
                         on_result(item, res)
                 progress.update(hi - lo, sum(weights[lo:hi]) if progress.total_bytes else 0)
                 fut.release()
+        except ZscoreError:
+            self._cancel(futures)
+            raise
+        except (OSError, TimeoutError):  # distributed's CommClosedError is an OSError
+            self._cancel(futures)
+            raise self._lost() from None
         except BaseException:
-            with contextlib.suppress(Exception):
-                self.client.cancel(futures, force=True)
+            self._cancel(futures)
             raise
         progress.close()
         return results
 
+    def _lost(self) -> ClusterError:
+        address = getattr(self.client.scheduler, "address", None) or "?"
+        return ClusterError(f"lost the connection to the Dask scheduler {address}; nothing "
+                            "was published; rerun when the cluster is back")
+
+    def _cancel(self, futures: list[Any]) -> None:
+        if self.client.status == "running":
+            with contextlib.suppress(Exception):
+                self.client.cancel(futures, force=True)
+
     def _failure(self, fut: Any, batch: list[Any], describe: Callable[[Any], str] | None
                  ) -> BaseException:
-        names = [describe(i) if describe else str(i) for i in batch]
+        names = [describe(i) if describe else _name(i) for i in batch]
         shown = ", ".join(names[:3]) + (f" (and {len(names) - 3} more)" if len(names) > 3
                                         else "")
         try:
@@ -139,10 +154,15 @@ class Session:
                                 "(crash or out of memory on that input); check the file or "
                                 "give workers more memory with --memory-limit")
         if kind in ("CancelledError", "FutureCancelledError") or fut.status == "cancelled":
-            return ClusterError(f"lost the Dask scheduler while reading {shown}; nothing was "
-                                "published; rerun when the cluster is back")
+            return self._lost()
         text = " ".join(str(exc).split())[:300]
         return ClusterError(f"a task reading {shown} failed: {kind}: {text}")
+
+
+def _name(item: Any) -> str:
+    """A file's relative path for messages (items are SourceFiles or tuples starting with one)."""
+    first = item[0] if isinstance(item, tuple) and item else item
+    return str(getattr(first, "rel", None) or item)
 
 
 def plan_batches(weights: Sequence[int], nthreads: int) -> list[tuple[int, int]]:
@@ -166,6 +186,13 @@ def plan_batches(weights: Sequence[int], nthreads: int) -> list[tuple[int, int]]
             bounds.append(i + 1)
     bounds.append(n)
     return [(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
+
+
+def quiet_dask_logs() -> None:
+    """Silence Dask's loggers, including children that its config gives their own level."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in _DISTRIBUTED_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def default_workers() -> int:
@@ -194,10 +221,12 @@ def connect(scheduler: str | None = None, *, workers: int | None = None,
     """
     console = console or Console(quiet=True)
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
-    if not console.verbose:
-        for name in _DISTRIBUTED_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
     from distributed import Client, LocalCluster
+
+    if not console.verbose:
+        # zscore reports failures itself, in one line; Dask's own error logs would repeat
+        # them as multi-line noise in Airflow logs.  --verbose shows them.
+        quiet_dask_logs()
 
     if address:
         if workers is not None or memory_limit is not None:
@@ -205,7 +234,8 @@ def connect(scheduler: str | None = None, *, workers: int | None = None,
                          f"ignored with the scheduler {address}")
         try:
             client = Client(address, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, RuntimeError, ValueError) as exc:
+            # RuntimeError: e.g. a tcp:// address while the config requires encryption.
             raise ClusterError(f"cannot connect to the Dask scheduler at {address}: "
                                f"{' '.join(str(exc).split())[:200]}; check the address "
                                "and that the scheduler is running") from None

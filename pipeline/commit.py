@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .dataset import Location, hidden, is_local, resolve
-from .errors import LockedError, OutputError, StorageError
+from .errors import LockedError, OutputError, StorageError, os_error_text
 
 SUCCESS = "_SUCCESS"
 LOCK_STALE_SECONDS = float(os.environ.get("ZSCORE_LOCK_STALE_SECONDS", 120))
@@ -57,7 +57,7 @@ def write_bytes(url: str, data: bytes, storage_options: dict | None = None) -> N
         else:
             loc.fs.pipe_file(loc.path, data)
     except OSError as exc:
-        raise StorageError(f"cannot write {loc.display}: {exc.strerror or exc}",
+        raise StorageError(f"cannot write {loc.display}: {os_error_text(exc)}",
                            path=loc.display) from None
 
 
@@ -171,7 +171,7 @@ class Lock:
         except FileExistsError:
             return False
         except OSError as exc:
-            raise StorageError(f"cannot create lock {self.display}: {exc.strerror or exc}",
+            raise StorageError(f"cannot create lock {self.display}: {os_error_text(exc)}",
                                path=self.display) from None
 
     def _holder(self) -> tuple[dict[str, Any], float]:
@@ -282,7 +282,7 @@ class Commit:
         except OSError as exc:
             self.lock.release()
             raise StorageError(f"cannot prepare output {self.out.display}: "
-                               f"{exc.strerror or exc} ({getattr(exc, 'filename', '')})",
+                               f"{os_error_text(exc)} ({getattr(exc, 'filename', '')})",
                                path=self.out.display) from None
         except BaseException:
             self.lock.release()
@@ -313,6 +313,11 @@ class Commit:
             raise StorageError(f"output file {missing[0]} was not written "
                                f"({len(missing)} missing); nothing was published")
         if self.out.local:
+            # Temporary files of tasks whose worker died mid-write (their retry wrote the
+            # file again under its real name).
+            for rel in sorted(written - data_written):
+                with contextlib.suppress(OSError):
+                    os.unlink(posixpath.join(root, rel))
             if extra_files := sorted(data_written - expected):
                 raise StorageError(f"unexpected file {extra_files[0]} in the staging area "
                                    f"{root}; nothing was published")
@@ -336,7 +341,7 @@ class Commit:
             else:
                 self.target.fs.pipe_file(path, content)
         except OSError as exc:
-            raise StorageError(f"cannot write {path}: {exc.strerror or exc}", path=path) from None
+            raise StorageError(f"cannot write {path}: {os_error_text(exc)}", path=path) from None
 
     def _swap_in(self) -> None:
         staging, out = self.target.path, self.out.path
@@ -356,14 +361,19 @@ class Commit:
                 os.rename(staging, out)
             fsync_dir(self._parent)
         except OSError as exc:
-            raise StorageError(f"cannot publish {self.out.display}: {exc.strerror or exc}",
+            raise StorageError(f"cannot publish {self.out.display}: {os_error_text(exc)}",
                                path=self.out.display) from None
 
     # --------------------------------------------------------------- exit
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
             if not self.published and self.out.local:
-                shutil.rmtree(self.target.path, ignore_errors=True)
+                # A task of an aborted run may still be closing a file in there.
+                for _ in range(20):
+                    shutil.rmtree(self.target.path, ignore_errors=True)
+                    if not os.path.exists(self.target.path):
+                        break
+                    time.sleep(0.1)
         finally:
             self.lock.release()
 

@@ -91,3 +91,16 @@ class Interrupted(ZscoreError):  # noqa: N818 - it is a signal, not a failure
         super().__init__(message, **kw)
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def os_error_text(exc: OSError) -> str:
+    """The OS's words for an error ("No space left on device"), also when Arrow wrapped it."""
+    import os
+    import re
+
+    if exc.errno:
+        return os.strerror(exc.errno)
+    match = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+    if match:
+        return os.strerror(int(match.group(1)))
+    return exc.strerror or " ".join(str(exc).split())[:200]

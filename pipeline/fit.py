@@ -132,8 +132,7 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
     fs = dataset.location.fs
     per_file = session.map(partial(files_moments, fs, features=list(features)),
                            list(dataset.files), label="fit",
-                           weights=[f.size for f in dataset.files],
-                           describe=lambda f: f.rel)
+                           weights=[f.size for f in dataset.files])
     dtypes = {n: str(dataset.schema.field(n).type) for n in features}
     source = {"path": dataset.location.display, "files": len(dataset.files),
               "rows": dataset.rows, "fingerprint": dataset.fingerprint}

@@ -13,6 +13,7 @@ Every value lands in exactly one of ``counts``, ``below``, ``above`` or
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,32 +45,28 @@ class Histogram:
     def edges(self) -> np.ndarray:
         return np.linspace(self.lo, self.hi, len(self.counts) + 1)
 
-    def add(self, x: np.ndarray, *, raw_lo: float | None = None, raw_hi: float | None = None
-            ) -> Histogram:
+    def add(self, x: np.ndarray, *, raw_lo: float | None = None, raw_hi: float | None = None,
+            missing: int | None = None) -> Histogram:
         """Count float64 ``x`` (NaN = missing).
 
         ``raw_lo``/``raw_hi`` give the range in ``x``'s units when the histogram's
-        own [lo, hi] is in transformed units (the "after" histogram).
+        own [lo, hi] is in transformed units (the "after" histogram).  ``missing``
+        is the number of NaN in ``x`` when the caller already knows it.
         """
         lo = self.lo if raw_lo is None else raw_lo
         hi = self.hi if raw_hi is None else raw_hi
         bins = len(self.counts)
-        nan = np.isnan(x)
-        n_missing = int(nan.sum())
-        if n_missing:
-            x = x[~nan]
-        below = int(np.count_nonzero(x < lo))
-        above = int(np.count_nonzero(x > hi))
+        n_missing = int(np.isnan(x).sum()) if missing is None else missing
         if hi > lo:
-            inside = x[(x >= lo) & (x <= hi)] if below or above else x
-            idx = ((inside - lo) * (bins / (hi - lo))).astype(np.intp)
-            np.minimum(idx, bins - 1, out=idx)
-            counts = np.bincount(idx, minlength=bins)
-        else:  # constant column: every in-range value sits in the first bin
-            counts = np.zeros(bins, dtype=np.int64)
-            counts[0] = x.size - below - above
+            below, inner, above = _bin(x, lo, hi, bins)
+            below -= n_missing
+        else:  # a constant column: its one value sits in the first bin
+            below = int(np.count_nonzero(x < lo))
+            above = int(np.count_nonzero(x > hi))
+            inner = np.zeros(bins, dtype=np.int64)
+            inner[0] = x.size - n_missing - below - above
         return Histogram(lo=self.lo, hi=self.hi,
-                         counts=tuple(int(a + b) for a, b in zip(self.counts, counts,
+                         counts=tuple(int(a + b) for a, b in zip(self.counts, inner,
                                                                  strict=True)),
                          below=self.below + below, above=self.above + above,
                          missing=self.missing + n_missing)
@@ -101,6 +98,27 @@ class Histogram:
                    below=int(d["below"]), above=int(d["above"]), missing=int(d["missing"]))
 
 
+def _bin(x: np.ndarray, lo: float, hi: float, bins: int) -> tuple[int, np.ndarray, int]:
+    """(below, counts of the ``bins`` bins, above) of the non-NaN values of ``x``.
+
+    Bin ``i`` holds lo + i*w <= x < lo + (i+1)*w; the last bin also holds x == hi.
+    NaN casts to the most negative integer and is clipped into "below" (the caller
+    subtracts the NaN count); so do values more than ~1e17 bin widths away.
+    """
+    scale = bins / (hi - lo)
+    t = x - lo
+    t *= scale
+    t += 1.0
+    with np.errstate(invalid="ignore"):
+        idx = t.astype(np.int64)
+    np.clip(idx, 0, bins + 2, out=idx)
+    counts = np.bincount(idx, minlength=bins + 3)
+    at_hi = int(np.count_nonzero(x == hi))  # bucket bins+1 is [hi, hi + w): keep x == hi in
+    inner = counts[1:bins + 1].copy()
+    inner[-1] += at_hi
+    return int(counts[0]), inner, int(counts[bins + 1]) - at_hi + int(counts[bins + 2])
+
+
 @dataclass(frozen=True)
 class FeatureHistograms:
     """The "before" and "after" histograms of one feature."""
@@ -117,3 +135,60 @@ class FeatureHistograms:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureHistograms:
         return cls(Histogram.from_dict(d["before"]), Histogram.from_dict(d["after"]))
+
+
+@dataclass(frozen=True)
+class HistogramSpec:
+    """Where one feature's histograms sit: "after" edges in output units, raw range too."""
+
+    before: Histogram
+    after: Histogram
+    raw_lo: float
+    raw_hi: float
+
+    def empty(self) -> FeatureHistograms:
+        return FeatureHistograms(self.before, self.after)
+
+    def add(self, h: FeatureHistograms, x: np.ndarray) -> FeatureHistograms:
+        """Count raw float64 values ``x`` into both histograms."""
+        nan = int(np.isnan(x).sum())
+        return FeatureHistograms(h.before.add(x, missing=nan),
+                                 h.after.add(x, raw_lo=self.raw_lo, raw_hi=self.raw_hi,
+                                             missing=nan))
+
+
+def specs(plan: Any, stats: Any, bins: int = BINS, k: float = K_SIGMA
+          ) -> dict[str, HistogramSpec]:
+    """A :class:`HistogramSpec` per feature of ``plan`` (a transform Plan).
+
+    "before" spans the fitted [min, max]; "after" spans the image under the
+    transform of [mean - k*std, mean + k*std] (so [-k, k] in ``standard`` mode).
+    """
+    from .transform import scale_array
+
+    out = {}
+    for col in plan.columns:
+        f = stats.features[col.name]
+        raw_lo, raw_hi = col.mean - k * col.std, col.mean + k * col.std
+        if f.dtype.startswith(("int", "uint")):
+            # Bins of whole integers: 60 bins over 39 integers would leave empty stripes.
+            b_lo, b_hi, b_bins = _integer_bins(float(f.min), float(f.max), bins)
+            raw_lo, raw_hi, a_bins = _integer_bins(raw_lo, raw_hi, bins)
+        else:
+            b_lo, b_hi, b_bins, a_bins = float(f.min), float(f.max), bins, bins
+        lo, hi = scale_array(np.array([raw_lo, raw_hi]), col, plan.mode)
+        out[col.name] = HistogramSpec(before=Histogram.empty(b_lo, b_hi, b_bins),
+                                      after=Histogram.empty(float(lo), float(hi), a_bins),
+                                      raw_lo=raw_lo, raw_hi=raw_hi)
+    return out
+
+
+def _integer_bins(lo: float, hi: float, max_bins: int) -> tuple[float, float, int]:
+    """Edges at half-integers covering the integers in [lo, hi], each bin w integers wide."""
+    first, last = math.ceil(lo), math.floor(hi)
+    if last < first:
+        first = last = round((lo + hi) / 2)
+    n = last - first + 1
+    width = math.ceil(n / max_bins)
+    count = math.ceil(n / width)
+    return first - 0.5, first - 0.5 + count * width, count

@@ -26,10 +26,13 @@ from .cluster import Session, session_for
 from .commit import Commit, check_target
 from .dataset import Dataset, inspect, resolve
 from .fit import check_options, fit_dataset
+from .histogram import FeatureHistograms, HistogramSpec
+from .histogram import specs as histogram_specs
 from .transform import Plan, check_transform_options
 from .write import Written, write_dataset
 
 STATS_NAME = "_stats.json"
+REPORT_DIR = "_report"
 
 
 @dataclass
@@ -47,13 +50,14 @@ class RunResult:
     manifest: dict[str, Any] = field(default_factory=dict)
     features: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    report: str | None = None
 
 
 def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         stats_path: str | os.PathLike[str] | None = None,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
         ddof: int = 0, inf: str = "error", mode: str = "standard", dtype: str = "preserve",
-        overwrite: bool = False, client: Any = None,
+        overwrite: bool = False, report: bool = True, client: Any = None,
         storage_options: Mapping[str, Any] | None = None) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
@@ -70,6 +74,9 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         As for :func:`pipeline.apply`.
     overwrite : bool
         Replace an existing non-empty ``output`` (atomically on local disks).
+    report : bool
+        Write ``output/_report/`` (histograms before and after, see
+        :mod:`pipeline.report`); skipped with a note when matplotlib is missing.
     client : distributed.Client, optional
         Default: the current client, else an embedded local cluster.
     storage_options : dict, optional
@@ -88,15 +95,17 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     """
     return _job(input, output, stats_path=stats_path, fit=True, features=features,
                 exclude=exclude, ddof=ddof, inf=inf, mode=mode, dtype=dtype,
-                overwrite=overwrite, client=client, storage_options=storage_options)
+                overwrite=overwrite, report=report, client=client,
+                storage_options=storage_options)
 
 
 def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[str],
                       stats: FittedStats | str | os.PathLike[str], *,
                       features: str | Sequence[str] | None = None,
                       exclude: str | Sequence[str] = (), mode: str = "standard",
-                      dtype: str = "preserve", overwrite: bool = False, client: Any = None,
-                      storage_options: Mapping[str, Any] | None = None) -> RunResult:
+                      dtype: str = "preserve", overwrite: bool = False, report: bool = True,
+                      client: Any = None, storage_options: Mapping[str, Any] | None = None
+                      ) -> RunResult:
     """Write ``input`` normalized with already-fitted ``stats`` to ``output``, crash-safely.
 
     ``stats`` is a :class:`FittedStats` or the path of its JSON.  By default
@@ -104,14 +113,15 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
     that.  Other parameters as for :func:`run`.
     """
     return _job(input, output, stats=stats, fit=False, features=features, exclude=exclude,
-                mode=mode, dtype=dtype, overwrite=overwrite, client=client,
+                mode=mode, dtype=dtype, overwrite=overwrite, report=report, client=client,
                 storage_options=storage_options)
 
 
 def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: Any = None,
          features: Any = None, exclude: Any = (), ddof: int = 0, inf: str = "error",
          mode: str = "standard", dtype: str = "preserve", overwrite: bool = False,
-         client: Any = None, storage_options: Mapping[str, Any] | None = None) -> RunResult:
+         report: bool = True, client: Any = None,
+         storage_options: Mapping[str, Any] | None = None) -> RunResult:
     started, t0 = now_iso(), time.monotonic()
     opts = dict(storage_options or {})
     check_options(ddof, inf)
@@ -140,13 +150,18 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                 timings.lap("footers")
             assert fitted is not None
             plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen)
-            written = write_dataset(session, dataset, plan, commit.target)
+            hist = _histogram_specs(plan, fitted, report, console)
+            written, histograms = write_dataset(session, dataset, plan, commit.target, hist)
             timings.lap("transform")
             stats_json = fitted.to_json().encode()
             manifest = _manifest(commit.run_id, started, dataset, fitted, stats_json, plan,
                                  written, command="run" if fit else "transform")
+            extra = {STATS_NAME: stats_json}
+            if histograms is not None:
+                extra.update(_report_files(fitted, histograms, manifest, mode))
+                timings.lap("report")
             manifest["timings"] = timings.seconds
-            commit.publish([w.rel for w in written], manifest, {STATS_NAME: stats_json})
+            commit.publish([w.rel for w in written], manifest, extra)
         timings.lap("publish")
         if stats_path is not None:
             fitted.save(stats_path, opts)
@@ -155,7 +170,9 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                      rows=sum(w.rows for w in written), bytes=sum(w.bytes for w in written),
                      input_bytes=dataset.nbytes, seconds=time.monotonic() - t0,
                      stats_path=os.fspath(stats_path) if stats_path is not None else None,
-                     manifest=manifest, features=list(chosen))
+                     manifest=manifest, features=list(chosen),
+                     report=(f"{out.display.rstrip('/')}/{REPORT_DIR}/index.html"
+                             if histograms is not None else None))
 
 
 class Timings:
@@ -193,6 +210,30 @@ def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int =
     return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf), dataset, chosen
 
 
+def _histogram_specs(plan: Plan, stats: FittedStats, wanted: bool, console: Any
+                     ) -> dict[str, HistogramSpec] | None:
+    from . import report
+
+    if not wanted:
+        return None
+    if not report.available():
+        console.info("report skipped: matplotlib is not installed "
+                     "(pip install 'zscore[report]')")
+        return None
+    return histogram_specs(plan, stats)
+
+
+def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms],
+                  manifest: Mapping[str, Any], mode: str) -> dict[str, bytes]:
+    from . import report
+
+    # Timings are left out: the report is drawn before the run's last lap is known,
+    # and 'zscore report' must draw the same page again.
+    shown = {k: v for k, v in manifest.items() if k != "timings"}
+    files = report.build(stats, histograms, manifest=shown, mode=mode)
+    return {f"{REPORT_DIR}/{name}": data for name, data in files.items()}
+
+
 def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
               stats_json: bytes, plan: Plan, written: Sequence[Written], *, command: str
               ) -> dict[str, Any]:
@@ -208,3 +249,37 @@ def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
         "files": [{"path": w.rel, "rows": w.rows, "bytes": w.bytes} for w in written],
     }
 
+
+def rerender_report(output: str | os.PathLike[str],
+                    storage_options: Mapping[str, Any] | None = None) -> str:
+    """Draw ``output/_report/`` again from the files a run left (no data is read).
+
+    Returns the report's index URL.  Raises :class:`~pipeline.errors.ArtifactError`
+    when the output lacks its statistics, manifest or histograms.
+    """
+    import json
+
+    from . import report
+    from .commit import SUCCESS, read_bytes, write_bytes
+    from .errors import ArtifactError
+    from .histogram import FeatureHistograms
+
+    opts = dict(storage_options or {})
+    out = resolve(output, opts)
+    base = out.display.rstrip("/")
+    stats = FittedStats.load(f"{base}/{STATS_NAME}", opts)
+    try:
+        manifest = json.loads(read_bytes(f"{base}/{SUCCESS}", opts))
+        raw = json.loads(read_bytes(f"{base}/{REPORT_DIR}/{report.HISTOGRAMS_NAME}", opts))
+        histograms = {k: FeatureHistograms.from_dict(v) for k, v in raw.items()}
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{base} has no {os.path.basename(str(exc.filename or '')) or 'file'}"
+                            " needed for the report: is it a complete zscore output written "
+                            "with the report on?", path=base) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"cannot read the report's inputs in {base}: {exc}",
+                            path=base) from None
+    files = _report_files(stats, histograms, manifest, str(manifest.get("mode", "standard")))
+    for name, data in files.items():
+        write_bytes(f"{base}/{name}", data, opts)
+    return f"{base}/{REPORT_DIR}/index.html"

@@ -20,7 +20,7 @@ This module neither reads nor writes files.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -147,9 +147,16 @@ def _check_inf(x: np.ndarray, col: ColumnPlan, policy: str, where: str | None) -
 
 
 # -------------------------------------------------------------------- arrow
+Observer = Callable[[str, np.ndarray], None]
+
+
 def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
-                    where: str | None = None) -> pa.Array:
-    """Transform one Arrow column; nulls stay null, NaN stays NaN."""
+                    where: str | None = None, observe: Observer | None = None) -> pa.Array:
+    """Transform one Arrow column; nulls stay null, NaN stays NaN.
+
+    ``observe(name, x)``, if given, sees the column's raw values as float64 (NaN for
+    missing) just before they are transformed; it must not modify them.
+    """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     t = arr.type
@@ -157,6 +164,8 @@ def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan
     if pa.types.is_integer(t):
         filled = arr.fill_null(0) if mask is not None else arr
         x = filled.to_numpy().astype(np.float64)
+        if mask is not None and observe is not None:
+            x[mask] = np.nan
     elif pa.types.is_floating(t):
         x = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
         if plan.inf == "null" or not plan.inverse:
@@ -164,6 +173,8 @@ def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan
     else:
         raise DataError(f"column '{col.name}' is {t}, not numeric" +
                         (f" in {where}" if where else ""), column=col.name, path=where)
+    if observe is not None:
+        observe(col.name, x)
     out = scale_array(x, col, plan.mode, plan.inverse)
     out_type = plan.out_type(t)
     if out_type == pa.float32():
@@ -179,9 +190,12 @@ def output_schema(schema: pa.Schema, plan: Plan) -> pa.Schema:
     return _fix_pandas_metadata(new, fields)
 
 
-def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan,
-                    where: str | None = None) -> pa.Table:
-    """Transform the feature columns of an Arrow table; other columns pass through untouched."""
+def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan, where: str | None = None,
+                    observe: Observer | None = None) -> pa.Table:
+    """Transform the feature columns of an Arrow table; other columns pass through untouched.
+
+    ``where`` names the source in errors; ``observe`` is as for :func:`transform_array`.
+    """
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     arrays = list(table.columns)
@@ -191,7 +205,7 @@ def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan,
             raise DataError(f"column '{col.name}' is missing" + (f" from {where}" if where
                             else ""), column=col.name, path=where)
         i = index[col.name]
-        arrays[i] = transform_array(table.column(i), col, plan, where)
+        arrays[i] = transform_array(table.column(i), col, plan, where, observe)
     return pa.Table.from_arrays(arrays, schema=output_schema(table.schema, plan))
 
 

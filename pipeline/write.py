@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,8 @@ import pyarrow.parquet as pq
 
 from .commit import local_tempfile
 from .dataset import Dataset, Footer, Location, SourceFile, open_parquet
-from .errors import DataError, StorageError
+from .errors import DataError, StorageError, os_error_text
+from .histogram import FeatureHistograms, HistogramSpec
 from .transform import Plan, output_schema, transform_table
 
 if TYPE_CHECKING:
@@ -42,11 +43,12 @@ _CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli
 
 @dataclass(frozen=True)
 class Written:
-    """One output file: its relative path, rows and size in bytes."""
+    """One output file: its relative path, rows, size in bytes, and its histograms."""
 
     rel: str
     rows: int
     bytes: int
+    histograms: dict[str, FeatureHistograms] | None = None
 
 
 def writer_options(footer: Footer, plan: Plan) -> dict[str, Any]:
@@ -62,36 +64,48 @@ def writer_options(footer: Footer, plan: Plan) -> dict[str, Any]:
 
 
 def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
-               plan: Plan) -> Written:
-    """Transform one input file into ``target/<file.rel>``; return what was written."""
+               plan: Plan, hist: Mapping[str, HistogramSpec] | None = None) -> Written:
+    """Transform one input file into ``target/<file.rel>``; return what was written.
+
+    With ``hist``, also count each feature's values into its histograms.
+    """
     dest = target.join(file.rel)
+    histograms = {name: spec.empty() for name, spec in hist.items()} if hist else None
+
+    def observe(name: str, x: Any) -> None:
+        assert histograms is not None and hist is not None
+        histograms[name] = hist[name].add(histograms[name], x)
+
+    seen = observe if histograms is not None else None
     if target.local:
         directory = os.path.dirname(dest)
         tmp = os.path.join(directory, f".{os.path.basename(dest)}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            os.makedirs(directory, exist_ok=True)
-            rows = _transform_into(src_fs, file, footer, tmp, plan)
+            # No makedirs here: the client created every directory, so a task still
+            # running after its run was aborted (and its staging removed) fails to open
+            # its file instead of recreating the staging area.
+            rows = _transform_into(src_fs, file, footer, tmp, plan, seen)
             os.replace(tmp, dest)
             size = os.path.getsize(dest)
         except OSError as exc:
-            raise StorageError(f"cannot write {dest}: {exc.strerror or exc}", path=dest) from None
+            raise StorageError(f"cannot write {dest}: {os_error_text(exc)}", path=dest) from None
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        return Written(rel=file.rel, rows=rows, bytes=size)
+        return Written(rel=file.rel, rows=rows, bytes=size, histograms=histograms)
     with local_tempfile() as tmp:
         try:
-            rows = _transform_into(src_fs, file, footer, tmp, plan)
+            rows = _transform_into(src_fs, file, footer, tmp, plan, seen)
             size = os.path.getsize(tmp)
             target.fs.put_file(tmp, dest)
         except OSError as exc:
             raise StorageError(f"cannot write {target.display.rstrip('/')}/{file.rel}: "
-                               f"{exc.strerror or exc}", path=file.rel) from None
-    return Written(rel=file.rel, rows=rows, bytes=size)
+                               f"{os_error_text(exc)}", path=file.rel) from None
+    return Written(rel=file.rel, rows=rows, bytes=size, histograms=histograms)
 
 
-def _transform_into(src_fs: Any, file: SourceFile, footer: Footer, dest: str, plan: Plan
-                    ) -> int:
+def _transform_into(src_fs: Any, file: SourceFile, footer: Footer, dest: str, plan: Plan,
+                    observe: Any = None) -> int:
     try:
         pf = open_parquet(src_fs, file.path)
         schema = output_schema(pf.schema_arrow, plan)
@@ -100,7 +114,7 @@ def _transform_into(src_fs: Any, file: SourceFile, footer: Footer, dest: str, pl
     rows = 0
     with pq.ParquetWriter(dest, schema, **writer_options(footer, plan)) as writer:
         for batch in _batches(pf, file):
-            table = transform_table(batch, plan, where=file.rel)
+            table = transform_table(batch, plan, where=file.rel, observe=observe)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
             rows += table.num_rows
     return rows
@@ -121,14 +135,17 @@ def _corrupt(file: SourceFile, exc: BaseException) -> DataError:
 
 
 def write_files(src_fs: Any, pairs: Sequence[tuple[SourceFile, Footer]], target: Location,
-                plan: Plan) -> list[Written]:
+                plan: Plan, hist: Mapping[str, HistogramSpec] | None = None) -> list[Written]:
     """:func:`write_file` over a batch of files: the unit of work of one task."""
-    return [write_file(src_fs, f, footer, target, plan) for f, footer in pairs]
+    return [write_file(src_fs, f, footer, target, plan, hist) for f, footer in pairs]
 
 
-def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Location
-                  ) -> list[Written]:
+def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Location,
+                  hist: Mapping[str, HistogramSpec] | None = None
+                  ) -> tuple[list[Written], dict[str, FeatureHistograms] | None]:
     """The transform pass on the cluster; checks every file arrived with all its rows.
+
+    Returns what was written per file and, with ``hist``, the merged histograms.
 
     Raises
     ------
@@ -136,12 +153,21 @@ def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Locati
         An output file whose row count differs from its input's.
     """
     pairs = list(zip(dataset.files, dataset.footers, strict=True))
-    written = session.map(partial(write_files, dataset.location.fs, target=target, plan=plan),
-                          pairs, label="transform", weights=[f.size for f in dataset.files],
-                          describe=lambda p: p[0].rel)
+    if target.local:
+        for directory in sorted({os.path.dirname(target.join(f.rel)) for f in dataset.files}):
+            os.makedirs(directory, exist_ok=True)
+    written = session.map(partial(write_files, dataset.location.fs, target=target, plan=plan,
+                                  hist=hist),
+                          pairs, label="transform", weights=[f.size for f in dataset.files])
     for (f, footer), w in zip(pairs, written, strict=True):
         if w.rows != footer.rows or w.rel != f.rel:
             raise StorageError(f"output for {f.rel} has {w.rows} rows, input has {footer.rows}; "
                                "nothing was published")
-    return written
-
+    merged: dict[str, FeatureHistograms] | None = None
+    if hist:
+        merged = {name: spec.empty() for name, spec in hist.items()}
+        for w in written:
+            assert w.histograms is not None
+            for name, h in w.histograms.items():
+                merged[name] = merged[name].merge(h)
+    return [replace(w, histograms=None) for w in written], merged

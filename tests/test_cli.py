@@ -202,7 +202,8 @@ def test_usage_errors_are_one_line_exit_2(capsys, tmp_path):
     code, _, err = zscore(capsys, "frobnicate")
     assert code == 2 and "No such command 'frobnicate'" in error_line(err)
     code, _, err = zscore(capsys, "fit", tmp_path / "nope", "--stats", tmp_path / "s.json")
-    assert code == 2 and error_line(err) == f"zscore: error: input {tmp_path / 'nope'} does not exist"
+    assert code == 2
+    assert error_line(err) == f"zscore: error: input {tmp_path / 'nope'} does not exist"
 
 
 def test_version_and_help(capsys):

@@ -1,0 +1,131 @@
+"""Real ``dask scheduler`` / ``dask worker`` / ``zscore`` processes for distributed tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Cluster:
+    def __init__(self, scheduler: subprocess.Popen, workers: list[subprocess.Popen],
+                 address: str):
+        self.scheduler = scheduler
+        self.workers = workers
+        self.address = address
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the processes that run tasks (the nannies' children), as the scheduler sees."""
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as c:
+            return sorted(c.run(os.getpid).values())
+
+
+@contextmanager
+def dask_cluster(tmp: Path, n_workers: int = 2, memory_limit: str = "0",
+                 env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """``dask scheduler --host 127.0.0.1`` plus ``n_workers`` ``dask worker`` processes."""
+    sched_file = tmp / "scheduler.json"
+    env = {**os.environ, **(env or {})}
+    scheduler = subprocess.Popen(
+        [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", sched_file],
+        stdout=subprocess.DEVNULL, stderr=(tmp / "scheduler.log").open("w"), env=env)
+    procs = [scheduler]
+    try:
+        wait_for(lambda: sched_file.exists() and sched_file.stat().st_size, 30, "scheduler")
+        address = json.loads(sched_file.read_text())["address"]
+        workers = [subprocess.Popen(
+            [BIN / "dask", "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
+             "--memory-limit", memory_limit, "--name", f"w{i}", "--death-timeout", "10"],
+            stdout=subprocess.DEVNULL, stderr=(tmp / f"worker{i}.log").open("w"), env=env)
+            for i in range(n_workers)]
+        procs += workers
+        from distributed import Client
+
+        with Client(address, timeout=30) as c:
+            c.wait_for_workers(n_workers, timeout=60)
+        yield Cluster(scheduler, workers, address)
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                for child in _children(p.pid):
+                    child.kill()
+                p.kill()
+                p.wait()
+
+
+def _children(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def zscore_cmd(*args) -> list[str]:
+    return [str(BIN / "zscore"), *[str(a) for a in args]]
+
+
+class Running:
+    """A ``zscore`` process whose stderr lines are collected as they come."""
+
+    def __init__(self, *args, env: dict[str, str] | None = None):
+        self.proc = subprocess.Popen(zscore_cmd(*args), stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})})
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def saw(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def wait(self, timeout: float = 120) -> tuple[int, str, str]:
+        out = self.proc.stdout.read() if self.proc.stdout else ""
+        code = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code, out, "".join(self.lines)
+
+
+def start_zscore(*args, env: dict[str, str] | None = None) -> Running:
+    return Running(*args, env=env)
+
+
+def run_zscore(*args, timeout: float = 120, env: dict[str, str] | None = None
+               ) -> subprocess.CompletedProcess:
+    return subprocess.run(zscore_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})

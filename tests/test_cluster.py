@@ -1,0 +1,127 @@
+"""Against a real cluster of processes: ``dask scheduler`` + two ``dask worker`` processes.
+
+Faults are provoked for real: SIGKILL of a worker process found by pid (as the
+scheduler reports it), SIGKILL of the scheduler, an input that kills its worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import snapshot
+from procs import dask_cluster, run_zscore, start_zscore, wait_for
+
+from pipeline.cli import main
+
+
+def data_files(path) -> dict[str, bytes]:
+    return {k: v for k, v in snapshot(path).items() if not k.startswith("_")}
+
+
+@pytest.fixture(scope="module")
+def big(datasets):
+    return datasets.sample("big", rows=2_000_000, days=5, files_per_day=8)
+
+
+@pytest.fixture(scope="module")
+def clean_output(big, tmp_path_factory):
+    """The reference: a clean run on the embedded cluster."""
+    out = tmp_path_factory.mktemp("clean") / "out"
+    assert main(["run", str(big), str(out), "--exclude", "id,label", "-q"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    with dask_cluster(tmp_path_factory.mktemp("cluster")) as c:
+        yield c
+
+
+def test_external_cluster_gives_byte_identical_output(big, clean_output, cluster, tmp_path):
+    r = run_zscore("run", big, tmp_path / "out", "--exclude", "id,label", "--scheduler",
+                   cluster.address)
+    assert r.returncode == 0, r.stderr
+    assert f"scheduler {cluster.address}" in r.stderr
+    assert data_files(tmp_path / "out") == data_files(clean_output)
+    assert (tmp_path / "out" / "_stats.json").read_text().split('"features"')[1] == \
+        (clean_output / "_stats.json").read_text().split('"features"')[1]
+
+
+def test_scheduler_address_from_the_environment(big, clean_output, cluster, tmp_path):
+    r = run_zscore("run", big, tmp_path / "out", "--exclude", "id,label",
+                   env={"DASK_SCHEDULER_ADDRESS": cluster.address})
+    assert r.returncode == 0, r.stderr
+    assert f"scheduler {cluster.address}" in r.stderr
+
+
+def _staged_parquet(tmp_path) -> int:
+    return sum(1 for d in tmp_path.iterdir() if d.name.startswith(".out.zscore-staging")
+               for _ in d.rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("phase", ["fit", "transform"])
+def test_worker_killed_mid_run(big, clean_output, cluster, tmp_path, phase):
+    victim = cluster.worker_pids()[0]
+    run = start_zscore("run", big, tmp_path / "out", "--exclude", "id,label", "--scheduler",
+                       cluster.address)
+    if phase == "fit":
+        wait_for(lambda: run.saw("features ("), 60, "the fit to start")
+        assert _staged_parquet(tmp_path) == 0  # still fitting
+    else:
+        wait_for(lambda: _staged_parquet(tmp_path) >= 2, 60, "the transform to start")
+    assert run.proc.poll() is None  # the kill lands mid-run
+    os.kill(victim, signal.SIGKILL)
+    code, _, err = run.wait()
+    assert code == 0, err
+    assert victim not in cluster.worker_pids()  # the nanny replaced it
+    assert data_files(tmp_path / "out") == data_files(clean_output)
+
+
+def test_poison_input_is_named(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "s": ["a", "b", "c"]}),
+                       src / f"ok{i}.parquet")
+    # 300 MB of one string that compresses to a few kB: decoding it kills a 250 MB worker.
+    bomb = pa.table({"x": [1.0, 2.0], "s": ["a" * (300 << 20), "b"]})
+    pq.write_table(bomb, src / "bomb.parquet", compression="zstd")
+    del bomb
+    with dask_cluster(tmp_path, memory_limit="250MB") as c:
+        t0 = time.monotonic()
+        r = run_zscore("run", src, tmp_path / "out", "--scheduler", c.address, timeout=180)
+        elapsed = time.monotonic() - t0
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        "zscore: error: the task reading bomb.parquet killed its worker repeatedly (crash or "
+        "out of memory on that input); check the file or give workers more memory with "
+        "--memory-limit")
+    assert elapsed < 120
+    assert not (tmp_path / "out").exists()
+
+
+def test_scheduler_killed(big, clean_output, tmp_path):
+    with dask_cluster(tmp_path) as c:
+        run = start_zscore("run", big, tmp_path / "out", "--exclude", "id,label",
+                           "--scheduler", c.address)
+        wait_for(lambda: run.saw("features ("), 60, "the fit to start")
+        c.scheduler.kill()
+        t0 = time.monotonic()
+        code, _, err = run.wait(timeout=90)
+        assert time.monotonic() - t0 < 60
+    assert code == 1
+    assert err.splitlines()[-1] == (
+        f"zscore: error: lost the connection to the Dask scheduler {c.address}; nothing was "
+        "published; rerun when the cluster is back")
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
+    (tmp_path / "again").mkdir()
+    with dask_cluster(tmp_path / "again") as c2:
+        r = run_zscore("run", big, tmp_path / "out", "--exclude", "id,label", "--scheduler",
+                       c2.address)
+    assert r.returncode == 0, r.stderr
+    assert data_files(tmp_path / "out") == data_files(clean_output)
