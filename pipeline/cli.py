@@ -1,8 +1,9 @@
 """The ``zscore`` command line: a thin click group over the library.
 
 Exit codes: 0 success; 2 usage errors, bad input, bad data, bad artifacts (do
-not retry); 1 anything else (a retry may help); 130 / 143 when stopped by
-SIGINT / SIGTERM (nothing is published).  Errors are one line on stderr.
+not retry); 1 anything else (a retry may help); 3 ``zscore diff`` found drift;
+130 / 143 when stopped by SIGINT / SIGTERM (nothing is published).  Errors are
+one line on stderr.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .progress import Console, human_bytes
 
 EXIT_INPUT = 2
 EXIT_OTHER = 1
+EXIT_DRIFT = 3
 
 
 # ------------------------------------------------------------------ options
@@ -38,6 +40,9 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--processes/--threads", default=False,
                      help="Embedded workers as processes on 127.0.0.1, or threads of this "
                           "process (default, fastest start)."),
+        click.option("--filter", "filters", multiple=True, metavar="EXPR",
+                     help="Only hive partitions matching KEY OP VALUE, e.g. "
+                          "\"day >= 2026-01-01\"; repeatable (AND)."),
         click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
                      help="fsspec option for s3:// etc., repeatable "
                           "(e.g. endpoint_url=http://127.0.0.1:9000)."),
@@ -142,8 +147,8 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
     opts = _storage_options(kw["storage_option"])
     with _session(kw, console) as session:
         stats, dataset, _ = fit_path(input, features=kw["features"], exclude=kw["exclude"],
-                                     ddof=kw["ddof"], inf=kw["inf"], session=session,
-                                     storage_options=opts)
+                                     ddof=kw["ddof"], inf=kw["inf"], filters=kw["filters"],
+                                     session=session, storage_options=opts)
     stats.save(stats_path, opts)
     click.echo(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
                f"{len(dataset.files)} files; statistics: {stats_path}")
@@ -175,7 +180,8 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
     with _session(kw, console) as session:
         result = transform_dataset(input, output, stats, features=kw["features"],
                                    exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
-                                   overwrite=kw["overwrite"], report=kw["report"], client=session,
+                                   overwrite=kw["overwrite"], report=kw["report"],
+                                   filters=kw["filters"], client=session,
                                    storage_options=opts)
     _report_run(result, "transform")
 
@@ -207,7 +213,8 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
         result = run_job(input, output, stats_path=stats_path, features=kw["features"],
                          exclude=kw["exclude"], ddof=kw["ddof"], inf=kw["inf"],
                          mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
-                         report=kw["report"], client=session, storage_options=opts)
+                         report=kw["report"], filters=kw["filters"], client=session,
+                         storage_options=opts)
     _report_run(result, "run")
 
 
@@ -231,6 +238,71 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
                    f"{src.get('rows', '?'):,} rows" if isinstance(src.get("rows"), int)
                    else f"input {src.get('path', '?')}")
     click.echo(_table(stats))
+
+
+@cli.command()
+@click.argument("stats_paths", nargs=-1, required=True, metavar="STATS.json...")
+@click.option("-o", "--output", required=True, metavar="OUT.json",
+              help="Where to write the merged statistics.")
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
+def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, ...]) -> None:
+    """Merge statistics fitted on disjoint inputs, as if fitted together.
+
+    \b
+    Example:
+      zscore merge jan.json feb.json -o jan-feb.json
+    """
+    from .compose import merge as merge_stats
+
+    opts = _storage_options(storage_option)
+    merged = merge_stats([FittedStats.load(p, opts) for p in stats_paths], names=stats_paths)
+    merged.save(output, opts)
+    click.echo(f"merged {len(stats_paths)} statistics ({merged.input.get('rows', 0):,} rows) "
+               f"into {output}")
+    click.echo(_table(merged))
+
+
+@cli.command()
+@click.argument("old_path", metavar="OLD.json")
+@click.argument("new_path", metavar="NEW.json")
+@click.option("--max-shift", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Flag a mean that moved by more than this many old sigmas.")
+@click.option("--max-ratio", type=click.FloatRange(min=1), default=1.5, show_default=True,
+              help="Flag a sigma that grew or shrank by more than this factor.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
+def diff(old_path: str, new_path: str, max_shift: float, max_ratio: float, as_json: bool,
+         storage_option: tuple[str, ...]) -> None:
+    """Compare two fits; exit 3 when a feature drifted past the limits.
+
+    \b
+    Example (a pipeline gate):
+      zscore diff stats/2026-01-01.json stats/2026-01-02.json --max-shift 0.5 || exit $?
+    """
+    import json
+
+    from .compose import diff as diff_stats
+
+    opts = _storage_options(storage_option)
+    drifts = diff_stats(FittedStats.load(old_path, opts), FittedStats.load(new_path, opts),
+                        max_shift=max_shift, max_ratio=max_ratio)
+    flagged = [d for d in drifts if d.flagged]
+    if as_json:
+        click.echo(json.dumps({"max_shift": max_shift, "max_ratio": max_ratio,
+                               "flagged": len(flagged),
+                               "features": [d.to_dict() for d in drifts]}, indent=1))
+    else:
+        rows = [["feature", "shift (old σ)", "σ ratio", "drift"]] + [
+            [d.feature, f"{d.shift:+.4g}", f"{d.ratio:.4g}",
+             ("DRIFT " + d.note).strip() if d.flagged else ""] for d in drifts]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for r in rows:
+            click.echo("  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+        click.echo(f"{len(flagged)} of {len(drifts)} features drifted (limits: shift "
+                   f"{max_shift} σ, ratio {max_ratio})")
+    if flagged:
+        raise click.exceptions.Exit(EXIT_DRIFT)
 
 
 @cli.command()
@@ -322,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM,
                                                                     signal.SIGINT)}
     try:
-        cli.main(args=args, prog_name="zscore", standalone_mode=False)
-        return 0
+        rv = cli.main(args=args, prog_name="zscore", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0  # click returns Exit's code here
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

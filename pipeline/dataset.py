@@ -113,15 +113,21 @@ def partition_of(rel: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def list_files(loc: Location) -> list[SourceFile]:
+def list_files(loc: Location, filters: Sequence[str] = ()) -> list[SourceFile]:
     """Every data file under ``loc``, sorted by relative path.
+
+    ``filters`` are ``--filter`` expressions on hive keys (see
+    :mod:`pipeline.partitions`); directories they exclude are not even listed.
 
     Raises
     ------
     InputError
-        If ``loc`` does not exist or holds no data file.
+        If ``loc`` does not exist, a filter is bad, or no data file is left.
     """
+    from .partitions import parse_all, walk
+
     fs = loc.fs
+    parsed = parse_all(filters)
     try:
         if not fs.exists(loc.path):
             raise InputError(f"input {loc.display} does not exist")
@@ -129,6 +135,9 @@ def list_files(loc: Location) -> list[SourceFile]:
             info = fs.info(loc.path)
             entries = {loc.path: info}
             root = posixpath.dirname(loc.path)
+        elif parsed:
+            entries = walk(fs, loc.path, parsed, lambda name: name.startswith((".", "_")))
+            root = loc.path
         else:
             entries = fs.find(loc.path, detail=True, withdirs=False)
             root = loc.path
@@ -144,7 +153,9 @@ def list_files(loc: Location) -> list[SourceFile]:
         files.append(SourceFile(rel=rel, path=path, size=int(info.get("size") or 0),
                                 version=_version(info), partition=partition_of(rel)))
     if not files:
-        raise InputError(f"input {loc.display} holds no data files "
+        which = " matching " + " and ".join(f"--filter {f!r}" for f in filters) if filters \
+            else ""
+        raise InputError(f"input {loc.display} holds no data files{which} "
                          "(files starting with '.' or '_' are ignored)")
     files.sort()
     keys = [tuple(k for k, _ in f.partition) for f in files]
@@ -445,14 +456,15 @@ Mapper = Callable[..., list[Any]]
 
 
 def inspect(loc: Location, mapper: Mapper, features: str | Sequence[str] | None = None,
-            exclude: str | Sequence[str] = (), origin: str = "--features"
-            ) -> tuple[Dataset, list[str]]:
-    """List ``loc``, read every footer through ``mapper``, validate, select features.
+            exclude: str | Sequence[str] = (), origin: str = "--features",
+            filters: Sequence[str] = ()) -> tuple[Dataset, list[str]]:
+    """List ``loc`` (pruned by ``filters``), read every footer through ``mapper``,
+    validate, and select features.
 
     ``mapper(fn, items, label=...)`` runs ``fn(batch)`` over batches of ``items``
     (on the cluster) and returns the per-item results in order.
     """
-    files = list_files(loc)
+    files = list_files(loc, filters)
     keys = tuple(k for k, _ in files[0].partition)
     fs = loc.fs
     footers = mapper(partial(read_footers, fs), files, label="footers")

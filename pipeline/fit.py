@@ -126,7 +126,7 @@ def check_options(ddof: int, inf: str) -> None:
 
 
 def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
-                ddof: int = 0, inf: str = "error") -> FittedStats:
+                ddof: int = 0, inf: str = "error", filters: Sequence[str] = ()) -> FittedStats:
     """The statistics pass over a validated dataset, on ``session``'s cluster."""
     check_options(ddof, inf)
     fs = dataset.location.fs
@@ -136,6 +136,8 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
     dtypes = {n: str(dataset.schema.field(n).type) for n in features}
     source = {"path": dataset.location.display, "files": len(dataset.files),
               "rows": dataset.rows, "fingerprint": dataset.fingerprint}
+    if filters:
+        source["filters"] = list(filters)
     return finalize(features, dtypes, list(zip((f.rel for f in dataset.files), per_file,
                                                strict=True)),
                     ddof=ddof, inf=inf, source=source, warn=session.warn)
@@ -144,7 +146,7 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
 # --------------------------------------------------------------- public API
 def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
-        ddof: int = 0, inf: str = "error", client: Any = None,
+        ddof: int = 0, inf: str = "error", filters: Sequence[str] = (), client: Any = None,
         storage_options: Mapping[str, Any] | None = None) -> FittedStats:
     """Fit global per-feature mean and standard deviation in one distributed pass.
 
@@ -162,6 +164,8 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
         0 for the population std (default, as scikit-learn), 1 for the sample std.
     inf : {"error", "null"}
         What infinite values are: an error, or missing.
+    filters : list of str
+        Hive-partition filters such as ``["day >= 2026-01-01", "day < 2026-02-01"]``.
     client : distributed.Client, optional
         Default: the current client if there is one, else an embedded local
         cluster started for this call.
@@ -193,8 +197,8 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
 
     loc = resolve(source, dict(storage_options or {}))
     with session_for(client) as session:
-        dataset, chosen = inspect(loc, session.mapper, features, exclude)
-        return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf)
+        dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters)
+        return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters)
 
 
 def _fit_frame(ddf: dd.DataFrame, *, features: Any, exclude: Any, ddof: int, inf: str,

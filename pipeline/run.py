@@ -57,8 +57,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         stats_path: str | os.PathLike[str] | None = None,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
         ddof: int = 0, inf: str = "error", mode: str = "standard", dtype: str = "preserve",
-        overwrite: bool = False, report: bool = True, client: Any = None,
-        storage_options: Mapping[str, Any] | None = None) -> RunResult:
+        overwrite: bool = False, report: bool = True, filters: Sequence[str] = (),
+        client: Any = None, storage_options: Mapping[str, Any] | None = None) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
     Parameters
@@ -77,6 +77,9 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     report : bool
         Write ``output/_report/`` (histograms before and after, see
         :mod:`pipeline.report`); skipped with a note when matplotlib is missing.
+    filters : list of str
+        ``--filter`` expressions on hive keys, e.g. ``["day >= 2026-01-01"]``; only
+        matching partitions are listed, read and written.
     client : distributed.Client, optional
         Default: the current client, else an embedded local cluster.
     storage_options : dict, optional
@@ -95,7 +98,7 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     """
     return _job(input, output, stats_path=stats_path, fit=True, features=features,
                 exclude=exclude, ddof=ddof, inf=inf, mode=mode, dtype=dtype,
-                overwrite=overwrite, report=report, client=client,
+                overwrite=overwrite, report=report, filters=filters, client=client,
                 storage_options=storage_options)
 
 
@@ -104,8 +107,8 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
                       features: str | Sequence[str] | None = None,
                       exclude: str | Sequence[str] = (), mode: str = "standard",
                       dtype: str = "preserve", overwrite: bool = False, report: bool = True,
-                      client: Any = None, storage_options: Mapping[str, Any] | None = None
-                      ) -> RunResult:
+                      filters: Sequence[str] = (), client: Any = None,
+                      storage_options: Mapping[str, Any] | None = None) -> RunResult:
     """Write ``input`` normalized with already-fitted ``stats`` to ``output``, crash-safely.
 
     ``stats`` is a :class:`FittedStats` or the path of its JSON.  By default
@@ -113,14 +116,14 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
     that.  Other parameters as for :func:`run`.
     """
     return _job(input, output, stats=stats, fit=False, features=features, exclude=exclude,
-                mode=mode, dtype=dtype, overwrite=overwrite, report=report, client=client,
-                storage_options=storage_options)
+                mode=mode, dtype=dtype, overwrite=overwrite, report=report, filters=filters,
+                client=client, storage_options=storage_options)
 
 
 def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: Any = None,
          features: Any = None, exclude: Any = (), ddof: int = 0, inf: str = "error",
          mode: str = "standard", dtype: str = "preserve", overwrite: bool = False,
-         report: bool = True, client: Any = None,
+         report: bool = True, filters: Sequence[str] = (), client: Any = None,
          storage_options: Mapping[str, Any] | None = None) -> RunResult:
     started, t0 = now_iso(), time.monotonic()
     opts = dict(storage_options or {})
@@ -137,16 +140,19 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
         timings.lap("startup")
         with Commit(out, overwrite=overwrite, warn=session.warn) as commit:
             if fit:
-                dataset, chosen = inspect(inp, session.mapper, features, exclude)
+                dataset, chosen = inspect(inp, session.mapper, features, exclude,
+                                          filters=filters)
                 timings.lap("footers")
                 console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
-                fitted = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf)
+                fitted = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf,
+                                     filters=filters)
                 timings.lap("fit")
             else:
                 assert fitted is not None
                 spec = features if features else fitted.names
                 dataset, chosen = inspect(inp, session.mapper, spec, exclude,
-                                          origin="--features" if features else "statistics")
+                                          origin="--features" if features else "statistics",
+                                          filters=filters)
                 timings.lap("footers")
             assert fitted is not None
             plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen)
@@ -155,7 +161,8 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
             timings.lap("transform")
             stats_json = fitted.to_json().encode()
             manifest = _manifest(commit.run_id, started, dataset, fitted, stats_json, plan,
-                                 written, command="run" if fit else "transform")
+                                 written, command="run" if fit else "transform",
+                                 filters=filters)
             extra = {STATS_NAME: stats_json}
             if histograms is not None:
                 extra.update(_report_files(fitted, histograms, manifest, mode))
@@ -199,15 +206,16 @@ class Timings:
 
 
 def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int = 0,
-             inf: str = "error", session: Session,
+             inf: str = "error", filters: Sequence[str] = (), session: Session,
              storage_options: Mapping[str, Any] | None = None
              ) -> tuple[FittedStats, Dataset, list[str]]:
     """The ``zscore fit`` job on an open session: validate, then fit."""
     check_options(ddof, inf)
     loc = resolve(input, dict(storage_options or {}))
-    dataset, chosen = inspect(loc, session.mapper, features, exclude)
+    dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters)
     session.console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
-    return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf), dataset, chosen
+    stats = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters)
+    return stats, dataset, chosen
 
 
 def _histogram_specs(plan: Plan, stats: FittedStats, wanted: bool, console: Any
@@ -235,14 +243,14 @@ def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms
 
 
 def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
-              stats_json: bytes, plan: Plan, written: Sequence[Written], *, command: str
-              ) -> dict[str, Any]:
+              stats_json: bytes, plan: Plan, written: Sequence[Written], *, command: str,
+              filters: Sequence[str] = ()) -> dict[str, Any]:
     return {
         "run_id": run_id, "command": command, "tool_version": tool_version(),
         "started": started, "finished": now_iso(),
         "input": {"path": dataset.location.display, "files": len(dataset.files),
                   "rows": dataset.rows, "bytes": dataset.nbytes,
-                  "fingerprint": dataset.fingerprint},
+                  "fingerprint": dataset.fingerprint, "filters": list(filters)},
         "statistics_sha256": hashlib.sha256(stats_json).hexdigest(),
         "mode": plan.mode, "dtype": plan.dtype, "features": [c.name for c in plan.columns],
         "rows": sum(w.rows for w in written),

@@ -1,0 +1,142 @@
+"""Combining and comparing fitted artifacts.
+
+:func:`merge` gives the statistics of the union of disjoint inputs, as if they
+had been fitted together (the exact moments merge with Chan's update, to float64
+rounding).  :func:`diff` measures how far a new fit drifted from an old one, in
+units of the old standard deviation, so a scheduler can stop a pipeline whose
+input changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .errors import ArtifactError
+from .stats import Moments
+
+MAX_SHIFT = 0.5  # default: flag a mean that moved by more than half an old sigma
+MAX_RATIO = 1.5  # default: flag a sigma that grew or shrank by more than 1.5x
+
+
+def merge(artifacts: Sequence[FittedStats], names: Sequence[str] | None = None) -> FittedStats:
+    """The statistics of the union of the (disjoint) inputs of ``artifacts``.
+
+    Parameters
+    ----------
+    artifacts : list of FittedStats
+        Fitted on disjoint data (e.g. different days), with the same features,
+        ``ddof`` and ``inf`` policy, and with their ``moments`` (every artifact
+        zscore writes has them).
+    names : list of str, optional
+        How to call each artifact in errors (default "artifact 1", ...).
+
+    Returns
+    -------
+    FittedStats
+
+    Raises
+    ------
+    ArtifactError
+        Fewer than two artifacts, or they disagree on features, ddof or inf
+        policy, or one lacks exact moments, or two have the same input fingerprint
+        (the same data twice).
+
+    Examples
+    --------
+    >>> jan, feb = FittedStats.load("jan.json"), FittedStats.load("feb.json")  # doctest: +SKIP
+    >>> merge([jan, feb]).save("jan-feb.json")                                 # doctest: +SKIP
+    """
+    labels = list(names) if names else [f"artifact {i + 1}" for i in range(len(artifacts))]
+    if len(artifacts) < 2:
+        raise ArtifactError("merge needs at least two statistics files")
+    first = artifacts[0]
+    for label, a in zip(labels[1:], artifacts[1:], strict=True):
+        for what, mine, theirs in [("features", list(a.features), list(first.features)),
+                                   ("ddof", a.ddof, first.ddof), ("inf", a.inf, first.inf)]:
+            if (sorted(mine) if what == "features" else mine) != \
+                    (sorted(theirs) if what == "features" else theirs):
+                raise ArtifactError(f"{label} has {what} {_show(mine)} but {labels[0]} has "
+                                    f"{_show(theirs)}; only statistics fitted the same way "
+                                    "can be merged", path=label)
+    prints = [a.input.get("fingerprint") for a in artifacts]
+    for i, p in enumerate(prints):
+        if p and p in prints[:i]:
+            raise ArtifactError(f"{labels[i]} and {labels[prints.index(p)]} were fitted on the "
+                                "same input (same fingerprint); merge disjoint inputs only",
+                                path=labels[i])
+    feats: dict[str, FeatureStats] = {}
+    for name in first.features:
+        pieces = []
+        for label, a in zip(labels, artifacts, strict=True):
+            m = a.features[name].moments
+            if m is None:
+                raise ArtifactError(f"{label} has no exact moments for '{name}' (hand-written?); "
+                                    "refit it with zscore", path=label, column=name)
+            pieces.append(m)
+        dtype = _wider([a.features[name].dtype for a in artifacts])
+        feats[name] = FeatureStats.from_moments(Moments.merge_all(pieces), dtype, first.ddof)
+    digest = hashlib.sha256("".join(str(p) for p in prints).encode()).hexdigest()
+    source = {"path": [a.input.get("path") for a in artifacts],
+              "files": sum(int(a.input.get("files") or 0) for a in artifacts),
+              "rows": sum(int(a.input.get("rows") or 0) for a in artifacts),
+              "fingerprint": digest, "merged_from": labels}
+    return FittedStats(features=feats, ddof=first.ddof, inf=first.inf, input=source,
+                       created=now_iso(), tool_version=tool_version())
+
+
+def _show(value: Any) -> str:
+    return ", ".join(value) if isinstance(value, list) else repr(value)
+
+
+def _wider(dtypes: Sequence[str]) -> str:
+    return dtypes[0] if len(set(dtypes)) == 1 else "float64"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How one feature moved between two fits."""
+
+    feature: str
+    shift: float  # (new mean - old mean) / old std; inf if a constant moved
+    ratio: float  # new std / old std; 1.0 when both are constant
+    flagged: bool
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        def num(x: float) -> float | str:
+            return x if math.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")
+
+        return {"feature": self.feature, "shift": num(self.shift), "ratio": num(self.ratio),
+                "flagged": self.flagged, "note": self.note}
+
+
+def diff(old: FittedStats, new: FittedStats, *, max_shift: float = MAX_SHIFT,
+         max_ratio: float = MAX_RATIO) -> list[Drift]:
+    """Per feature: the mean's shift in old sigmas and the ratio of sigmas, flagged past limits.
+
+    A feature is flagged when ``|shift| > max_shift``, when ``ratio > max_ratio``
+    or ``ratio < 1 / max_ratio``, or when it is in only one of the two fits.
+    """
+    out = []
+    for name in list(old.features) + [n for n in new.features if n not in old.features]:
+        if name not in new.features or name not in old.features:
+            note = "only in the old statistics" if name in old.features else \
+                "only in the new statistics"
+            out.append(Drift(name, math.nan, math.nan, True, note))
+            continue
+        o, n = old.features[name], new.features[name]
+        delta = n.mean - o.mean
+        if o.std > 0:
+            shift = delta / o.std
+            ratio = n.std / o.std
+        else:  # the old fit was constant
+            shift = 0.0 if delta == 0 else math.copysign(math.inf, delta)
+            ratio = 1.0 if n.std == 0 else math.inf
+        flagged = abs(shift) > max_shift or ratio > max_ratio or ratio < 1 / max_ratio
+        out.append(Drift(name, shift, ratio, flagged))
+    return out

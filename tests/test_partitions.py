@@ -1,0 +1,83 @@
+"""--filter on hive partition keys: typed comparisons, pruning, and clear errors."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.cli import main
+from pipeline.dataset import list_files, resolve
+from pipeline.errors import InputError
+from pipeline.partitions import Filter, allowed
+
+
+@pytest.fixture(scope="module")
+def hourly(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hourly")
+    for day in ["2025-12-31", "2026-01-01", "2026-01-02", "2026-02-01"]:
+        for hour in [9, 10, 23]:
+            d = root / f"day={day}" / f"hour={hour}"
+            d.mkdir(parents=True)
+            pq.write_table(pa.table({"x": [float(hour), hour + 0.5]}), d / "part-0.parquet")
+    return root
+
+
+def rels(root, *filters):
+    return [f.rel for f in list_files(resolve(root), filters)]
+
+
+def test_dates_and_integers_compare_by_value(hourly):
+    got = rels(hourly, "day >= 2026-01-01", "day < 2026-02-01", "hour > 9")
+    assert got == ["day=2026-01-01/hour=10/part-0.parquet", "day=2026-01-01/hour=23/part-0.parquet",
+                   "day=2026-01-02/hour=10/part-0.parquet", "day=2026-01-02/hour=23/part-0.parquet"]
+    assert rels(hourly, "day == 2025-12-31", "hour != 10") == [
+        "day=2025-12-31/hour=23/part-0.parquet", "day=2025-12-31/hour=9/part-0.parquet"]
+
+
+def test_pruned_partitions_are_never_listed(hourly, tmp_path):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(hourly, root)
+    (root / "day=2025-12-31" / "hour=9").chmod(0o000)  # unreadable: listing it would fail
+    assert len(rels(root, "day >= 2026-01-01")) == 9
+    (root / "day=2025-12-31" / "hour=9").chmod(0o755)
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("month >= 3", "--filter names 'month', which is not a partition key of the input (its "
+                   "keys: day, hour)"),
+    ("day >= 2026-13-45", "value '2026-13-45' of --filter 'day >= 2026-13-45' is not a date or "
+                          "time like the values of 'day' (e.g. 2025-12-31)"),
+    ("hour < nine", "value 'nine' of --filter 'hour < nine' is not an integer like the values "
+                    "of 'hour' (e.g. 10)"),
+    ("day", "--filter 'day' is not KEY OP VALUE"),
+])
+def test_bad_filters_name_the_culprit(hourly, expr, message):
+    with pytest.raises(InputError) as info:
+        rels(hourly, expr)
+    assert str(info.value).startswith(message)
+
+
+def test_no_match_is_an_error(hourly):
+    with pytest.raises(InputError, match="no data files matching --filter 'day > 2030-01-01'"):
+        rels(hourly, "day > 2030-01-01")
+
+
+def test_text_values_compare_as_text():
+    f = Filter.parse("city < m")
+    assert allowed([f], ["lisbon", "oslo", "madrid"]) == {"lisbon"}
+
+
+def test_fit_and_transform_a_window_through_the_cli(hourly, tmp_path, capsys):
+    code = main(["fit", str(hourly), "--stats", str(tmp_path / "s.json"), "--filter",
+                 "day >= 2026-01-01", "--filter", "day < 2026-02-01"])
+    out = capsys.readouterr().out
+    assert code == 0 and "on 12 rows in 6 files" in out
+    code = main(["transform", str(hourly), str(tmp_path / "o"), "--stats", str(tmp_path / "s.json"),
+                 "--filter", "day == 2026-02-01"])
+    assert code == 0
+    written = sorted(p.relative_to(tmp_path / "o").as_posix()
+                     for p in (tmp_path / "o").rglob("*.parquet"))
+    assert written == [f"day=2026-02-01/hour={h}/part-0.parquet" for h in (10, 23, 9)]
