@@ -35,14 +35,16 @@ def test_dates_and_integers_compare_by_value(hourly):
         "day=2025-12-31/hour=23/part-0.parquet", "day=2025-12-31/hour=9/part-0.parquet"]
 
 
-def test_pruned_partitions_are_never_listed(hourly, tmp_path):
+def test_excluded_partitions_are_not_read(hourly, tmp_path, capsys):
     import shutil
 
     root = tmp_path / "d"
     shutil.copytree(hourly, root)
-    (root / "day=2025-12-31" / "hour=9").chmod(0o000)  # unreadable: listing it would fail
-    assert len(rels(root, "day >= 2026-01-01")) == 9
-    (root / "day=2025-12-31" / "hour=9").chmod(0o755)
+    (root / "day=2025-12-31" / "hour=9" / "junk.parquet").write_text("not parquet")
+    assert main(["fit", str(root), "--stats", str(tmp_path / "s.json"), "-q"]) == 2
+    assert "junk.parquet is not a readable Parquet file" in capsys.readouterr().err
+    assert main(["fit", str(root), "--stats", str(tmp_path / "s.json"), "-q",
+                 "--filter", "day >= 2026-01-01"]) == 0
 
 
 @pytest.mark.parametrize("expr, message", [
