@@ -154,7 +154,7 @@ class FittedStats:
         except FileNotFoundError:
             raise ArtifactError(f"statistics file {name} does not exist; create it with "
                                 "'zscore fit INPUT --stats " + name + "'", path=name) from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
             raise ArtifactError(f"cannot read statistics file {name}: {exc}", path=name) from None
         try:
             data = json.loads(text, parse_constant=_reject_constant)

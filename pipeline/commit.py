@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .dataset import Location, hidden, is_local, resolve
-from .errors import LockedError, OutputError, StorageError, os_error_text
+from .errors import LockedError, OutputError, StorageError, os_error_text, storage_error
 
 SUCCESS = "_SUCCESS"
 LOCK_STALE_SECONDS = float(os.environ.get("ZSCORE_LOCK_STALE_SECONDS", 120))
@@ -56,15 +56,20 @@ def write_bytes(url: str, data: bytes, storage_options: dict | None = None) -> N
             atomic_write(loc.path, data)
         else:
             loc.fs.pipe_file(loc.path, data)
-    except OSError as exc:
-        raise StorageError(f"cannot write {loc.display}: {os_error_text(exc)}",
-                           path=loc.display) from None
+    except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
+        raise storage_error(exc, "cannot write", loc.display) from None
 
 
 def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
+    """Read a small file; FileNotFoundError passes through, other failures become errors."""
     loc = resolve(url, storage_options)
-    with loc.fs.open(loc.path, "rb") as f:
-        return f.read()
+    try:
+        with loc.fs.open(loc.path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
+        raise storage_error(exc, "cannot read", loc.display) from None
 
 
 def atomic_write(path: str, data: bytes) -> None:
@@ -128,8 +133,10 @@ def check_target(inp: Location, out: Location, overwrite: bool) -> None:
             raise OutputError(f"output {out.display} exists and is not empty; pass "
                               "--overwrite to replace it or choose another path",
                               path=out.display)
-    except OSError as exc:
-        raise StorageError(f"cannot inspect output {out.display}: {exc}") from None
+    except OutputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
+        raise storage_error(exc, "cannot inspect output", out.display) from None
 
 
 # -------------------------------------------------------------------- locks
@@ -170,9 +177,8 @@ class Lock:
             return True
         except FileExistsError:
             return False
-        except OSError as exc:
-            raise StorageError(f"cannot create lock {self.display}: {os_error_text(exc)}",
-                               path=self.display) from None
+        except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
+            raise storage_error(exc, "cannot create lock", self.display) from None
 
     def _holder(self) -> tuple[dict[str, Any], float]:
         try:

@@ -28,7 +28,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DataError, InputError
+from .errors import DataError, InputError, storage_error
 
 MAX_PROBLEMS = 20  # problems listed in one error; the rest are counted
 
@@ -141,8 +141,10 @@ def list_files(loc: Location, filters: Sequence[str] = ()) -> list[SourceFile]:
         else:
             entries = fs.find(loc.path, detail=True, withdirs=False)
             root = loc.path
-    except OSError as exc:
-        raise InputError(f"cannot list input {loc.display}: {exc}") from None
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
+        raise storage_error(exc, "cannot list input", loc.display) from None
     files = []
     prefix = root.rstrip("/") + "/"
     for path, info in entries.items():

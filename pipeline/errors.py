@@ -104,3 +104,27 @@ def os_error_text(exc: OSError) -> str:
     if match:
         return os.strerror(int(match.group(1)))
     return exc.strerror or " ".join(str(exc).split())[:200]
+
+
+_BAD_CREDENTIALS = ("Credential", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                    "ExpiredToken", "InvalidToken")
+
+
+def storage_error(exc: BaseException, action: str, display: str) -> ZscoreError:
+    """Turn a filesystem or object-store exception into a one-line :class:`ZscoreError`.
+
+    Missing paths and unusable credentials are bad input (exit 2: retrying will not
+    help); anything else, a permission refused, a connection reset or a full disk
+    included, is exit 1.  ``display`` must already be free of secrets.
+    """
+    if isinstance(exc, ZscoreError):
+        return exc
+    text = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"{display} does not exist", path=display)
+    if any(d in type(exc).__name__ + text for d in _BAD_CREDENTIALS):
+        return InputError(f"{action} {display}: bad credentials ({text}); check the AWS_* "
+                          "environment variables, profiles, or --storage-option", path=display)
+    if isinstance(exc, OSError):
+        return StorageError(f"{action} {display}: {os_error_text(exc)}", path=display)
+    return StorageError(f"{action} {display}: {type(exc).__name__}: {text}", path=display)
