@@ -65,6 +65,9 @@ def _fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="0: population std (scikit-learn); 1: sample std (Spark)."),
         click.option("--inf", "inf", type=click.Choice(["error", "null"]), default="error",
                      show_default=True, help="Infinite values are an error, or missing."),
+        click.option("--cache", default=None, metavar="LOCATION",
+                     help="Directory or URL keeping per-file moments: a re-fit reads only new "
+                          "or changed files (same statistics, bit for bit)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -148,7 +151,7 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
     with _session(kw, console) as session:
         stats, dataset, _ = fit_path(input, features=kw["features"], exclude=kw["exclude"],
                                      ddof=kw["ddof"], inf=kw["inf"], filters=kw["filters"],
-                                     session=session, storage_options=opts)
+                                     cache=kw["cache"], session=session, storage_options=opts)
     stats.save(stats_path, opts)
     click.echo(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
                f"{len(dataset.files)} files; statistics: {stats_path}")
@@ -213,8 +216,8 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
         result = run_job(input, output, stats_path=stats_path, features=kw["features"],
                          exclude=kw["exclude"], ddof=kw["ddof"], inf=kw["inf"],
                          mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
-                         report=kw["report"], filters=kw["filters"], client=session,
-                         storage_options=opts)
+                         report=kw["report"], filters=kw["filters"], cache=kw["cache"],
+                         client=session, storage_options=opts)
     _report_run(result, "run")
 
 

@@ -459,17 +459,25 @@ Mapper = Callable[..., list[Any]]
 
 def inspect(loc: Location, mapper: Mapper, features: str | Sequence[str] | None = None,
             exclude: str | Sequence[str] = (), origin: str = "--features",
-            filters: Sequence[str] = ()) -> tuple[Dataset, list[str]]:
+            filters: Sequence[str] = (), cache: Any = None) -> tuple[Dataset, list[str]]:
     """List ``loc`` (pruned by ``filters``), read every footer through ``mapper``,
     validate, and select features.
 
     ``mapper(fn, items, label=...)`` runs ``fn(batch)`` over batches of ``items``
-    (on the cluster) and returns the per-item results in order.
+    (on the cluster) and returns the per-item results in order.  With a
+    :class:`~pipeline.cache.Cache`, only files new or changed since it was filled
+    are opened.
     """
     files = list_files(loc, filters)
     keys = tuple(k for k, _ in files[0].partition)
     fs = loc.fs
-    footers = mapper(partial(read_footers, fs), files, label="footers")
+    known = cache.footers(files) if cache is not None else {}
+    todo = [f for f in files if f.rel not in known]
+    fresh = mapper(partial(read_footers, fs), todo, label="footers") if todo else []
+    if cache is not None and todo:
+        cache.put_footers(todo, fresh)
+    by_rel = {**known, **{ft.rel: ft for ft in fresh}}
+    footers = [by_rel[f.rel] for f in files]
     schema, chosen = validate(footers, keys, features, exclude, origin)
     return Dataset(location=loc, files=tuple(files), footers=tuple(footers),
                    schema=schema), chosen

@@ -25,6 +25,7 @@ from .stats import Moments
 if TYPE_CHECKING:
     import dask.dataframe as dd
 
+    from .cache import Cache
     from .cluster import Session
 
 BATCH_ROWS = 1 << 16  # rows per chunk: big enough for numpy, small enough for L2-friendly passes
@@ -126,13 +127,27 @@ def check_options(ddof: int, inf: str) -> None:
 
 
 def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
-                ddof: int = 0, inf: str = "error", filters: Sequence[str] = ()) -> FittedStats:
-    """The statistics pass over a validated dataset, on ``session``'s cluster."""
+                ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
+                cache: Cache | None = None) -> FittedStats:
+    """The statistics pass over a validated dataset, on ``session``'s cluster.
+
+    With a ``cache``, files whose moments it holds are not read, and the moments
+    of the others are stored in it.
+    """
     check_options(ddof, inf)
     fs = dataset.location.fs
-    per_file = session.map(partial(files_moments, fs, features=list(features)),
-                           list(dataset.files), label="fit",
-                           weights=[f.size for f in dataset.files])
+    files = list(dataset.files)
+    known = cache.moments(files, features, inf, BATCH_ROWS) if cache is not None else {}
+    todo = [f for f in files if f.rel not in known]
+    fresh = session.map(partial(files_moments, fs, features=list(features)), todo,
+                        label="fit", weights=[f.size for f in todo]) if todo else []
+    if cache is not None:
+        if todo:
+            cache.put_moments(todo, features, inf, BATCH_ROWS, fresh)
+        session.console.info(f"cache: {len(known)} of {len(files)} files' moments reused, "
+                             f"{len(todo)} read")
+    by_rel = {**known, **{f.rel: m for f, m in zip(todo, fresh, strict=True)}}
+    per_file = [by_rel[f.rel] for f in files]
     dtypes = {n: str(dataset.schema.field(n).type) for n in features}
     source = {"path": dataset.location.display, "files": len(dataset.files),
               "rows": dataset.rows, "fingerprint": dataset.fingerprint}
@@ -146,7 +161,8 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
 # --------------------------------------------------------------- public API
 def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
-        ddof: int = 0, inf: str = "error", filters: Sequence[str] = (), client: Any = None,
+        ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
+        cache: str | None = None, client: Any = None,
         storage_options: Mapping[str, Any] | None = None) -> FittedStats:
     """Fit global per-feature mean and standard deviation in one distributed pass.
 
@@ -166,6 +182,9 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
         What infinite values are: an error, or missing.
     filters : list of str
         Hive-partition filters such as ``["day >= 2026-01-01", "day < 2026-02-01"]``.
+    cache : str, optional
+        A directory or fsspec URL keeping per-file footers and moments: a re-fit
+        reads only new or changed files and gives bit-identical statistics.
     client : distributed.Client, optional
         Default: the current client if there is one, else an embedded local
         cluster started for this call.
@@ -195,10 +214,20 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
                           client=client)
     from .dataset import inspect, resolve
 
-    loc = resolve(source, dict(storage_options or {}))
+    opts = dict(storage_options or {})
+    loc = resolve(source, opts)
     with session_for(client) as session:
-        dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters)
-        return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters)
+        store = open_cache(cache, opts, session.warn)
+        dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
+                                  cache=store)
+        return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,
+                           cache=store)
+
+
+def open_cache(location: str | None, options: Mapping[str, Any], warn: Any) -> Cache | None:
+    from .cache import Cache
+
+    return Cache(location, dict(options), warn) if location else None
 
 
 def _fit_frame(ddf: dd.DataFrame, *, features: Any, exclude: Any, ddof: int, inf: str,

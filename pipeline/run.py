@@ -25,7 +25,7 @@ from .artifact import FittedStats, now_iso, tool_version
 from .cluster import Session, session_for
 from .commit import Commit, check_target
 from .dataset import Dataset, inspect, resolve
-from .fit import check_options, fit_dataset
+from .fit import check_options, fit_dataset, open_cache
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .transform import Plan, check_transform_options
@@ -58,7 +58,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
         ddof: int = 0, inf: str = "error", mode: str = "standard", dtype: str = "preserve",
         overwrite: bool = False, report: bool = True, filters: Sequence[str] = (),
-        client: Any = None, storage_options: Mapping[str, Any] | None = None) -> RunResult:
+        cache: str | None = None, client: Any = None,
+        storage_options: Mapping[str, Any] | None = None) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
     Parameters
@@ -80,6 +81,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     filters : list of str
         ``--filter`` expressions on hive keys, e.g. ``["day >= 2026-01-01"]``; only
         matching partitions are listed, read and written.
+    cache : str, optional
+        As for :func:`pipeline.fit`: reuse per-file footers and moments.
     client : distributed.Client, optional
         Default: the current client, else an embedded local cluster.
     storage_options : dict, optional
@@ -98,8 +101,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     """
     return _job(input, output, stats_path=stats_path, fit=True, features=features,
                 exclude=exclude, ddof=ddof, inf=inf, mode=mode, dtype=dtype,
-                overwrite=overwrite, report=report, filters=filters, client=client,
-                storage_options=storage_options)
+                overwrite=overwrite, report=report, filters=filters, cache=cache,
+                client=client, storage_options=storage_options)
 
 
 def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -123,8 +126,8 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
 def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: Any = None,
          features: Any = None, exclude: Any = (), ddof: int = 0, inf: str = "error",
          mode: str = "standard", dtype: str = "preserve", overwrite: bool = False,
-         report: bool = True, filters: Sequence[str] = (), client: Any = None,
-         storage_options: Mapping[str, Any] | None = None) -> RunResult:
+         report: bool = True, filters: Sequence[str] = (), cache: str | None = None,
+         client: Any = None, storage_options: Mapping[str, Any] | None = None) -> RunResult:
     started, t0 = now_iso(), time.monotonic()
     opts = dict(storage_options or {})
     check_options(ddof, inf)
@@ -140,12 +143,13 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
         timings.lap("startup")
         with Commit(out, overwrite=overwrite, warn=session.warn) as commit:
             if fit:
+                store = open_cache(cache, opts, session.warn)
                 dataset, chosen = inspect(inp, session.mapper, features, exclude,
-                                          filters=filters)
+                                          filters=filters, cache=store)
                 timings.lap("footers")
                 console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
                 fitted = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf,
-                                     filters=filters)
+                                     filters=filters, cache=store)
                 timings.lap("fit")
             else:
                 assert fitted is not None
@@ -206,15 +210,19 @@ class Timings:
 
 
 def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int = 0,
-             inf: str = "error", filters: Sequence[str] = (), session: Session,
-             storage_options: Mapping[str, Any] | None = None
+             inf: str = "error", filters: Sequence[str] = (), cache: str | None = None,
+             session: Session, storage_options: Mapping[str, Any] | None = None
              ) -> tuple[FittedStats, Dataset, list[str]]:
     """The ``zscore fit`` job on an open session: validate, then fit."""
     check_options(ddof, inf)
-    loc = resolve(input, dict(storage_options or {}))
-    dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters)
+    opts = dict(storage_options or {})
+    loc = resolve(input, opts)
+    store = open_cache(cache, opts, session.warn)
+    dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
+                              cache=store)
     session.console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
-    stats = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters)
+    stats = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,
+                        cache=store)
     return stats, dataset, chosen
 
 

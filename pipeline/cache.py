@@ -1,0 +1,181 @@
+"""The incremental-fit cache: per-file footers and moments, so a re-fit reads only new files.
+
+An entry is keyed by what identifies a file's content and how it was summarised:
+its relative path, size and version (mtime, or the ETag on object stores), plus
+for moments the selected features, the inf policy and the chunking.  Because a
+fit merges per-file moments in sorted path order, statistics from cached
+entries are bit-identical to a fit without cache.
+
+Safety: each entry is one small JSON file written atomically (a rename on local
+disks, a single PUT on object stores), so concurrent fits sharing a cache at
+worst write the same bytes twice.  Each entry carries a format version, its own
+key fields and a sha256 of its payload; anything that does not check out is
+reported with a warning and recomputed, never trusted.
+
+Layout: ``LOCATION/footers/<sha256>.json`` and ``LOCATION/moments/<sha256>.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import posixpath
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from .commit import write_bytes
+from .dataset import Footer, SourceFile, resolve
+from .stats import Moments
+
+FORMAT = 1
+FileMoments = dict[str, Moments]
+
+
+class Cache:
+    """A cache directory (local path or fsspec URL).
+
+    Parameters
+    ----------
+    location : str
+        Where the entries live; created on first write.
+    storage_options : dict, optional
+        fsspec options.
+    warn : callable, optional
+        Receives one line per entry that was corrupt or foreign.
+    """
+
+    def __init__(self, location: str, storage_options: dict[str, Any] | None = None,
+                 warn: Callable[[str], None] | None = None):
+        self.location = location.rstrip("/")
+        self.options = dict(storage_options or {})
+        self.loc = resolve(self.location, self.options)
+        self.warn = warn or (lambda msg: None)
+        self.hits = 0
+        self.misses = 0
+
+    # ------------------------------------------------------------------ keys
+    @staticmethod
+    def _identity(f: SourceFile) -> list[Any]:
+        return [f.rel, f.size, f.version]
+
+    def _path(self, kind: str, key: list[Any]) -> tuple[str, str]:
+        digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+        return digest, posixpath.join(self.loc.path, kind, f"{digest}.json")
+
+    # ------------------------------------------------------------- reading
+    def _get(self, kind: str, keys: dict[str, list[Any]]) -> dict[str, Any]:
+        """Payloads found for ``keys`` (rel -> key); misses and bad entries are left out."""
+        paths = {rel: self._path(kind, key)[1] for rel, key in keys.items()}
+        fs = self.loc.fs
+        try:
+            raw = fs.cat(list(paths.values()), on_error="omit")
+        except Exception as exc:  # noqa: BLE001 - an unreadable cache is a miss, not a failure
+            self.warn(f"cache {self.location} unreadable ({type(exc).__name__}); fitting "
+                      "without it")
+            return {}
+        found = {}
+        for rel, path in paths.items():
+            data = raw.get(path) if isinstance(raw, dict) else None
+            if data is None:
+                data = raw.get(fs._strip_protocol(path)) if isinstance(raw, dict) else None
+            if data is None:
+                continue
+            payload = self._check(data, kind, keys[rel], path)
+            if payload is not None:
+                found[rel] = payload
+        return found
+
+    def _check(self, data: bytes, kind: str, key: list[Any], path: str) -> Any:
+        name = posixpath.basename(path)
+        try:
+            entry = json.loads(data)
+            payload = entry["payload"]
+            text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+            ok_sum = hashlib.sha256(text.encode()).hexdigest() == entry["sha256"]
+        except (ValueError, KeyError, TypeError):
+            self.warn(f"cache entry {kind}/{name} is corrupt; recomputing it")
+            return None
+        if entry.get("format") != FORMAT:
+            self.warn(f"cache entry {kind}/{name} has format {entry.get('format')!r}, not "
+                      f"{FORMAT}; recomputing it")
+            return None
+        if not ok_sum:
+            self.warn(f"cache entry {kind}/{name} fails its checksum; recomputing it")
+            return None
+        if entry.get("key") != key:
+            self.warn(f"cache entry {kind}/{name} belongs to another file or selection; "
+                      "recomputing it")
+            return None
+        return payload
+
+    # ------------------------------------------------------------- writing
+    def _put(self, kind: str, items: Sequence[tuple[list[Any], Any]]) -> None:
+        for key, payload in items:
+            text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+            entry = {"format": FORMAT, "key": key, "payload": payload,
+                     "sha256": hashlib.sha256(text.encode()).hexdigest()}
+            _, path = self._path(kind, key)
+            url = f"{self.location}/{kind}/{posixpath.basename(path)}"
+            try:
+                write_bytes(url, json.dumps(entry).encode(), self.options)
+            except Exception as exc:  # noqa: BLE001 - a cache that cannot be written is skipped
+                self.warn(f"cannot write to the cache {self.location} ({exc}); continuing "
+                          "without storing")
+                return
+
+    # ------------------------------------------------------------- footers
+    def footers(self, files: Sequence[SourceFile]) -> dict[str, Footer]:
+        found = self._get("footers", {f.rel: self._identity(f) for f in files})
+        out = {}
+        for rel, p in found.items():
+            try:
+                out[rel] = _footer_from(rel, p)
+            except (ValueError, KeyError, TypeError, pa.ArrowException):
+                self.warn(f"cache entry for the footer of {rel} is unusable; recomputing it")
+        return out
+
+    def put_footers(self, files: Sequence[SourceFile], footers: Sequence[Footer]) -> None:
+        self._put("footers", [(self._identity(f), _footer_to(ft))
+                              for f, ft in zip(files, footers, strict=True) if ft.error is None])
+
+    # ------------------------------------------------------------- moments
+    def _moments_key(self, f: SourceFile, features: Sequence[str], inf: str, chunk: int
+                     ) -> list[Any]:
+        return [*self._identity(f), sorted(features), inf, chunk]
+
+    def moments(self, files: Sequence[SourceFile], features: Sequence[str], inf: str,
+                chunk: int) -> dict[str, FileMoments]:
+        keys = {f.rel: self._moments_key(f, features, inf, chunk) for f in files}
+        found = self._get("moments", keys)
+        out = {}
+        for rel, p in found.items():
+            try:
+                out[rel] = {name: Moments.from_dict(p[name]) for name in features}
+            except (KeyError, TypeError, ValueError):
+                self.warn(f"cache entry for the moments of {rel} is unusable; recomputing it")
+        self.hits += len(out)
+        self.misses += len(files) - len(out)
+        return out
+
+    def put_moments(self, files: Sequence[SourceFile], features: Sequence[str], inf: str,
+                    chunk: int, moments: Sequence[FileMoments]) -> None:
+        self._put("moments", [(self._moments_key(f, features, inf, chunk),
+                               {k: m.to_dict() for k, m in fm.items()})
+                              for f, fm in zip(files, moments, strict=True)])
+
+
+def _footer_to(f: Footer) -> dict[str, Any]:
+    assert f.schema is not None
+    return {"rows": f.rows, "row_groups": list(f.row_groups),
+            "schema": base64.b64encode(f.schema.serialize().to_pybytes()).decode(),
+            "compression": [list(c) for c in f.compression], "dictionary": list(f.dictionary)}
+
+
+def _footer_from(rel: str, p: dict[str, Any]) -> Footer:
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(p["schema"])))
+    return Footer(rel=rel, rows=int(p["rows"]), row_groups=tuple(p["row_groups"]),
+                  schema=schema, compression=tuple(tuple(c) for c in p["compression"]),
+                  dictionary=tuple(p["dictionary"]))
