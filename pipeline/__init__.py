@@ -17,6 +17,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 from .artifact import FeatureStats, FittedStats
+from .compose import diff, merge
 from .errors import (
     ArtifactError,
     ClusterError,
@@ -35,6 +36,6 @@ from .transform import apply, inverse_transform, transform
 __all__ = [
     "ArtifactError", "ClusterError", "DataError", "FeatureStats", "FittedStats", "InputError",
     "LockedError", "Moments", "OutputError", "RunResult", "StorageError", "ZscoreError",
-    "__version__", "apply", "fit", "inverse_transform", "run", "transform",
+    "__version__", "apply", "diff", "fit", "inverse_transform", "merge", "run", "transform",
     "transform_dataset",
 ]

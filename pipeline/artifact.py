@@ -11,6 +11,10 @@ Layout (``format_version`` 1)::
                           "moments": {"shift": 0.0011, "offset": 1e-07, "m2": 9.97e6,
                                       "inf": 0}}, ...}}
 
+With ``--group-by`` the artifact is ``format_version`` 2 and also holds a
+``groups`` section: the key columns and, per key value, the same per-feature
+statistics.  Version 1 files (no groups) still load.
+
 ``mean`` and ``std`` are what the transform uses.  ``moments`` is the exact
 internal state (see :mod:`pipeline.stats`) that lets two artifacts merge as if
 fitted together; a hand-written artifact may leave it out and still transform.
@@ -34,6 +38,8 @@ from .errors import ArtifactError
 from .stats import Moments
 
 FORMAT_VERSION = 1
+GROUPS_FORMAT_VERSION = 2  # written only when there are groups
+READABLE_VERSIONS = (1, 2)
 INF_POLICIES = ("error", "null")
 
 
@@ -84,6 +90,15 @@ class FeatureStats:
         exact = Fraction(self.moments.shift) + Fraction(self.moments.offset)
         return float(exact - Fraction(self.mean))
 
+    @property
+    def kernel_residual(self) -> float:
+        """:attr:`mean_residual` where it moves a result by more than rounding, else 0.0.
+
+        (Subtracting it costs a pass over the data, so the kernel skips a zero.)
+        """
+        r = self.mean_residual
+        return r if abs(r) > 1e-15 * self.std else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"dtype": self.dtype, "count": self.count, "missing": self.missing,
                              "mean": self.mean, "std": self.std, "min": self.min,
@@ -92,6 +107,25 @@ class FeatureStats:
             d["moments"] = {"shift": self.moments.shift, "offset": self.moments.offset,
                             "m2": self.moments.m2, "inf": self.moments.inf}
         return d
+
+
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Per-key statistics: ``keys`` maps a key tuple (one value per ``by`` column,
+    JSON scalars) to the statistics of each feature within that key.  A feature
+    with no value in a group is absent from that group's mapping.
+    """
+
+    by: tuple[str, ...]
+    keys: Mapping[Key, Mapping[str, FeatureStats]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"by": list(self.by),
+                "keys": [{"key": list(k), "features": {n: f.to_dict() for n, f in v.items()}}
+                         for k, v in self.keys.items()]}
 
 
 @dataclass(frozen=True)
@@ -113,6 +147,7 @@ class FittedStats:
     created: str = ""
     tool_version: str = ""
     format_version: int = FORMAT_VERSION
+    groups: Groups | None = None
 
     @property
     def names(self) -> list[str]:
@@ -120,10 +155,14 @@ class FittedStats:
 
     # ------------------------------------------------------------- to / from
     def to_dict(self) -> dict[str, Any]:
-        return {"format_version": self.format_version, "ddof": self.ddof, "inf": self.inf,
-                "created": self.created, "tool_version": self.tool_version,
-                "input": dict(self.input),
-                "features": {k: v.to_dict() for k, v in self.features.items()}}
+        version = GROUPS_FORMAT_VERSION if self.groups is not None else FORMAT_VERSION
+        d = {"format_version": version, "ddof": self.ddof, "inf": self.inf,
+             "created": self.created, "tool_version": self.tool_version,
+             "input": dict(self.input),
+             "features": {k: v.to_dict() for k, v in self.features.items()}}
+        if self.groups is not None:
+            d["groups"] = self.groups.to_dict()
+        return d
 
     def to_json(self) -> str:
         # json writes floats with repr(): the shortest string that round-trips exactly.
@@ -170,9 +209,9 @@ class FittedStats:
         if not isinstance(data, dict):
             v.fail("", "must be a JSON object")
         version = v.get(data, "format_version", int)
-        if version != FORMAT_VERSION:
-            v.fail("format_version", f"is {version}, this zscore reads version "
-                   f"{FORMAT_VERSION}; upgrade zscore or refit")
+        if version not in READABLE_VERSIONS:
+            v.fail("format_version", f"is {version}, this zscore reads versions "
+                   f"{', '.join(map(str, READABLE_VERSIONS))}; upgrade zscore or refit")
         ddof = v.get(data, "ddof", int)
         if ddof not in (0, 1):
             v.fail("ddof", f"is {ddof}, expected 0 or 1")
@@ -183,10 +222,12 @@ class FittedStats:
         if not feats:
             v.fail("features", "is empty")
         features = {str(k): _feature(v, f"features.{k}", fd) for k, fd in feats.items()}
+        groups = _groups(v, data["groups"], features) if "groups" in data else None
         return cls(features=features, ddof=ddof, inf=inf,
                    input=data.get("input") if isinstance(data.get("input"), dict) else {},
                    created=str(data.get("created", "")),
-                   tool_version=str(data.get("tool_version", "")), format_version=version)
+                   tool_version=str(data.get("tool_version", "")), format_version=version,
+                   groups=groups)
 
 
 def now_iso() -> str:
@@ -252,3 +293,26 @@ def _feature(v: _Validator, where: str, d: Any) -> FeatureStats:
     return FeatureStats(dtype=fs.dtype, count=fs.count, missing=fs.missing, mean=fs.mean,
                         std=fs.std, min=fs.min, max=fs.max, constant=fs.constant,
                         moments=moments)
+
+
+def _groups(v: _Validator, d: Any, features: Mapping[str, FeatureStats]) -> Groups:
+    if not isinstance(d, dict):
+        v.fail("groups", "must be an object")
+    by = v.get(d, "by", list, "groups")
+    if not by or not all(isinstance(b, str) for b in by):
+        v.fail("groups.by", "must be a non-empty list of column names")
+    entries = v.get(d, "keys", list, "groups")
+    keys: dict[Key, dict[str, FeatureStats]] = {}
+    for i, entry in enumerate(entries):
+        where = f"groups.keys[{i}]"
+        key = v.get(entry, "key", list, where)
+        if len(key) != len(by) or not all(k is None or isinstance(k, str | int | float | bool)
+                                          for k in key):
+            v.fail(f"{where}.key", f"must hold {len(by)} JSON scalar(s), one per 'by' column")
+        feats = v.get(entry, "features", dict, where)
+        unknown = [n for n in feats if n not in features]
+        if unknown:
+            v.fail(f"{where}.features.{unknown[0]}", "is not a feature of the statistics")
+        keys[tuple(key)] = {str(n): _feature(v, f"{where}.features.{n}", fd)
+                            for n, fd in feats.items()}
+    return Groups(by=tuple(by), keys=keys)

@@ -65,6 +65,9 @@ def _fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="0: population std (scikit-learn); 1: sample std (Spark)."),
         click.option("--inf", "inf", type=click.Choice(["error", "null"]), default="error",
                      show_default=True, help="Infinite values are an error, or missing."),
+        click.option("--group-by", "group_by", default="", metavar="COLS",
+                     help="Also fit per key of these columns (e.g. tool,chamber); transforms "
+                          "then use each row's key."),
         click.option("--cache", default=None, metavar="LOCATION",
                      help="Directory or URL keeping per-file moments: a re-fit reads only new "
                           "or changed files (same statistics, bit for bit)."),
@@ -85,6 +88,9 @@ def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--overwrite", is_flag=True,
                      help="Replace an existing OUTPUT (atomically, once the new one is "
                           "complete)."),
+        click.option("--unseen", type=click.Choice(["global", "null", "error"]),
+                     default="global", show_default=True,
+                     help="With per-key statistics: what a key not seen at fit time gets."),
         click.option("--report/--no-report", default=True, show_default=True,
                      help="Write OUTPUT/_report/: histograms before and after, per feature."),
     ]
@@ -151,7 +157,8 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
     with _session(kw, console) as session:
         stats, dataset, _ = fit_path(input, features=kw["features"], exclude=kw["exclude"],
                                      ddof=kw["ddof"], inf=kw["inf"], filters=kw["filters"],
-                                     cache=kw["cache"], session=session, storage_options=opts)
+                                     cache=kw["cache"], group_by=kw["group_by"],
+                                     session=session, storage_options=opts)
     stats.save(stats_path, opts)
     click.echo(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
                f"{len(dataset.files)} files; statistics: {stats_path}")
@@ -184,7 +191,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
         result = transform_dataset(input, output, stats, features=kw["features"],
                                    exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
                                    overwrite=kw["overwrite"], report=kw["report"],
-                                   filters=kw["filters"], client=session,
+                                   filters=kw["filters"], unseen=kw["unseen"], client=session,
                                    storage_options=opts)
     _report_run(result, "transform")
 
@@ -217,7 +224,8 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          exclude=kw["exclude"], ddof=kw["ddof"], inf=kw["inf"],
                          mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
-                         client=session, storage_options=opts)
+                         group_by=kw["group_by"], unseen=kw["unseen"], client=session,
+                         storage_options=opts)
     _report_run(result, "run")
 
 

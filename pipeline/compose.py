@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .artifact import FeatureStats, FittedStats, Groups, Key, now_iso, tool_version
 from .errors import ArtifactError
+from .groups import sort_keys
 from .stats import Moments
 
 MAX_SHIFT = 0.5  # default: flag a mean that moved by more than half an old sigma
@@ -80,13 +81,42 @@ def merge(artifacts: Sequence[FittedStats], names: Sequence[str] | None = None) 
             pieces.append(m)
         dtype = _wider([a.features[name].dtype for a in artifacts])
         feats[name] = FeatureStats.from_moments(Moments.merge_all(pieces), dtype, first.ddof)
+    groups = _merge_groups(artifacts, labels, first.ddof)
     digest = hashlib.sha256("".join(str(p) for p in prints).encode()).hexdigest()
     source = {"path": [a.input.get("path") for a in artifacts],
               "files": sum(int(a.input.get("files") or 0) for a in artifacts),
               "rows": sum(int(a.input.get("rows") or 0) for a in artifacts),
               "fingerprint": digest, "merged_from": labels}
     return FittedStats(features=feats, ddof=first.ddof, inf=first.inf, input=source,
-                       created=now_iso(), tool_version=tool_version())
+                       created=now_iso(), tool_version=tool_version(), groups=groups)
+
+
+def _merge_groups(artifacts: Sequence[FittedStats], labels: Sequence[str], ddof: int
+                  ) -> Groups | None:
+    """Per-key statistics merged key by key (keys may differ between inputs)."""
+    bys = [a.groups.by if a.groups is not None else None for a in artifacts]
+    if all(b is None for b in bys):
+        return None
+    if len(set(bys)) > 1:
+        i = next(i for i, b in enumerate(bys) if b != bys[0])
+        raise ArtifactError(f"{labels[i]} has group-by {_show(list(bys[i] or []))} but "
+                            f"{labels[0]} has {_show(list(bys[0] or []))}; only statistics "
+                            "fitted the same way can be merged", path=labels[i])
+    total: dict[Key, dict[str, Moments]] = {}
+    for label, a in zip(labels, artifacts, strict=True):
+        assert a.groups is not None
+        for key, feats in a.groups.keys.items():
+            mine = total.setdefault(key, {})
+            for name, f in feats.items():
+                if f.moments is None:
+                    raise ArtifactError(f"{label} has no exact moments for '{name}' in key "
+                                        f"{list(key)}; refit it with zscore", path=label)
+                mine[name] = mine[name].merge(f.moments) if name in mine else f.moments
+    dtypes = {n: _wider([a.features[n].dtype for a in artifacts]) for n in artifacts[0].features}
+    keys = {k: {n: FeatureStats.from_moments(m, dtypes[n], ddof) for n, m in total[k].items()}
+            for k in sort_keys(total)}
+    assert bys[0] is not None
+    return Groups(by=bys[0], keys=keys)
 
 
 def _show(value: Any) -> str:

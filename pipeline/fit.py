@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ import pyarrow as pa
 from .artifact import FeatureStats, FittedStats, now_iso, tool_version
 from .dataset import Dataset, SourceFile, open_parquet
 from .errors import DataError, InputError
+from .groups import GroupMoments, batch_group_moments, finalize_groups, merge_into
 from .stats import Moments
 
 if TYPE_CHECKING:
@@ -54,25 +56,35 @@ def column_moments(arr: pa.Array | pa.ChunkedArray) -> Moments:
 
 
 def file_moments(fs: Any, file: SourceFile, features: Sequence[str],
-                 batch_rows: int = BATCH_ROWS) -> FileMoments:
-    """Moments of each feature of one file, folded over its batches in order."""
+                 batch_rows: int = BATCH_ROWS, by: Sequence[str] = ()
+                 ) -> FileMoments | tuple[FileMoments, GroupMoments]:
+    """Moments of each feature of one file, folded over its batches in order.
+
+    With ``by`` (``--group-by`` columns), also the moments within each key; the
+    global moments are the same, bit for bit, as without.
+    """
     result = {name: Moments() for name in features}
+    groups: GroupMoments = {}
+    columns = list(features) + [b for b in by if b not in features]
     try:
         pf = open_parquet(fs, file.path)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(features),
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns,
                                      use_threads=False):
-            for name, arr in zip(batch.schema.names, batch.columns, strict=True):
-                result[name] = result[name].merge(column_moments(arr))
+            for name in features:
+                result[name] = result[name].merge(column_moments(batch.column(name)))
+            if by:
+                merge_into(groups, batch_group_moments(pa.Table.from_batches([batch]),
+                                                       features, by))
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise DataError(f"cannot read {file.rel}: {' '.join(str(exc).split())[:300]}; "
                         "the file is corrupt: replace or remove it", path=file.rel) from None
-    return result
+    return (result, groups) if by else result
 
 
-def files_moments(fs: Any, files: Sequence[SourceFile], features: Sequence[str]
-                  ) -> list[FileMoments]:
+def files_moments(fs: Any, files: Sequence[SourceFile], features: Sequence[str],
+                  by: Sequence[str] = ()) -> list[Any]:
     """:func:`file_moments` over a batch of files: the unit of work of one task."""
-    return [file_moments(fs, f, features) for f in files]
+    return [file_moments(fs, f, features, by=by) for f in files]
 
 
 # ------------------------------------------------------------------- client
@@ -128,19 +140,23 @@ def check_options(ddof: int, inf: str) -> None:
 
 def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
                 ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
-                cache: Cache | None = None) -> FittedStats:
+                cache: Cache | None = None, group_by: Sequence[str] = ()) -> FittedStats:
     """The statistics pass over a validated dataset, on ``session``'s cluster.
 
     With a ``cache``, files whose moments it holds are not read, and the moments
-    of the others are stored in it.
+    of the others are stored in it.  With ``group_by``, statistics per key too.
     """
     check_options(ddof, inf)
+    by = check_group_by(dataset, features, group_by, cache)
     fs = dataset.location.fs
     files = list(dataset.files)
     known = cache.moments(files, features, inf, BATCH_ROWS) if cache is not None else {}
     todo = [f for f in files if f.rel not in known]
-    fresh = session.map(partial(files_moments, fs, features=list(features)), todo,
+    fresh = session.map(partial(files_moments, fs, features=list(features), by=by), todo,
                         label="fit", weights=[f.size for f in todo]) if todo else []
+    per_group: list[GroupMoments] = []
+    if by:
+        fresh, per_group = [r[0] for r in fresh], [r[1] for r in fresh]
     if cache is not None:
         if todo:
             cache.put_moments(todo, features, inf, BATCH_ROWS, fresh)
@@ -153,16 +169,38 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
               "rows": dataset.rows, "fingerprint": dataset.fingerprint}
     if filters:
         source["filters"] = list(filters)
-    return finalize(features, dtypes, list(zip((f.rel for f in dataset.files), per_file,
-                                               strict=True)),
-                    ddof=ddof, inf=inf, source=source, warn=session.warn)
+    stats = finalize(features, dtypes, list(zip((f.rel for f in dataset.files), per_file,
+                                                strict=True)),
+                     ddof=ddof, inf=inf, source=source, warn=session.warn)
+    if not by:
+        return stats
+    groups = finalize_groups(by, per_group, {n: stats.features[n].dtype for n in features}, ddof)
+    session.console.info(f"group-by {', '.join(by)}: {len(groups.keys)} keys")
+    return replace(stats, groups=groups)
+
+
+def check_group_by(dataset: Dataset, features: Sequence[str], group_by: Sequence[str],
+                   cache: Any = None) -> list[str]:
+    """Validate ``--group-by`` columns: present in the files, not features, no cache."""
+    by = split_names(group_by)
+    for b in by:
+        if b not in dataset.schema.names:
+            raise InputError(f"--group-by column '{b}' is not a column of the files (hive "
+                             "partition keys cannot be used); available: "
+                             + ", ".join(dataset.schema.names[:30]), column=b)
+        if b in features:
+            raise InputError(f"--group-by column '{b}' is also a selected feature; exclude it "
+                             f"with --exclude {b}", column=b)
+    if by and cache is not None:
+        raise InputError("--cache cannot be combined with --group-by yet; drop one of them")
+    return by
 
 
 # --------------------------------------------------------------- public API
 def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
         ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
-        cache: str | None = None, client: Any = None,
+        cache: str | None = None, group_by: str | Sequence[str] = (), client: Any = None,
         storage_options: Mapping[str, Any] | None = None) -> FittedStats:
     """Fit global per-feature mean and standard deviation in one distributed pass.
 
@@ -185,6 +223,9 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
     cache : str, optional
         A directory or fsspec URL keeping per-file footers and moments: a re-fit
         reads only new or changed files and gives bit-identical statistics.
+    group_by : str or list of str
+        Key columns: statistics per key value too (see :mod:`pipeline.groups`);
+        they are left out of the default feature selection.
     client : distributed.Client, optional
         Default: the current client if there is one, else an embedded local
         cluster started for this call.
@@ -220,8 +261,26 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
         store = open_cache(cache, opts, session.warn)
         dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
                                   cache=store)
+        chosen = without_keys(chosen, group_by, explicit=features is not None)
         return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,
-                           cache=store)
+                           cache=store, group_by=group_by)
+
+
+def split_names(value: str | Sequence[str] | None) -> list[str]:
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return [x.strip() for x in items if x.strip()]
+
+
+def without_keys(chosen: list[str], group_by: str | Sequence[str], *, explicit: bool
+                 ) -> list[str]:
+    """Drop ``--group-by`` columns from a default feature selection (keys are not features)."""
+    keys = set(split_names(group_by))
+    if explicit or not keys:
+        return chosen
+    kept = [c for c in chosen if c not in keys]
+    if not kept:
+        raise InputError("no numeric feature column left besides the --group-by columns")
+    return kept
 
 
 def open_cache(location: str | None, options: Mapping[str, Any], warn: Any) -> Cache | None:

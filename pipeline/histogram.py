@@ -149,12 +149,15 @@ class HistogramSpec:
     def empty(self) -> FeatureHistograms:
         return FeatureHistograms(self.before, self.after)
 
-    def add(self, h: FeatureHistograms, x: np.ndarray) -> FeatureHistograms:
-        """Count raw float64 values ``x`` into both histograms."""
+    def add(self, h: FeatureHistograms, x: np.ndarray, out: np.ndarray | None = None
+            ) -> FeatureHistograms:
+        """Count raw float64 values ``x`` (and, for per-key plans, transformed ``out``)."""
         nan = int(np.isnan(x).sum())
-        return FeatureHistograms(h.before.add(x, missing=nan),
-                                 h.after.add(x, raw_lo=self.raw_lo, raw_hi=self.raw_hi,
-                                             missing=nan))
+        if out is not None:  # per-key: no single affine map, count the results themselves
+            after = h.after.add(out)
+        else:
+            after = h.after.add(x, raw_lo=self.raw_lo, raw_hi=self.raw_hi, missing=nan)
+        return FeatureHistograms(h.before.add(x, missing=nan), after)
 
 
 def specs(plan: Any, stats: Any, bins: int = BINS, k: float = K_SIGMA

@@ -25,7 +25,7 @@ from .artifact import FittedStats, now_iso, tool_version
 from .cluster import Session, session_for
 from .commit import Commit, check_target
 from .dataset import Dataset, inspect, resolve
-from .fit import check_options, fit_dataset, open_cache
+from .fit import check_options, fit_dataset, open_cache, without_keys
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .transform import Plan, check_transform_options
@@ -58,8 +58,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
         ddof: int = 0, inf: str = "error", mode: str = "standard", dtype: str = "preserve",
         overwrite: bool = False, report: bool = True, filters: Sequence[str] = (),
-        cache: str | None = None, client: Any = None,
-        storage_options: Mapping[str, Any] | None = None) -> RunResult:
+        cache: str | None = None, group_by: str | Sequence[str] = (), unseen: str = "global",
+        client: Any = None, storage_options: Mapping[str, Any] | None = None) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
     Parameters
@@ -83,6 +83,10 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         matching partitions are listed, read and written.
     cache : str, optional
         As for :func:`pipeline.fit`: reuse per-file footers and moments.
+    group_by : str or list of str
+        Key columns for per-key statistics (see :mod:`pipeline.groups`).
+    unseen : {"global", "null", "error"}
+        What a key not seen at fit time gets.
     client : distributed.Client, optional
         Default: the current client, else an embedded local cluster.
     storage_options : dict, optional
@@ -102,7 +106,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     return _job(input, output, stats_path=stats_path, fit=True, features=features,
                 exclude=exclude, ddof=ddof, inf=inf, mode=mode, dtype=dtype,
                 overwrite=overwrite, report=report, filters=filters, cache=cache,
-                client=client, storage_options=storage_options)
+                group_by=group_by, unseen=unseen, client=client,
+                storage_options=storage_options)
 
 
 def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -110,7 +115,7 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
                       features: str | Sequence[str] | None = None,
                       exclude: str | Sequence[str] = (), mode: str = "standard",
                       dtype: str = "preserve", overwrite: bool = False, report: bool = True,
-                      filters: Sequence[str] = (), client: Any = None,
+                      filters: Sequence[str] = (), unseen: str = "global", client: Any = None,
                       storage_options: Mapping[str, Any] | None = None) -> RunResult:
     """Write ``input`` normalized with already-fitted ``stats`` to ``output``, crash-safely.
 
@@ -120,14 +125,15 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
     """
     return _job(input, output, stats=stats, fit=False, features=features, exclude=exclude,
                 mode=mode, dtype=dtype, overwrite=overwrite, report=report, filters=filters,
-                client=client, storage_options=storage_options)
+                unseen=unseen, client=client, storage_options=storage_options)
 
 
 def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: Any = None,
          features: Any = None, exclude: Any = (), ddof: int = 0, inf: str = "error",
          mode: str = "standard", dtype: str = "preserve", overwrite: bool = False,
          report: bool = True, filters: Sequence[str] = (), cache: str | None = None,
-         client: Any = None, storage_options: Mapping[str, Any] | None = None) -> RunResult:
+         group_by: Any = (), unseen: str = "global", client: Any = None,
+         storage_options: Mapping[str, Any] | None = None) -> RunResult:
     started, t0 = now_iso(), time.monotonic()
     opts = dict(storage_options or {})
     check_options(ddof, inf)
@@ -146,20 +152,22 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                 store = open_cache(cache, opts, session.warn)
                 dataset, chosen = inspect(inp, session.mapper, features, exclude,
                                           filters=filters, cache=store)
+                chosen = without_keys(chosen, group_by, explicit=features is not None)
                 timings.lap("footers")
                 console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
                 fitted = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf,
-                                     filters=filters, cache=store)
+                                     filters=filters, cache=store, group_by=group_by)
                 timings.lap("fit")
             else:
                 assert fitted is not None
+                Plan.build(fitted, mode=mode, dtype=dtype, unseen=unseen)  # options first
                 spec = features if features else fitted.names
                 dataset, chosen = inspect(inp, session.mapper, spec, exclude,
                                           origin="--features" if features else "statistics",
                                           filters=filters)
                 timings.lap("footers")
             assert fitted is not None
-            plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen)
+            plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen)
             hist = _histogram_specs(plan, fitted, report, console)
             written, histograms = write_dataset(session, dataset, plan, commit.target, hist)
             timings.lap("transform")
@@ -211,7 +219,8 @@ class Timings:
 
 def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int = 0,
              inf: str = "error", filters: Sequence[str] = (), cache: str | None = None,
-             session: Session, storage_options: Mapping[str, Any] | None = None
+             group_by: Any = (), session: Session,
+             storage_options: Mapping[str, Any] | None = None
              ) -> tuple[FittedStats, Dataset, list[str]]:
     """The ``zscore fit`` job on an open session: validate, then fit."""
     check_options(ddof, inf)
@@ -220,9 +229,10 @@ def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int =
     store = open_cache(cache, opts, session.warn)
     dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
                               cache=store)
+    chosen = without_keys(chosen, group_by, explicit=features is not None)
     session.console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
     stats = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,
-                        cache=store)
+                        cache=store, group_by=group_by)
     return stats, dataset, chosen
 
 

@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from .artifact import FittedStats
 from .errors import ArtifactError, DataError, InputError
+from .groups import GroupPlan
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -58,11 +59,18 @@ class Plan:
     dtype: str = "preserve"
     inf: str = "error"
     inverse: bool = False
+    groups: GroupPlan | None = None
 
     @classmethod
     def build(cls, stats: FittedStats, *, mode: str = "standard", dtype: str = "preserve",
-              features: Sequence[str] | None = None, inverse: bool = False) -> Plan:
-        """Check the options and pick the columns (default: every feature in ``stats``)."""
+              features: Sequence[str] | None = None, inverse: bool = False,
+              unseen: str = "global") -> Plan:
+        """Check the options and pick the columns (default: every feature in ``stats``).
+
+        With per-key statistics in ``stats``, each row uses its key's numbers;
+        ``unseen`` says what a key not seen at fit time gets (see
+        :mod:`pipeline.groups`).
+        """
         check_transform_options(mode, dtype)
         names = list(stats.features) if features is None else list(features)
         for name in names:
@@ -70,10 +78,12 @@ class Plan:
                 raise ArtifactError(f"column '{name}' is not in the statistics (they hold "
                                     f"{_few(list(stats.features))}); refit including it",
                                     column=name)
-        cols = tuple(ColumnPlan(n, stats.features[n].mean, stats.features[n].std,
-                                stats.features[n].constant, _residual(stats.features[n]))
-                     for n in names)
-        return cls(columns=cols, mode=mode, dtype=dtype, inf=stats.inf, inverse=inverse)
+        feats = stats.features
+        cols = tuple(ColumnPlan(n, feats[n].mean, feats[n].std, feats[n].constant,
+                                feats[n].kernel_residual) for n in names)
+        groups = GroupPlan.build(stats.groups, cols, unseen) if stats.groups else None
+        return cls(columns=cols, mode=mode, dtype=dtype, inf=stats.inf, inverse=inverse,
+                   groups=groups)
 
     def out_type(self, t: pa.DataType) -> pa.DataType:
         """Arrow type of a feature column after the transform."""
@@ -81,12 +91,6 @@ class Plan:
                                        and t.bit_width <= 32):
             return pa.float32()
         return pa.float64()
-
-
-def _residual(f: Any) -> float:
-    # Worth a pass over the data only where it moves a result by more than rounding.
-    r = f.mean_residual
-    return r if abs(r) > 1e-15 * f.std else 0.0
 
 
 def check_transform_options(mode: str, dtype: str) -> None:
@@ -147,15 +151,19 @@ def _check_inf(x: np.ndarray, col: ColumnPlan, policy: str, where: str | None) -
 
 
 # -------------------------------------------------------------------- arrow
-Observer = Callable[[str, np.ndarray], None]
+Observer = Callable[[str, np.ndarray, "np.ndarray | None"], None]
 
 
 def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
-                    where: str | None = None, observe: Observer | None = None) -> pa.Array:
+                    where: str | None = None, observe: Observer | None = None,
+                    rows: np.ndarray | None = None) -> pa.Array:
     """Transform one Arrow column; nulls stay null, NaN stays NaN.
 
-    ``observe(name, x)``, if given, sees the column's raw values as float64 (NaN for
-    missing) just before they are transformed; it must not modify them.
+    ``observe(name, raw, out)``, if given, sees the column's raw values as float64
+    (NaN for missing) and must not modify them; ``out`` is the transformed values
+    for per-key plans and ``None`` otherwise (the raw values then say it all:
+    the transform is one affine map).  ``rows`` are the rows' key indices for a
+    per-key plan (see :meth:`GroupPlan.rows`).
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -173,9 +181,14 @@ def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan
     else:
         raise DataError(f"column '{col.name}' is {t}, not numeric" +
                         (f" in {where}" if where else ""), column=col.name, path=where)
-    if observe is not None:
-        observe(col.name, x)
-    out = scale_array(x, col, plan.mode, plan.inverse)
+    if plan.groups is not None and rows is not None:
+        out = plan.groups.scale(x, col.name, rows, plan.mode, plan.inverse)
+        if observe is not None:
+            observe(col.name, x, out)
+    else:
+        if observe is not None:
+            observe(col.name, x, None)
+        out = scale_array(x, col, plan.mode, plan.inverse)
     out_type = plan.out_type(t)
     if out_type == pa.float32():
         out = out.astype(np.float32)
@@ -200,12 +213,13 @@ def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan, where: str | N
         table = pa.Table.from_batches([table])
     arrays = list(table.columns)
     index = {name: i for i, name in enumerate(table.column_names)}
+    rows = plan.groups.rows(table, where) if plan.groups is not None else None
     for col in plan.columns:
         if col.name not in index:
             raise DataError(f"column '{col.name}' is missing" + (f" from {where}" if where
                             else ""), column=col.name, path=where)
         i = index[col.name]
-        arrays[i] = transform_array(table.column(i), col, plan, where, observe)
+        arrays[i] = transform_array(table.column(i), col, plan, where, observe, rows)
     return pa.Table.from_arrays(arrays, schema=output_schema(table.schema, plan))
 
 
@@ -231,7 +245,7 @@ def _fix_pandas_metadata(schema: pa.Schema, names: set[str]) -> pa.Schema:
 # ------------------------------------------------------------------- pandas
 def apply(df: pd.DataFrame, stats: FittedStats, *, mode: str = "standard",
           dtype: str = "preserve", features: Sequence[str] | None = None,
-          inverse: bool = False) -> pd.DataFrame:
+          inverse: bool = False, unseen: str = "global") -> pd.DataFrame:
     """Normalize a pandas DataFrame with fitted statistics; pure pandas and numpy.
 
     Parameters
@@ -246,6 +260,8 @@ def apply(df: pd.DataFrame, stats: FittedStats, *, mode: str = "standard",
         A subset of ``stats``' features; default all of them.
     inverse : bool
         Undo the transform instead (z * std + mean for ``standard``).
+    unseen : {"global", "null", "error"}
+        For per-key statistics: what a key not seen at fit time gets.
 
     Returns
     -------
@@ -257,25 +273,34 @@ def apply(df: pd.DataFrame, stats: FittedStats, *, mode: str = "standard",
     >>> out = apply(batch, FittedStats.load("stats.json"))   # doctest: +SKIP
     """
     return _apply_plan(df, Plan.build(stats, mode=mode, dtype=dtype, features=features,
-                                      inverse=inverse))
+                                      inverse=inverse, unseen=unseen))
 
 
 def _apply_plan(df: pd.DataFrame, plan: Plan) -> pd.DataFrame:
     out = df.copy(deep=False)
+    rows = None
+    if plan.groups is not None:
+        missing = [b for b in plan.groups.by if b not in df.columns]
+        if missing:
+            raise DataError(f"--group-by column '{missing[0]}' is not in the DataFrame",
+                            column=missing[0])
+        keys = pa.Table.from_pandas(df[list(plan.groups.by)], preserve_index=False)
+        rows = plan.groups.rows(keys)
     for col in plan.columns:
         if col.name not in df.columns:
             raise DataError(f"column '{col.name}' is not in the DataFrame (it has "
                             f"{_few([str(c) for c in df.columns])})", column=col.name)
-        out[col.name] = _apply_series(df[col.name], col, plan)
+        out[col.name] = _apply_series(df[col.name], col, plan, rows)
     return out
 
 
-def _apply_series(s: pd.Series, col: ColumnPlan, plan: Plan) -> pd.Series:
+def _apply_series(s: pd.Series, col: ColumnPlan, plan: Plan, rows: np.ndarray | None = None
+                  ) -> pd.Series:
     dtype = s.dtype
     if isinstance(dtype, pd.ArrowDtype):
         arr = pa.array(s.array)
-        return pd.Series(pd.arrays.ArrowExtensionArray(transform_array(arr, col, plan)),
-                         index=s.index, name=s.name)
+        return pd.Series(pd.arrays.ArrowExtensionArray(
+            transform_array(arr, col, plan, rows=rows)), index=s.index, name=s.name)
     if not (pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype)) \
             or pd.api.types.is_bool_dtype(dtype):
         raise DataError(f"column '{col.name}' is {dtype}, not numeric", column=col.name)
@@ -284,7 +309,10 @@ def _apply_series(s: pd.Series, col: ColumnPlan, plan: Plan) -> pd.Series:
     x = s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     if pd.api.types.is_float_dtype(dtype) and (plan.inf == "null" or not plan.inverse):
         _check_inf(x, col, plan.inf, None)
-    out = scale_array(x, col, plan.mode, plan.inverse)
+    if plan.groups is not None and rows is not None:
+        out = plan.groups.scale(x, col.name, rows, plan.mode, plan.inverse)
+    else:
+        out = scale_array(x, col, plan.mode, plan.inverse)
     np_type = plan.out_type(pa.from_numpy_dtype(_numpy_dtype(dtype))).to_pandas_dtype()
     out = out.astype(np_type, copy=False)
     if masked:

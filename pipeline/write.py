@@ -72,9 +72,9 @@ def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
     dest = target.join(file.rel)
     histograms = {name: spec.empty() for name, spec in hist.items()} if hist else None
 
-    def observe(name: str, x: Any) -> None:
+    def observe(name: str, x: Any, out: Any) -> None:
         assert histograms is not None and hist is not None
-        histograms[name] = hist[name].add(histograms[name], x)
+        histograms[name] = hist[name].add(histograms[name], x, out)
 
     seen = observe if histograms is not None else None
     if target.local:
