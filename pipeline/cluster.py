@@ -69,7 +69,7 @@ class Session:
         return self.map(fn, items, label=label)
 
     def map(self, fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], *, label: str,
-            weights: Sequence[int] | None = None,
+            weights: Sequence[int] | None = None, rows: Sequence[int] | None = None,
             describe: Callable[[Any], str] | None = None,
             on_result: Callable[[Any, Any], None] | None = None) -> list[Any]:
         """Run ``fn(batch) -> per-item results`` over batches of ``items`` on the cluster.
@@ -101,7 +101,8 @@ class Session:
             futures.append(fut)
             index[fut.key] = (lo, hi)
         progress = self.console.progress(label, len(items),
-                                         sum(weights) if weights and max(weights) > 1 else 0)
+                                         sum(weights) if weights and max(weights) > 1 else 0,
+                                         total_rows=sum(rows) if rows else 0)
         results: list[Any] = [None] * len(items)
         try:
             for fut in as_completed(futures, loop=self.client.loop):
@@ -113,7 +114,8 @@ class Session:
                 if on_result is not None:
                     for item, res in zip(items[lo:hi], batch, strict=True):
                         on_result(item, res)
-                progress.update(hi - lo, sum(weights[lo:hi]) if progress.total_bytes else 0)
+                progress.update(hi - lo, sum(weights[lo:hi]) if progress.total_bytes else 0,
+                                sum(rows[lo:hi]) if rows else 0)
                 fut.release()
         except ZscoreError:
             self._cancel(futures)

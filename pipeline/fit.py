@@ -152,8 +152,10 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
     files = list(dataset.files)
     known = cache.moments(files, features, inf, BATCH_ROWS) if cache is not None else {}
     todo = [f for f in files if f.rel not in known]
+    rows = {f.rel: ft.rows for f, ft in zip(files, dataset.footers, strict=True)}
     fresh = session.map(partial(files_moments, fs, features=list(features), by=by), todo,
-                        label="fit", weights=[f.size for f in todo]) if todo else []
+                        label="fit", weights=[f.size for f in todo],
+                        rows=[rows[f.rel] for f in todo]) if todo else []
     per_group: list[GroupMoments] = []
     if by:
         fresh, per_group = [r[0] for r in fresh], [r[1] for r in fresh]

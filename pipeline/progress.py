@@ -52,35 +52,39 @@ class Console:
         if self.verbose:
             self._line(text)
 
-    def progress(self, label: str, total: int, total_bytes: int = 0, unit: str = "files"
-                 ) -> Progress:
-        return Progress(self, label, total, total_bytes, unit)
+    def progress(self, label: str, total: int, total_bytes: int = 0, unit: str = "files",
+                 total_rows: int = 0) -> Progress:
+        return Progress(self, label, total, total_bytes, unit, total_rows)
 
 
 class Progress:
     """Progress of one pass: items done, bytes, throughput and ETA."""
 
-    def __init__(self, console: Console, label: str, total: int, total_bytes: int, unit: str):
+    def __init__(self, console: Console, label: str, total: int, total_bytes: int, unit: str,
+                 total_rows: int = 0):
         self.console = console
         self.label = label
         self.total = total
         self.total_bytes = total_bytes
+        self.total_rows = total_rows
         self.unit = unit
         self.done = 0
         self.done_bytes = 0
+        self.done_rows = 0
         self.start = time.monotonic()
         self._last = self.start
 
-    def update(self, items: int, nbytes: int = 0) -> None:
+    def update(self, items: int, nbytes: int = 0, rows: int = 0) -> None:
         self.done += items
         self.done_bytes += nbytes
+        self.done_rows += rows
         now = time.monotonic()
         if self.console.quiet:
             return
         if self.console.tty:
             if now - self._last >= 0.1 or self.done == self.total:
                 self._last = now
-                self.console.stream.write("\r" + self._text(bar=True))
+                self.console.stream.write("\r" + self._text(bar=True) + "\x1b[K")
                 self.console.stream.flush()
         elif now - self._last >= LOG_EVERY and self.done < self.total:
             self._last = now
@@ -90,7 +94,7 @@ class Progress:
         if self.console.quiet:
             return
         if self.console.tty:
-            self.console.stream.write("\r" + self._text(bar=True) + "\n")
+            self.console.stream.write("\r" + self._text(bar=True) + "\x1b[K\n")
             self.console.stream.flush()
         else:
             self.console._line(self._text(bar=False))
@@ -104,6 +108,8 @@ class Progress:
             filled = int(frac * width)
             parts.append("[" + "#" * filled + "-" * (width - filled) + "]")
         parts.append(f"{self.done}/{self.total} {self.unit}")
+        if self.total_rows:
+            parts.append(f"{self.done_rows:,}/{self.total_rows:,} rows")
         if self.total_bytes:
             done_b = self.total_bytes * frac if not self.done_bytes else self.done_bytes
             parts.append(f"{human_bytes(done_b)}/{human_bytes(self.total_bytes)}")

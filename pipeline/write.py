@@ -158,7 +158,8 @@ def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Locati
             os.makedirs(directory, exist_ok=True)
     written = session.map(partial(write_files, dataset.location.fs, target=target, plan=plan,
                                   hist=hist),
-                          pairs, label="transform", weights=[f.size for f in dataset.files])
+                          pairs, label="transform", weights=[f.size for f in dataset.files],
+                          rows=[footer.rows for footer in dataset.footers])
     for (f, footer), w in zip(pairs, written, strict=True):
         if w.rows != footer.rows or w.rel != f.rel:
             raise StorageError(f"output for {f.rel} has {w.rows} rows, input has {footer.rows}; "
