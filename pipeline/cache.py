@@ -27,7 +27,8 @@ from typing import Any
 import pyarrow as pa
 
 from .commit import write_bytes
-from .dataset import Footer, SourceFile, resolve
+from .dataset import Footer, SourceFile
+from .location import resolve
 from .stats import Moments
 
 FORMAT = 1

@@ -19,8 +19,9 @@ import click
 
 from . import __version__
 from .artifact import FittedStats
+from .display import drift_table, run_summary, stats_table
 from .errors import Interrupted, ZscoreError
-from .progress import Console, human_bytes
+from .progress import Console
 
 EXIT_INPUT = 2
 EXIT_OTHER = 1
@@ -162,7 +163,7 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
     stats.save(stats_path, opts)
     click.echo(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
                f"{len(dataset.files)} files; statistics: {stats_path}")
-    click.echo(_table(stats))
+    click.echo(stats_table(stats))
 
 
 @cli.command()
@@ -193,7 +194,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    overwrite=kw["overwrite"], report=kw["report"],
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
                                    storage_options=opts)
-    _report_run(result, "transform")
+    click.echo(run_summary(result, "transform"))
 
 
 @cli.command()
@@ -226,7 +227,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
                          storage_options=opts)
-    _report_run(result, "run")
+    click.echo(run_summary(result, "run"))
 
 
 @cli.command()
@@ -248,7 +249,7 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
         click.echo(f"input {src.get('path', '?')}: {src.get('files', '?')} files, "
                    f"{src.get('rows', '?'):,} rows" if isinstance(src.get("rows"), int)
                    else f"input {src.get('path', '?')}")
-    click.echo(_table(stats))
+    click.echo(stats_table(stats))
 
 
 @cli.command()
@@ -270,7 +271,7 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
     merged.save(output, opts)
     click.echo(f"merged {len(stats_paths)} statistics ({merged.input.get('rows', 0):,} rows) "
                f"into {output}")
-    click.echo(_table(merged))
+    click.echo(stats_table(merged))
 
 
 @cli.command()
@@ -303,15 +304,7 @@ def diff(old_path: str, new_path: str, max_shift: float, max_ratio: float, as_js
                                "flagged": len(flagged),
                                "features": [d.to_dict() for d in drifts]}, indent=1))
     else:
-        rows = [["feature", "shift (old σ)", "σ ratio", "drift"]] + [
-            [d.feature, f"{d.shift:+.4g}", f"{d.ratio:.4g}",
-             ("DRIFT " + d.note).strip() if d.flagged else ""] for d in drifts]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        for r in rows:
-            click.echo("  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
-        click.echo(f"{len(flagged)} of {len(drifts)} features drifted (limits: shift "
-                   f"{max_shift} σ, ratio {max_ratio})")
+        click.echo(drift_table(drifts, max_shift, max_ratio))
     if flagged:
         raise click.exceptions.Exit(EXIT_DRIFT)
 
@@ -360,31 +353,6 @@ def sample(directory: str, rows: int, days: int, files_per_day: int, seed: int) 
     files = make_dataset(directory, rows=rows, days=days, files_per_day=files_per_day,
                          seed=seed)
     click.echo(f"wrote {rows:,} rows in {len(files)} files under {directory}")
-
-
-# ----------------------------------------------------------------- printing
-def _table(stats: FittedStats) -> str:
-    head = ["feature", "dtype", "count", "missing", "mean", "std", "min", "max", "constant"]
-    rows = [[name, f.dtype, f"{f.count:,}", f"{f.missing:,}", f"{f.mean:.10g}",
-             f"{f.std:.10g}", f"{f.min:.10g}", f"{f.max:.10g}", "yes" if f.constant else ""]
-            for name, f in stats.features.items()]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths, strict=True))).rstrip() for r in [head, *rows]]
-    return "\n".join(lines)
-
-
-def _report_run(result: Any, command: str) -> None:
-    mbps = result.input_bytes / max(result.seconds, 1e-9) / 1e6
-    click.echo(f"{command}: {result.rows:,} rows in {result.files} files, "
-               f"{len(result.features)} features, {result.seconds:.1f} s "
-               f"({human_bytes(result.input_bytes)} read, {mbps:.0f} MB/s)")
-    out = result.output.rstrip("/")
-    click.echo(f"output: {out} (manifest {out}/_SUCCESS)")
-    click.echo(f"statistics: {result.stats_path or out + '/_stats.json'}")
-    if result.report:
-        click.echo(f"report: {result.report}")
-    click.echo(_table(result.stats))
 
 
 # --------------------------------------------------------------------- main

@@ -255,7 +255,8 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
     if not isinstance(source, str | os.PathLike):
         return _fit_frame(source, features=features, exclude=exclude, ddof=ddof, inf=inf,
                           client=client)
-    from .dataset import inspect, resolve
+    from .dataset import inspect
+    from .location import resolve
 
     opts = dict(storage_options or {})
     loc = resolve(source, opts)
@@ -295,7 +296,7 @@ def _fit_frame(ddf: dd.DataFrame, *, features: Any, exclude: Any, ddof: int, inf
                client: Any) -> FittedStats:
     import dask
 
-    from .dataset import Schema, select_features
+    from .schema import Schema, select_features
 
     meta = pa.Schema.from_pandas(ddf._meta, preserve_index=False)
     schema = Schema(fields=tuple(meta), partition_keys=())

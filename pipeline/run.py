@@ -24,10 +24,11 @@ from typing import Any
 from .artifact import FittedStats, now_iso, tool_version
 from .cluster import Session, session_for
 from .commit import Commit, check_target
-from .dataset import Dataset, inspect, resolve
+from .dataset import Dataset, inspect
 from .fit import check_options, fit_dataset, open_cache, without_keys
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
+from .location import resolve
 from .transform import Plan, check_transform_options
 from .write import Written, write_dataset
 

@@ -27,9 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .commit import local_tempfile
-from .dataset import Dataset, Footer, Location, SourceFile, open_parquet
+from .dataset import Dataset, Footer, SourceFile, open_parquet
 from .errors import DataError, StorageError, os_error_text
 from .histogram import FeatureHistograms, HistogramSpec
+from .location import Location
 from .transform import Plan, output_schema, transform_table
 
 if TYPE_CHECKING:

@@ -7,16 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.dataset import (
-    Schema,
-    fingerprint,
-    list_files,
-    read_footers,
-    resolve,
-    select_features,
-    validate,
-)
+from pipeline.dataset import fingerprint, list_files, read_footers
 from pipeline.errors import DataError, InputError
+from pipeline.location import resolve
+from pipeline.schema import Schema, select_features, validate
 
 
 def _df(n=10, **cols):

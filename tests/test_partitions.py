@@ -7,8 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.dataset import list_files, resolve
+from pipeline.dataset import list_files
 from pipeline.errors import InputError
+from pipeline.location import resolve
 from pipeline.partitions import Filter, allowed
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import report
+from pipeline import plots, report
 from pipeline.artifact import FeatureStats, FittedStats
 from pipeline.errors import ArtifactError, InputError
 from pipeline.histogram import K_SIGMA, FeatureHistograms, Histogram
@@ -218,7 +218,7 @@ def test_after_moments_agree_with_the_transform(mode):
     for column, values in zip(plan.columns, _columns().values(), strict=True):
         fs = stats.features[column.name]
         y = scale_array(values.astype(np.float64), column, mode)
-        mean, std = report.after_moments(fs, mode)
+        mean, std = plots.after_moments(fs, mode)
         y = y[~np.isnan(y)]
         assert mean == pytest.approx(float(y.mean()), abs=1e-9 * max(1.0, abs(mean)))
         assert std == pytest.approx(float(y.std()), rel=1e-9, abs=1e-12)
@@ -271,7 +271,7 @@ def test_smoothing_keeps_the_mass_and_the_edges():
     rng = np.random.default_rng(7)
     x = rng.uniform(0.0, 1.0, 50_000)
     h = Histogram.empty(0.0, 1.0).add(x)
-    grid, y = report.smooth(h, float(x.std()), x.size, reflect=True)
+    grid, y = plots.smooth(h, float(x.std()), x.size, reflect=True)
     width = (h.hi - h.lo) / len(h.counts)
     mass = float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(grid))) / width
     assert mass == pytest.approx(x.size, rel=0.01)

@@ -1,0 +1,52 @@
+"""Plain-text tables and summaries for the command line (stdout)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .artifact import FittedStats
+from .progress import human_bytes
+
+
+def columns(rows: Sequence[Sequence[str]], left: int = 1) -> str:
+    """Align ``rows`` (the first is the header): the first ``left`` columns left, the rest right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i < left else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+                     for r in rows)
+
+
+def stats_table(stats: FittedStats) -> str:
+    head = ["feature", "dtype", "count", "missing", "mean", "std", "min", "max", "constant"]
+    rows = [[name, f.dtype, f"{f.count:,}", f"{f.missing:,}", f"{f.mean:.10g}",
+             f"{f.std:.10g}", f"{f.min:.10g}", f"{f.max:.10g}", "yes" if f.constant else ""]
+            for name, f in stats.features.items()]
+    text = columns([head, *rows], left=2)
+    if stats.groups is not None:
+        text += (f"\nper-key statistics for {len(stats.groups.keys)} keys of "
+                 f"{', '.join(stats.groups.by)}")
+    return text
+
+
+def drift_table(drifts: Sequence[Any], max_shift: float, max_ratio: float) -> str:
+    rows = [["feature", "shift (old σ)", "σ ratio", "drift"]] + [
+        [d.feature, f"{d.shift:+.4g}", f"{d.ratio:.4g}",
+         ("DRIFT " + d.note).strip() if d.flagged else ""] for d in drifts]
+    flagged = sum(1 for d in drifts if d.flagged)
+    return (columns(rows) + f"\n{flagged} of {len(drifts)} features drifted (limits: shift "
+            f"{max_shift} σ, ratio {max_ratio})")
+
+
+def run_summary(result: Any, command: str) -> str:
+    mbps = result.input_bytes / max(result.seconds, 1e-9) / 1e6
+    out = result.output.rstrip("/")
+    lines = [f"{command}: {result.rows:,} rows in {result.files} files, "
+             f"{len(result.features)} features, {result.seconds:.1f} s "
+             f"({human_bytes(result.input_bytes)} read, {mbps:.0f} MB/s)",
+             f"output: {out} (manifest {out}/_SUCCESS)",
+             f"statistics: {result.stats_path or out + '/_stats.json'}"]
+    if result.report:
+        lines.append(f"report: {result.report}")
+    lines.append(stats_table(result.stats))
+    return "\n".join(lines)
