@@ -129,6 +129,22 @@ class Session:
         progress.close()
         return results
 
+    def _culprit(self) -> str | None:
+        """The file that workers which died were reading most often (see :func:`breadcrumb`)."""
+        from collections import Counter
+
+        try:
+            events = self.client.get_events(BREADCRUMBS)
+            alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+        except Exception:  # noqa: BLE001 - best effort: fall back to Dask's guess
+            return None
+        last: dict[str, str] = {}
+        for _, msg in events:
+            if isinstance(msg, dict) and "worker" in msg:
+                last[msg["worker"]] = msg["file"]
+        dead = Counter(f for w, f in last.items() if w not in alive)
+        return dead.most_common(1)[0][0] if dead else None
+
     def _lost(self) -> ClusterError:
         address = getattr(self.client.scheduler, "address", None) or "?"
         return ClusterError(f"lost the connection to the Dask scheduler {address}; nothing "
@@ -152,6 +168,9 @@ class Session:
             return exc
         kind = type(exc).__name__
         if kind == "KilledWorker":
+            culprit = self._culprit()
+            if culprit:
+                shown = culprit
             return ClusterError(f"the task reading {shown} killed its worker repeatedly "
                                 "(crash or out of memory on that input); check the file or "
                                 "give workers more memory with --memory-limit")
@@ -159,6 +178,28 @@ class Session:
             return self._lost()
         text = " ".join(str(exc).split())[:300]
         return ClusterError(f"a task reading {shown} failed: {kind}: {text}")
+
+
+BREADCRUMBS = "zscore-reading"
+
+
+def breadcrumb(rel: str) -> None:
+    """Tell the scheduler which file this worker starts reading (kept if the worker dies).
+
+    When a task keeps killing its workers, Dask blames whichever tasks were on the
+    dying workers, innocent ones included; the last breadcrumb of each dead
+    worker names the file that really killed it.  A no-op outside a Dask worker.
+    """
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    try:
+        worker.log_event(BREADCRUMBS, {"file": rel, "worker": worker.address})
+    except Exception:  # noqa: BLE001 - a breadcrumb must never fail a task
+        pass
 
 
 def _name(item: Any) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .cluster import breadcrumb
 from .errors import DataError, InputError, storage_error
 from .location import Location, is_local
 from .schema import Schema, validate
@@ -156,6 +157,7 @@ def read_footer(fs: Any, file: SourceFile) -> Footer:
     """Read one file's footer; never raises for a bad file, the Footer says why."""
     if file.size == 0:
         return Footer(rel=file.rel, error="is empty (0 bytes), not a Parquet file")
+    breadcrumb(file.rel)
     try:
         pf = open_parquet(fs, file.path)
         md = pf.metadata

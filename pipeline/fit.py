@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .cluster import breadcrumb
 from .dataset import Dataset, SourceFile, open_parquet
 from .errors import DataError, InputError
 from .groups import GroupMoments, batch_group_moments, finalize_groups, merge_into
@@ -66,6 +67,7 @@ def file_moments(fs: Any, file: SourceFile, features: Sequence[str],
     result = {name: Moments() for name in features}
     groups: GroupMoments = {}
     columns = list(features) + [b for b in by if b not in features]
+    breadcrumb(file.rel)
     try:
         pf = open_parquet(fs, file.path)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=columns,

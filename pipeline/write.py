@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .cluster import breadcrumb
 from .commit import local_tempfile
 from .dataset import Dataset, Footer, SourceFile, open_parquet
 from .errors import DataError, StorageError, os_error_text
@@ -71,6 +72,7 @@ def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
     With ``hist``, also count each feature's values into its histograms.
     """
     dest = target.join(file.rel)
+    breadcrumb(file.rel)
     histograms = {name: spec.empty() for name, spec in hist.items()} if hist else None
 
     def observe(name: str, x: Any, out: Any) -> None:

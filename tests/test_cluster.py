@@ -85,7 +85,7 @@ def test_worker_killed_mid_run(big, clean_output, cluster, tmp_path, phase):
 def test_poison_input_is_named(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
-    for i in range(3):
+    for i in range(8):  # innocent files that share the dying workers' queues
         pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "s": ["a", "b", "c"]}),
                        src / f"ok{i}.parquet")
     # 300 MB of one string that compresses to a few kB: decoding it kills a 250 MB worker.
