@@ -31,7 +31,7 @@ from .dataset import Footer, SourceFile
 from .location import resolve
 from .stats import Moments
 
-FORMAT = 1
+FORMAT = 2  # 2: footers record codecs per leaf column path
 FileMoments = dict[str, Moments]
 
 

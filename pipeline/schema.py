@@ -38,6 +38,7 @@ class Schema:
 
     fields: tuple[pa.Field, ...]
     partition_keys: tuple[str, ...]
+    index_columns: tuple[str, ...] = ()  # a pandas index stored as columns: never a feature
 
     @property
     def names(self) -> list[str]:
@@ -107,7 +108,8 @@ def validate(footers: Sequence[Footer], partition_keys: Sequence[str],
             fields.append(fld.with_type(unify_numeric(list(counts))))
         else:
             fields.append(fld.with_type(counts.most_common(1)[0][0]))
-    schema = Schema(fields=tuple(fields), partition_keys=tuple(partition_keys))
+    schema = Schema(fields=tuple(fields), partition_keys=tuple(partition_keys),
+                    index_columns=_pandas_index(good[0].schema))
     try:
         chosen = select_features(schema, features, exclude, origin)
     except InputError as exc:
@@ -140,6 +142,18 @@ def validate(footers: Sequence[Footer], partition_keys: Sequence[str],
     return schema, chosen
 
 
+def _pandas_index(schema: pa.Schema | None) -> tuple[str, ...]:
+    """Columns that hold a pandas index (``__index_level_0__`` or a named index)."""
+    import json
+
+    raw = (schema.metadata or {}).get(b"pandas") if schema is not None else None
+    try:
+        cols = json.loads(raw)["index_columns"] if raw else []
+    except (ValueError, KeyError, TypeError):
+        cols = []
+    return tuple(c for c in cols if isinstance(c, str))
+
+
 def _some(items: Sequence[str], k: int = 3) -> str:
     shown = ", ".join(items[:k])
     return shown + (f" and {len(items) - k} more" if len(items) > k else "")
@@ -161,8 +175,8 @@ def select_features(schema: Schema, features: str | Sequence[str] | None = None,
                     exclude: str | Sequence[str] = (), origin: str = "--features") -> list[str]:
     """Resolve ``--features`` / ``--exclude`` (names and shell globs) to column names.
 
-    Default: every integer and floating column, minus hive partition keys, minus
-    ``exclude``.  The result keeps the dataset's column order.
+    Default: every integer and floating column, minus hive partition keys, columns
+    holding a pandas index, and ``exclude``.  The result keeps the dataset's column order.
 
     Raises
     ------
@@ -180,7 +194,8 @@ def select_features(schema: Schema, features: str | Sequence[str] | None = None,
                 raise InputError(f"column '{name}' is {t}, not numeric; only integer and "
                                  "floating columns can be normalized", column=name)
     else:
-        chosen = [n for n in names if is_numeric(schema.field(n).type)]
+        chosen = [n for n in names if is_numeric(schema.field(n).type)
+                  and n not in schema.index_columns]
     dropped = set(_match(_split(exclude), schema.names, "--exclude"))
     chosen = [n for n in chosen if n not in dropped]
     if not chosen:

@@ -54,7 +54,11 @@ class Written:
 
 
 def writer_options(footer: Footer, plan: Plan) -> dict[str, Any]:
-    """Parquet writer options that keep the input's choices for pass-through columns."""
+    """Parquet writer options that keep the input's choices for pass-through columns.
+
+    Both are keyed by leaf column path (``s.a`` for a struct field), as the
+    footer records them and as pyarrow matches them.
+    """
     features = {c.name for c in plan.columns}
     codecs = {name: _CODECS.get(codec, "snappy") for name, codec in footer.compression}
     distinct = set(codecs.values())

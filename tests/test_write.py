@@ -1,0 +1,103 @@
+"""The transform pass's files: layout, encodings and types kept, bytes reproducible."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import write
+from pipeline.cli import main
+
+
+def _meta(path):
+    md = pq.ParquetFile(path).metadata
+    rg = md.row_group(0)
+    return ({md.schema.column(j).path: rg.column(j).compression for j in range(md.num_columns)},
+            {md.schema.column(j).path for j in range(md.num_columns)
+             if any("DICTIONARY" in e for e in rg.column(j).encodings)},
+            [md.row_group(i).num_rows for i in range(md.num_row_groups)])
+
+
+def test_nested_columns_keep_their_codecs_dictionaries_and_values(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    n = 5000
+    rng = np.random.default_rng(0)
+    table = pa.table({
+        "x": rng.normal(size=n),
+        "s": pa.array([{"a": int(i), "b": f"v{i % 7}"} for i in range(n)]),
+        "l": pa.array([[i, i + 1] for i in range(n)]),
+        "cat": pa.array([f"c{i % 3}" for i in range(n)]).dictionary_encode(),
+    })
+    pq.write_table(table, src / "a.parquet", row_group_size=1200,
+                   compression={"x": "zstd", "s.a": "snappy", "s.b": "gzip",
+                                "l.list.element": "gzip", "cat": "zstd"},
+                   use_dictionary=["s.b", "cat"])
+    assert main(["run", str(src), str(tmp_path / "out"), "--features", "x", "-q"]) == 0
+    codecs_in, dict_in, groups_in = _meta(src / "a.parquet")
+    codecs_out, dict_out, groups_out = _meta(tmp_path / "out" / "a.parquet")
+    assert codecs_out == codecs_in
+    assert dict_out == dict_in - {"x"}
+    assert groups_out == groups_in == [1200, 1200, 1200, 1200, 200]
+    out = pq.read_table(tmp_path / "out" / "a.parquet")
+    for name in ("s", "l", "cat"):
+        assert out.column(name).equals(pq.read_table(src / "a.parquet").column(name))
+
+
+def test_huge_row_groups_are_split(tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"x": np.arange((1 << 20) + 5, dtype=np.float64)}), src / "a.parquet",
+                   row_group_size=1 << 21)
+    assert main(["run", str(src), str(tmp_path / "out"), "-q", "--no-report"]) == 0
+    assert _meta(tmp_path / "out" / "a.parquet")[2] == [1 << 20, 5]
+
+
+def test_an_empty_file_stays_an_empty_file_with_the_new_types(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"x": [1.0, 2.0], "i": [1, 2]}), src / "a.parquet")
+    pq.write_table(pa.table({"x": pa.array([], pa.float64()), "i": pa.array([], pa.int64())}),
+                   src / "b.parquet")
+    assert main(["run", str(src), str(tmp_path / "out"), "-q"]) == 0
+    empty = pq.read_table(tmp_path / "out" / "b.parquet")
+    assert empty.num_rows == 0 and empty.schema.field("i").type == pa.float64()
+
+
+def test_pandas_metadata_follows_the_new_types(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    df = pd.DataFrame({"i": [1, 2, 3], "s": ["a", "b", "c"]}, index=[10, 11, 12])
+    df.to_parquet(src / "a.parquet")
+    assert main(["run", str(src), str(tmp_path / "out"), "-q"]) == 0
+    meta = json.loads(pq.read_schema(tmp_path / "out" / "a.parquet").metadata[b"pandas"])
+    assert {c["name"]: c["numpy_type"] for c in meta["columns"]}["i"] == "float64"
+    back = pd.read_parquet(tmp_path / "out" / "a.parquet")
+    assert list(back.index) == [10, 11, 12] and back["i"].dtype == np.float64
+
+
+@pytest.mark.parametrize("codec", ["zstd", "gzip", "none"])
+def test_the_input_codec_is_kept(tmp_path, codec):
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0]}), src / "a.parquet", compression=codec)
+    assert main(["run", str(src), str(tmp_path / "out"), "-q", "--no-report"]) == 0
+    assert set(_meta(tmp_path / "out" / "a.parquet")[0].values()) == {codec.upper()
+                                                                       if codec != "none"
+                                                                       else "UNCOMPRESSED"}
+
+
+def test_writer_options_never_dictionary_encode_features():
+    from pipeline.dataset import Footer
+    from pipeline.transform import ColumnPlan, Plan
+
+    footer = Footer(rel="a", compression=(("x", "SNAPPY"), ("s", "SNAPPY")),
+                    dictionary=("x", "s"))
+    plan = Plan(columns=(ColumnPlan("x", 0.0, 1.0, False),))
+    assert write.writer_options(footer, plan) == {"compression": "snappy",
+                                                  "use_dictionary": ["s"]}
