@@ -41,4 +41,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) .airflow-venv demo .pytest_cache build *.egg-info
