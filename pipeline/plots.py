@@ -135,9 +135,11 @@ def _panel(ax: Axes, h: Histogram, mean: float, std: float, count: int, *, const
         ax.set_ylim(0, max(inside, 1) * 1.25)
         ax.text(0.5, 0.92, f"constant: every value is {h.lo:.6g}", transform=ax.transAxes,
                 ha="center", va="top", fontsize=7)
-        ax.set_title(f"{title}: constant", fontsize=8)
+        ax.set_title(f"{title}: constant", fontsize=8, y=1.0, pad=4)
         return
-    ax.set_title(f"{title}: mean {digits(mean, std)}, σ {std:.4g}", fontsize=8)
+    # An explicit y skips matplotlib's search for a title position above the tick labels,
+    # a third of the drawing time; nothing is drawn above these axes.
+    ax.set_title(f"{title}: mean {digits(mean, std)}, σ {std:.4g}", fontsize=8, y=1.0, pad=4)
     ax.stairs(h.counts, h.edges(), fill=True, facecolor=colours[0], edgecolor=colours[1],
               linewidth=0.6)
     if inside:
