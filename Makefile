@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,dev]"
 	touch $(STAMP)
 
 # The main job on the embedded local Dask cluster, on generated sample data.
@@ -36,7 +36,7 @@ bench: $(STAMP)
 lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet --disable-pip-version-check -e ".[test]"
+	.lock-venv/bin/pip install --quiet --disable-pip-version-check -e ".[test,dev,bench]"
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^zscore' > constraints.txt
 	rm -rf .lock-venv
 

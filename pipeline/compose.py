@@ -57,10 +57,12 @@ def merge(artifacts: Sequence[FittedStats], names: Sequence[str] | None = None) 
         raise ArtifactError("merge needs at least two statistics files")
     first = artifacts[0]
     for label, a in zip(labels[1:], artifacts[1:], strict=True):
-        for what, mine, theirs in [("features", list(a.features), list(first.features)),
-                                   ("ddof", a.ddof, first.ddof), ("inf", a.inf, first.inf)]:
-            if (sorted(mine) if what == "features" else mine) != \
-                    (sorted(theirs) if what == "features" else theirs):
+        checks: list[tuple[str, Any, Any]] = [
+            ("features", list(a.features), list(first.features)),
+            ("ddof", a.ddof, first.ddof), ("inf", a.inf, first.inf)]
+        for what, mine, theirs in checks:
+            same = set(mine) == set(theirs) if what == "features" else mine == theirs
+            if not same:
                 raise ArtifactError(f"{label} has {what} {_show(mine)} but {labels[0]} has "
                                     f"{_show(theirs)}; only statistics fitted the same way "
                                     "can be merged", path=label)

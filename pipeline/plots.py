@@ -143,8 +143,8 @@ def _panel(ax: Axes, h: Histogram, mean: float, std: float, count: int, *, const
     ax.stairs(h.counts, h.edges(), fill=True, facecolor=colours[0], edgecolor=colours[1],
               linewidth=0.6)
     if inside:
-        x, y = smooth(h, std, count, reflect=reflect)
-        ax.plot(x, y, color=colours[2], linewidth=1.2)
+        grid, density = smooth(h, std, count, reflect=reflect)
+        ax.plot(grid, density, color=colours[2], linewidth=1.2)
     else:
         ax.text(0.5, 0.5, "no values in range", transform=ax.transAxes, ha="center",
                 fontsize=8)
@@ -156,10 +156,11 @@ def _panel(ax: Axes, h: Histogram, mean: float, std: float, count: int, *, const
     pad = 0.02 * (hi - lo)
     ax.set_xlim(lo - pad, hi + pad)
     ax.set_ylim(0, None)
-    for n, x, text in ((h.below, 0.02, f"◀ {h.below:,} below"),
-                       (h.above, 0.98, f"{h.above:,} above ▶")):
+    corners: tuple[tuple[int, float, str], ...] = ((h.below, 0.02, f"◀ {h.below:,} below"),
+                                                   (h.above, 0.98, f"{h.above:,} above ▶"))
+    for n, at, text in corners:
         if n:
-            ax.text(x, 0.97, text, transform=ax.transAxes, ha="left" if x < 0.5 else "right",
+            ax.text(at, 0.97, text, transform=ax.transAxes, ha="left" if at < 0.5 else "right",
                     va="top", fontsize=6.5)
 
 
