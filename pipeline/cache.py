@@ -31,7 +31,7 @@ from .dataset import Footer, SourceFile
 from .location import resolve
 from .stats import Moments
 
-FORMAT = 2  # 2: footers record codecs per leaf column path
+FORMAT = 3  # 2: codecs per leaf column path; 3: moments from the 7-pass from_array
 FileMoments = dict[str, Moments]
 
 

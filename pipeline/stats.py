@@ -48,24 +48,27 @@ class Moments:
 
     # ------------------------------------------------------------------ build
     @classmethod
-    def from_array(cls, values: np.ndarray, *, missing: int = 0, inf: int = 0) -> Moments:
+    def from_array(cls, values: np.ndarray, *, missing: int = 0, inf: int = 0,
+                   total: float | None = None) -> Moments:
         """Moments of a 1-d array of finite values (missing ones already removed).
 
         Floating input is accumulated in float64 whatever its width; integer
         input is centred in exact integer arithmetic before conversion.
+        ``total`` is ``values``' float64 sum when the caller already has it.
 
-        The chunk is centred on a shift close to its mean, and its mean and m2
-        come from the corrected two-pass algorithm (Chan, Golub & LeVeque 1983,
-        eq. 1.7): ``m2 = sum(r**2) - sum(r)**2 / n`` with ``r = x - shift - m``;
-        both sums are numpy's pairwise summation.
+        The corrected two-pass algorithm (Chan, Golub & LeVeque 1983, eq. 1.7):
+        with ``shift`` the computed mean and ``d = x - shift``,
+        ``m2 = sum(d**2) - sum(d)**2 / n`` and ``mean = shift + sum(d) / n``, all
+        sums numpy's pairwise summation.  Seven passes over an L2-sized chunk.
         """
         n = int(values.size)
         if n == 0:
             return cls(missing=missing, inf=inf)
+        if total is None:
+            total = float(np.sum(values, dtype=np.float64))
         if values.dtype.kind in "iu":
             lo, hi = int(values.min()), int(values.max())
-            shift: Number = int(round(float(np.mean(values, dtype=np.float64))))
-            shift = min(max(shift, lo), hi)
+            shift: Number = min(max(int(round(total / n)), lo), hi)
             if hi - lo < 2**53:
                 if values.dtype.itemsize < 8:
                     diff = values.astype(np.int64) - np.int64(shift)
@@ -79,18 +82,15 @@ class Moments:
             minimum: Number = lo
             maximum: Number = hi
         else:
-            x = values.astype(np.float64, copy=False)
-            shift = float(np.mean(x))
+            shift = total / n
             if not math.isfinite(shift):  # the sum overflowed: values near float64's max
-                shift = float(x[0])
-            d = x - shift
-            minimum, maximum = float(x.min()), float(x.max())
-        m = float(d.sum()) / n
-        d -= m
+                shift = float(values[0])
+            d = np.subtract(values, shift, dtype=np.float64)
+            minimum, maximum = float(values.min()), float(values.max())
         c = float(d.sum())
         np.square(d, out=d)
         m2 = float(d.sum()) - c * c / n
-        return cls(count=n, missing=missing, inf=inf, shift=shift, offset=m + c / n,
+        return cls(count=n, missing=missing, inf=inf, shift=shift, offset=c / n,
                    m2=max(m2, 0.0), minimum=minimum, maximum=maximum)
 
     # ------------------------------------------------------------------ merge
