@@ -49,7 +49,7 @@ class Session:
     def __init__(self, client: Any, console: Console | None = None, *, local: bool = False,
                  dashboard: str | None = None):
         self.client = client
-        self.console = console or Console(quiet=True)
+        self.console = console or Console.library()
         self.local = local
         self.dashboard = dashboard
 
@@ -262,7 +262,7 @@ def connect(scheduler: str | None = None, *, workers: int | None = None,
     processes : bool
         Embedded workers as processes on 127.0.0.1 instead of threads.
     """
-    console = console or Console(quiet=True)
+    console = console or Console.library()
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     from distributed import Client, LocalCluster
 

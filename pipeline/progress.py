@@ -31,11 +31,17 @@ class Console:
     """Messages and progress on stderr; ``quiet`` silences all but errors and warnings."""
 
     def __init__(self, *, quiet: bool = False, verbose: bool = False,
-                 stream: TextIO | None = None):
+                 stream: TextIO | None = None, python_warnings: bool = False):
         self.stream = stream or sys.stderr
         self.quiet = quiet
         self.verbose = verbose
+        self.python_warnings = python_warnings
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    @classmethod
+    def library(cls) -> Console:
+        """For the Python API: silent, and warnings go through :mod:`warnings`."""
+        return cls(quiet=True, python_warnings=True)
 
     def _line(self, text: str) -> None:
         prefix = "" if self.tty else f"{_stamp()} "
@@ -46,6 +52,11 @@ class Console:
             self._line(text)
 
     def warn(self, text: str) -> None:
+        if self.python_warnings:
+            import warnings
+
+            warnings.warn(text, UserWarning, stacklevel=3)
+            return
         self._line(f"warning: {text}")
 
     def debug(self, text: str) -> None:

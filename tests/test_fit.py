@@ -129,3 +129,11 @@ def test_fit_a_dask_dataframe_agrees_with_the_files(datasets, client):
         mean, std = exact_reference(df[name].tolist())
         assert math.isclose(stats.features[name].std, std, rel_tol=1e-12)
         assert abs(stats.features[name].mean - mean) <= 1e-12 * std + np.spacing(abs(mean))
+
+
+def test_the_library_warns_through_python_warnings(datasets, client, capsys):
+    path = datasets.write("constant-warn", {"a.parquet": pa.table({"c": [0.5] * 3,
+                                                                   "y": [1.0, 2, 3]})})
+    with pytest.warns(UserWarning, match="column 'c' is constant"):
+        pipeline.fit(str(path), client=client)
+    assert capsys.readouterr().err == ""
