@@ -31,7 +31,18 @@ from .errors import (
 from .fit import fit
 from .run import RunResult, run, transform_dataset
 from .stats import Moments
-from .transform import apply, inverse_transform, transform
+
+_FRAMES = ("apply", "inverse_transform", "transform")
+
+
+def __getattr__(name: str) -> object:
+    # The pandas/Dask front ends load on first use: the command line never needs pandas.
+    if name in _FRAMES:
+        from . import frames
+
+        return getattr(frames, name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+
 
 __all__ = [
     "ArtifactError", "ClusterError", "DataError", "FeatureStats", "FittedStats", "InputError",

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from .artifact import FeatureStats, FittedStats, now_iso, tool_version
 from .cluster import breadcrumb
+from .columns import numpy_view
 from .dataset import Dataset, SourceFile, open_parquet
 from .errors import DataError, InputError
 from .groups import GroupMoments, batch_group_moments, finalize_groups, merge_into
@@ -44,7 +45,7 @@ def column_moments(arr: pa.Array | pa.ChunkedArray) -> Moments:
     missing = arr.null_count
     if missing:
         arr = arr.drop_null()
-    x = arr.to_numpy(zero_copy_only=False)
+    x = numpy_view(arr)
     inf = 0
     total = None
     if x.dtype.kind == "f":

@@ -65,11 +65,14 @@ class Histogram:
             above = int(np.count_nonzero(x > hi))
             inner = np.zeros(bins, dtype=np.int64)
             inner[0] = x.size - n_missing - below - above
+        return self._plus(below, inner, above, n_missing)
+
+    def _plus(self, below: int, counts: np.ndarray, above: int, missing: int) -> Histogram:
         return Histogram(lo=self.lo, hi=self.hi,
-                         counts=tuple(int(a + b) for a, b in zip(self.counts, inner,
+                         counts=tuple(int(a + b) for a, b in zip(self.counts, counts,
                                                                  strict=True)),
                          below=self.below + below, above=self.above + above,
-                         missing=self.missing + n_missing)
+                         missing=self.missing + missing)
 
     def merge(self, other: Histogram) -> Histogram:
         if (self.lo, self.hi, len(self.counts)) != (other.lo, other.hi, len(other.counts)):
@@ -98,25 +101,45 @@ class Histogram:
                    below=int(d["below"]), above=int(d["above"]), missing=int(d["missing"]))
 
 
+CHUNK = 1 << 15  # values binned at a time: the temporaries stay in L2
+
+
 def _bin(x: np.ndarray, lo: float, hi: float, bins: int) -> tuple[int, np.ndarray, int]:
-    """(below, counts of the ``bins`` bins, above) of the non-NaN values of ``x``.
+    """(below, counts of the ``bins`` bins, above) of the non-NaN values of ``x``."""
+    (counts,) = _bin_many(x, [(lo, hi, bins)])
+    return counts
+
+
+def _bin_many(x: np.ndarray, ranges: list[tuple[float, float, int]]
+              ) -> list[tuple[int, np.ndarray, int]]:
+    """:func:`_bin` for several ranges at once, chunk by chunk, each chunk read once.
 
     Bin ``i`` holds lo + i*w <= x < lo + (i+1)*w; the last bin also holds x == hi.
-    NaN casts to the most negative integer and is clipped into "below" (the caller
-    subtracts the NaN count); so do values more than ~1e17 bin widths away.
+    Per chunk: t = (x - lo) / w + 1, clamped to [0, bins + 2] with fmax/fmin (which
+    also turn NaN into 0), cast to uint8, counted.  Bucket 0 is "below" plus NaN
+    (the caller subtracts the NaN count), bucket bins + 1 is [hi, hi + w), out of
+    which the values equal to hi are moved into the last bin.
     """
-    scale = bins / (hi - lo)
-    t = x - lo
-    t *= scale
-    t += 1.0
-    with np.errstate(invalid="ignore"):
-        idx = t.astype(np.int64)
-    np.clip(idx, 0, bins + 2, out=idx)
-    counts = np.bincount(idx, minlength=bins + 3)
-    at_hi = int(np.count_nonzero(x == hi))  # bucket bins+1 is [hi, hi + w): keep x == hi in
-    inner = counts[1:bins + 1].copy()
-    inner[-1] += at_hi
-    return int(counts[0]), inner, int(counts[bins + 1]) - at_hi + int(counts[bins + 2])
+    totals = [np.zeros(bins + 3, dtype=np.int64) for _, _, bins in ranges]
+    at_hi = [0] * len(ranges)
+    t = np.empty(min(CHUNK, max(x.size, 1)))
+    for start in range(0, x.size, CHUNK):
+        chunk = x[start:start + CHUNK]
+        tt = t[:chunk.size]
+        for k, (lo, hi, bins) in enumerate(ranges):
+            np.subtract(chunk, lo, out=tt)
+            tt *= bins / (hi - lo)
+            tt += 1.0
+            np.fmax(tt, 0.0, out=tt)
+            np.fmin(tt, bins + 2.0, out=tt)
+            totals[k] += np.bincount(tt.astype(np.uint8), minlength=bins + 3)
+            at_hi[k] += int(np.count_nonzero(chunk == hi))
+    out = []
+    for (_, _, bins), counts, eq in zip(ranges, totals, at_hi, strict=True):
+        inner = counts[1:bins + 1].copy()
+        inner[-1] += eq
+        out.append((int(counts[0]), inner, int(counts[bins + 1]) - eq + int(counts[bins + 2])))
+    return out
 
 
 @dataclass(frozen=True)
@@ -153,11 +176,16 @@ class HistogramSpec:
             ) -> FeatureHistograms:
         """Count raw float64 values ``x`` (and, for per-key plans, transformed ``out``)."""
         nan = int(np.isnan(x).sum())
-        if out is not None:  # per-key: no single affine map, count the results themselves
-            after = h.after.add(out)
-        else:
-            after = h.after.add(x, raw_lo=self.raw_lo, raw_hi=self.raw_hi, missing=nan)
-        return FeatureHistograms(h.before.add(x, missing=nan), after)
+        b, a = h.before, h.after
+        if out is not None or not (b.hi > b.lo and self.raw_hi > self.raw_lo):
+            # Per-key plans (no single affine map: count the results themselves) and
+            # constant columns take the simple road.
+            after = a.add(out) if out is not None else \
+                a.add(x, raw_lo=self.raw_lo, raw_hi=self.raw_hi, missing=nan)
+            return FeatureHistograms(b.add(x, missing=nan), after)
+        (bb, bc, ba), (ab, ac, aa) = _bin_many(
+            x, [(b.lo, b.hi, len(b.counts)), (self.raw_lo, self.raw_hi, len(a.counts))])
+        return FeatureHistograms(b._plus(bb - nan, bc, ba, nan), a._plus(ab - nan, ac, aa, nan))
 
 
 def specs(plan: Any, stats: Any, bins: int = BINS, k: float = K_SIGMA

@@ -2,9 +2,10 @@
 
 * :func:`scale_array` -- the kernel, on a float64 numpy array.
 * :func:`transform_table` -- Arrow tables / record batches (the writer's path).
-* :func:`apply` -- pandas DataFrames, no Dask (serving, notebooks).
-* :func:`transform` / :func:`inverse_transform` -- lazy Dask DataFrames
-  (``map_partitions`` of :func:`apply`; nothing is computed until you ask).
+* :func:`pipeline.frames.apply` -- pandas DataFrames, no Dask (serving, notebooks).
+* :func:`pipeline.frames.transform` / :func:`~pipeline.frames.inverse_transform` --
+  lazy Dask DataFrames (``map_partitions`` of ``apply``; nothing is computed until
+  you ask).
 
 Modes: ``standard`` is (x - mean) / std, ``scale`` is x / std, ``center`` is
 x - mean.  A constant feature (min == max) becomes exactly 0.0 under
@@ -22,18 +23,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .artifact import FittedStats
+from .columns import null_mask, numpy_view
 from .errors import ArtifactError, DataError, InputError
 from .groups import GroupPlan
-
-if TYPE_CHECKING:
-    import dask.dataframe as dd
 
 MODES = ("standard", "scale", "center")
 DTYPES = ("preserve", "float32", "float64")
@@ -168,19 +166,16 @@ def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     t = arr.type
-    mask = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
-    if pa.types.is_integer(t):
-        filled = arr.fill_null(0) if mask is not None else arr
-        x = filled.to_numpy().astype(np.float64)
-        if mask is not None and observe is not None:
-            x[mask] = np.nan
-    elif pa.types.is_floating(t):
-        x = arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=True)
-        if plan.inf == "null" or not plan.inverse:
-            _check_inf(x, col, plan.inf, where)
-    else:
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
         raise DataError(f"column '{col.name}' is {t}, not numeric" +
                         (f" in {where}" if where else ""), column=col.name, path=where)
+    # A zero-copy view (see numpy_view), one float64 copy, then NaN where null.
+    values = pc.cast(arr, pa.float64(), safe=False) if arr.null_count else arr
+    x = numpy_view(values).astype(np.float64, copy=True)
+    if arr.null_count:
+        x[null_mask(arr)] = np.nan
+    if pa.types.is_floating(t) and (plan.inf == "null" or not plan.inverse):
+        _check_inf(x, col, plan.inf, where)
     if plan.groups is not None and rows is not None:
         out = plan.groups.scale(x, col.name, rows, plan.mode, plan.inverse)
         if observe is not None:
@@ -190,9 +185,12 @@ def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan
             observe(col.name, x, None)
         out = scale_array(x, col, plan.mode, plan.inverse)
     out_type = plan.out_type(t)
-    if out_type == pa.float32():
-        out = out.astype(np.float32)
-    return pa.array(out, type=out_type, mask=mask)
+    out = np.ascontiguousarray(out, dtype=np.float32 if out_type == pa.float32() else np.float64)
+    # From buffers, with the input's validity bitmap: nulls stay null, NaN stays NaN, and
+    # no pa.array(numpy) call (which imports pandas just to ask if this is a Series).
+    validity = arr.is_valid().buffers()[1] if arr.null_count else None
+    return pa.Array.from_buffers(out_type, len(out), [validity, pa.py_buffer(out)],
+                                 null_count=arr.null_count)
 
 
 def output_schema(schema: pa.Schema, plan: Plan) -> pa.Schema:
@@ -236,131 +234,7 @@ def _fix_pandas_metadata(schema: pa.Schema, names: set[str]) -> pa.Schema:
         for c in pandas_meta.get("columns", []):
             if c.get("name") in names:
                 t = schema.field(c["name"]).type
-                c["pandas_type"] = c["numpy_type"] = str(t.to_pandas_dtype().__name__)
+                c["pandas_type"] = c["numpy_type"] = "float32" if t == pa.float32() else "float64"
     except (ValueError, KeyError, TypeError, AttributeError):
         return schema
     return schema.with_metadata({**meta, b"pandas": json.dumps(pandas_meta).encode()})
-
-
-# ------------------------------------------------------------------- pandas
-def apply(df: pd.DataFrame, stats: FittedStats, *, mode: str = "standard",
-          dtype: str = "preserve", features: Sequence[str] | None = None,
-          inverse: bool = False, unseen: str = "global") -> pd.DataFrame:
-    """Normalize a pandas DataFrame with fitted statistics; pure pandas and numpy.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Must hold every selected feature; other columns pass through.  Not modified.
-    stats : FittedStats
-        The fitted statistics (``FittedStats.load("stats.json")``).
-    mode : {"standard", "scale", "center"}
-    dtype : {"preserve", "float32", "float64"}
-    features : list of str, optional
-        A subset of ``stats``' features; default all of them.
-    inverse : bool
-        Undo the transform instead (z * std + mean for ``standard``).
-    unseen : {"global", "null", "error"}
-        For per-key statistics: what a key not seen at fit time gets.
-
-    Returns
-    -------
-    pandas.DataFrame
-        A new frame, same columns in the same order.
-
-    Examples
-    --------
-    >>> out = apply(batch, FittedStats.load("stats.json"))   # doctest: +SKIP
-    """
-    return _apply_plan(df, Plan.build(stats, mode=mode, dtype=dtype, features=features,
-                                      inverse=inverse, unseen=unseen))
-
-
-def _apply_plan(df: pd.DataFrame, plan: Plan) -> pd.DataFrame:
-    out = df.copy(deep=False)
-    rows = None
-    if plan.groups is not None:
-        missing = [b for b in plan.groups.by if b not in df.columns]
-        if missing:
-            raise DataError(f"--group-by column '{missing[0]}' is not in the DataFrame",
-                            column=missing[0])
-        keys = pa.Table.from_pandas(df[list(plan.groups.by)], preserve_index=False)
-        rows = plan.groups.rows(keys)
-    for col in plan.columns:
-        if col.name not in df.columns:
-            raise DataError(f"column '{col.name}' is not in the DataFrame (it has "
-                            f"{_few([str(c) for c in df.columns])})", column=col.name)
-        out[col.name] = _apply_series(df[col.name], col, plan, rows)
-    return out
-
-
-def _apply_series(s: pd.Series, col: ColumnPlan, plan: Plan, rows: np.ndarray | None = None
-                  ) -> pd.Series:
-    dtype = s.dtype
-    if isinstance(dtype, pd.ArrowDtype):
-        arr = pa.array(s.array)
-        return pd.Series(pd.arrays.ArrowExtensionArray(
-            transform_array(arr, col, plan, rows=rows)), index=s.index, name=s.name)
-    if not (pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype)) \
-            or pd.api.types.is_bool_dtype(dtype):
-        raise DataError(f"column '{col.name}' is {dtype}, not numeric", column=col.name)
-    masked = isinstance(s.array, pd.arrays.IntegerArray | pd.arrays.FloatingArray)
-    mask = s.isna().to_numpy() if masked else None
-    x = s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    if pd.api.types.is_float_dtype(dtype) and (plan.inf == "null" or not plan.inverse):
-        _check_inf(x, col, plan.inf, None)
-    if plan.groups is not None and rows is not None:
-        out = plan.groups.scale(x, col.name, rows, plan.mode, plan.inverse)
-    else:
-        out = scale_array(x, col, plan.mode, plan.inverse)
-    np_type = plan.out_type(pa.from_numpy_dtype(_numpy_dtype(dtype))).to_pandas_dtype()
-    out = out.astype(np_type, copy=False)
-    if masked:
-        arr = pd.arrays.FloatingArray(out, mask)
-        return pd.Series(arr, index=s.index, name=s.name)
-    return pd.Series(out, index=s.index, name=s.name)
-
-
-def _numpy_dtype(dtype: Any) -> np.dtype:
-    return dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else np.dtype(dtype)
-
-
-# --------------------------------------------------------------------- dask
-def transform(ddf: dd.DataFrame, stats: FittedStats, *, mode: str = "standard",
-              dtype: str = "preserve", features: Sequence[str] | None = None) -> dd.DataFrame:
-    """Lazily normalize a Dask DataFrame: a ``map_partitions`` of :func:`apply`.
-
-    Builds the graph and computes nothing; the fitted numbers travel as plain
-    constants.  Write the result with ``to_parquet`` or use :func:`pipeline.run`
-    for a crash-safe, layout-preserving write.
-
-    Parameters
-    ----------
-    ddf : dask.dataframe.DataFrame
-    stats : FittedStats
-    mode, dtype, features
-        As for :func:`apply`.
-
-    Returns
-    -------
-    dask.dataframe.DataFrame
-
-    Examples
-    --------
-    >>> import dask.dataframe as dd                                  # doctest: +SKIP
-    >>> z = transform(dd.read_parquet("train/"), stats)             # doctest: +SKIP
-    """
-    return _lazy(ddf, Plan.build(stats, mode=mode, dtype=dtype, features=features))
-
-
-def inverse_transform(ddf: dd.DataFrame, stats: FittedStats, *, mode: str = "standard",
-                      dtype: str = "preserve", features: Sequence[str] | None = None
-                      ) -> dd.DataFrame:
-    """Lazily undo :func:`transform` (z * std + mean for ``standard``)."""
-    return _lazy(ddf, Plan.build(stats, mode=mode, dtype=dtype, features=features,
-                                 inverse=True))
-
-
-def _lazy(ddf: dd.DataFrame, plan: Plan) -> dd.DataFrame:
-    meta = _apply_plan(ddf._meta, plan)
-    return ddf.map_partitions(_apply_plan, plan, meta=meta)

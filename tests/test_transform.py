@@ -9,8 +9,9 @@ import pytest
 
 from pipeline.artifact import FeatureStats, FittedStats
 from pipeline.errors import ArtifactError, DataError
+from pipeline.frames import apply, inverse_transform, transform
 from pipeline.stats import Moments
-from pipeline.transform import Plan, apply, inverse_transform, transform, transform_table
+from pipeline.transform import Plan, transform_table
 
 
 def _stats(inf="error", **columns) -> FittedStats:
@@ -123,3 +124,27 @@ def test_dask_transform_is_lazy_and_matches_apply():
         pd.testing.assert_series_equal(z.compute()["x"], apply(df, STATS, features=["x"])["x"])
         back = inverse_transform(z, STATS, features=["x"]).compute()
     np.testing.assert_allclose(back["x"], df["x"], rtol=1e-14, atol=1e-14)
+
+
+def test_column_views_match_pyarrow_on_sliced_arrays():
+    from pipeline.columns import null_mask, numpy_view
+
+    for typ in (pa.int8(), pa.uint16(), pa.int64(), pa.float32(), pa.float64()):
+        arr = pa.array([1, None, 3, 4, None, 6, 7, 8, 9, 10, 11], typ)
+        part = arr.slice(3, 7)
+        np.testing.assert_array_equal(null_mask(part), part.is_null().to_numpy(
+            zero_copy_only=False))
+        clean = pa.array([1, 2, 3, 4, 5, 6, 7], typ).slice(2, 4)
+        np.testing.assert_array_equal(numpy_view(clean), clean.to_numpy())
+
+
+def test_the_command_line_never_imports_pandas(datasets, tmp_path):
+    import subprocess
+    import sys
+
+    src = datasets.sample()
+    code = ("import sys; from pipeline.cli import main; "
+            f"rc = main(['run', {str(src)!r}, {str(tmp_path / 'o')!r}, '-q']); "
+            "sys.exit(10 if 'pandas' in sys.modules else rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr  # 10: pandas was imported (0.2 s of start-up)
