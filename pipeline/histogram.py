@@ -172,20 +172,61 @@ class HistogramSpec:
     def empty(self) -> FeatureHistograms:
         return FeatureHistograms(self.before, self.after)
 
-    def add(self, h: FeatureHistograms, x: np.ndarray, out: np.ndarray | None = None
-            ) -> FeatureHistograms:
+    def tally(self) -> Tally:
+        """A mutable accumulator for one task (see :class:`Tally`)."""
+        return Tally(self)
+
+
+class Tally:
+    """Counts of one feature within one task, in numpy arrays (one ``add`` per batch).
+
+    Layout of ``before``/``after``: [below, bin 0, ..., bin n-1, above, missing].
+    :meth:`result` makes the immutable :class:`FeatureHistograms` once, at the end:
+    building tuples on every batch cost more than the binning for small files.
+    """
+
+    def __init__(self, spec: HistogramSpec):
+        self.spec = spec
+        self.before = np.zeros(len(spec.before.counts) + 3, dtype=np.int64)
+        self.after = np.zeros(len(spec.after.counts) + 3, dtype=np.int64)
+
+    def add(self, x: np.ndarray, out: np.ndarray | None = None) -> None:
         """Count raw float64 values ``x`` (and, for per-key plans, transformed ``out``)."""
+        s = self.spec
         nan = int(np.isnan(x).sum())
-        b, a = h.before, h.after
-        if out is not None or not (b.hi > b.lo and self.raw_hi > self.raw_lo):
+        b, a = s.before, s.after
+        if out is not None or not (b.hi > b.lo and s.raw_hi > s.raw_lo):
             # Per-key plans (no single affine map: count the results themselves) and
             # constant columns take the simple road.
-            after = a.add(out) if out is not None else \
-                a.add(x, raw_lo=self.raw_lo, raw_hi=self.raw_hi, missing=nan)
-            return FeatureHistograms(b.add(x, missing=nan), after)
+            after = Histogram.empty(a.lo, a.hi, len(a.counts))
+            after = after.add(out) if out is not None else \
+                after.add(x, raw_lo=s.raw_lo, raw_hi=s.raw_hi, missing=nan)
+            before = Histogram.empty(b.lo, b.hi, len(b.counts)).add(x, missing=nan)
+            _accumulate(self.before, before.below, np.asarray(before.counts), before.above,
+                        before.missing)
+            _accumulate(self.after, after.below, np.asarray(after.counts), after.above,
+                        after.missing)
+            return
         (bb, bc, ba), (ab, ac, aa) = _bin_many(
-            x, [(b.lo, b.hi, len(b.counts)), (self.raw_lo, self.raw_hi, len(a.counts))])
-        return FeatureHistograms(b._plus(bb - nan, bc, ba, nan), a._plus(ab - nan, ac, aa, nan))
+            x, [(b.lo, b.hi, len(b.counts)), (s.raw_lo, s.raw_hi, len(a.counts))])
+        _accumulate(self.before, bb - nan, bc, ba, nan)
+        _accumulate(self.after, ab - nan, ac, aa, nan)
+
+    def result(self) -> FeatureHistograms:
+        return FeatureHistograms(_histogram(self.spec.before, self.before),
+                                 _histogram(self.spec.after, self.after))
+
+
+def _accumulate(into: np.ndarray, below: int, counts: np.ndarray, above: int, missing: int
+                ) -> None:
+    into[0] += below
+    into[1:-2] += counts
+    into[-2] += above
+    into[-1] += missing
+
+
+def _histogram(base: Histogram, acc: np.ndarray) -> Histogram:
+    return base._plus(int(acc[0]), acc[1:-2], int(acc[-2]), int(acc[-1]))
 
 
 def specs(plan: Any, stats: Any, bins: int = BINS, k: float = K_SIGMA

@@ -30,7 +30,7 @@ from .cluster import breadcrumb
 from .commit import local_tempfile
 from .dataset import Dataset, Footer, SourceFile, open_parquet
 from .errors import DataError, StorageError, os_error_text
-from .histogram import FeatureHistograms, HistogramSpec
+from .histogram import FeatureHistograms, HistogramSpec, Tally
 from .location import Location
 from .transform import Plan, output_schema, transform_table
 
@@ -77,13 +77,13 @@ def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
     """
     dest = target.join(file.rel)
     breadcrumb(file.rel)
-    histograms = {name: spec.empty() for name, spec in hist.items()} if hist else None
+    tallies = {name: spec.tally() for name, spec in hist.items()} if hist else None
 
     def observe(name: str, x: Any, out: Any) -> None:
-        assert histograms is not None and hist is not None
-        histograms[name] = hist[name].add(histograms[name], x, out)
+        assert tallies is not None
+        tallies[name].add(x, out)
 
-    seen = observe if histograms is not None else None
+    seen = observe if tallies is not None else None
     if target.local:
         directory = os.path.dirname(dest)
         tmp = os.path.join(directory, f".{os.path.basename(dest)}.{uuid.uuid4().hex[:8]}.tmp")
@@ -99,7 +99,7 @@ def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        return Written(rel=file.rel, rows=rows, bytes=size, histograms=histograms)
+        return Written(rel=file.rel, rows=rows, bytes=size, histograms=_results(tallies))
     with local_tempfile() as tmp:
         try:
             rows = _transform_into(src_fs, file, footer, tmp, plan, seen)
@@ -108,7 +108,7 @@ def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
         except OSError as exc:
             raise StorageError(f"cannot write {target.display.rstrip('/')}/{file.rel}: "
                                f"{os_error_text(exc)}", path=file.rel) from None
-    return Written(rel=file.rel, rows=rows, bytes=size, histograms=histograms)
+    return Written(rel=file.rel, rows=rows, bytes=size, histograms=_results(tallies))
 
 
 def _transform_into(src_fs: Any, file: SourceFile, footer: Footer, dest: str, plan: Plan,
@@ -125,6 +125,10 @@ def _transform_into(src_fs: Any, file: SourceFile, footer: Footer, dest: str, pl
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
             rows += table.num_rows
     return rows
+
+
+def _results(tallies: dict[str, Tally] | None) -> dict[str, FeatureHistograms] | None:
+    return {name: t.result() for name, t in tallies.items()} if tallies is not None else None
 
 
 def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
