@@ -29,7 +29,9 @@ lint: $(STAMP)
 	$(PY) -m ruff check pipeline tests bench
 	$(PY) -m mypy pipeline
 
+# The benchmark against peers (optional dependencies: the bench extra).
 bench: $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[bench]"
 	$(PY) bench/run.py
 
 # Re-pin every dependency from a clean environment (commit the result).

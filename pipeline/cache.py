@@ -31,7 +31,7 @@ from .dataset import Footer, SourceFile
 from .location import resolve
 from .stats import Moments
 
-FORMAT = 3  # 2: codecs per leaf column path; 3: moments from the 7-pass from_array
+FORMAT = 4  # 3: moments from the 7-pass from_array; 4: footers without codecs
 FileMoments = dict[str, Moments]
 
 
@@ -171,12 +171,10 @@ class Cache:
 def _footer_to(f: Footer) -> dict[str, Any]:
     assert f.schema is not None
     return {"rows": f.rows, "row_groups": list(f.row_groups),
-            "schema": base64.b64encode(f.schema.serialize().to_pybytes()).decode(),
-            "compression": [list(c) for c in f.compression], "dictionary": list(f.dictionary)}
+            "schema": base64.b64encode(f.schema.serialize().to_pybytes()).decode()}
 
 
 def _footer_from(rel: str, p: dict[str, Any]) -> Footer:
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(p["schema"])))
     return Footer(rel=rel, rows=int(p["rows"]), row_groups=tuple(p["row_groups"]),
-                  schema=schema, compression=tuple(tuple(c) for c in p["compression"]),
-                  dictionary=tuple(p["dictionary"]))
+                  schema=schema)

@@ -47,7 +47,9 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
                      help="fsspec option for s3:// etc., repeatable "
                           "(e.g. endpoint_url=http://127.0.0.1:9000)."),
-        click.option("-q", "--quiet", is_flag=True, help="Only errors and warnings."),
+        click.option("-q", "--quiet", is_flag=True,
+                     help="No progress or notes on stderr (warnings and errors still), and "
+                          "no statistics table on stdout: only the summary lines."),
         click.option("-v", "--verbose", is_flag=True,
                      help="Dask's own logs, and tracebacks for internal errors."),
     ]
@@ -163,7 +165,8 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
     stats.save(stats_path, opts)
     click.echo(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
                f"{len(dataset.files)} files; statistics: {stats_path}")
-    click.echo(stats_table(stats))
+    if not kw["quiet"]:
+        click.echo(stats_table(stats))
 
 
 @cli.command()
@@ -194,7 +197,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    overwrite=kw["overwrite"], report=kw["report"],
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
                                    storage_options=opts)
-    click.echo(run_summary(result, "transform"))
+    click.echo(run_summary(result, "transform", table=not kw["quiet"]))
 
 
 @cli.command()
@@ -227,7 +230,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
                          storage_options=opts)
-    click.echo(run_summary(result, "run"))
+    click.echo(run_summary(result, "run", table=not kw["quiet"]))
 
 
 @cli.command()

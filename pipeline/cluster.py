@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -52,6 +53,7 @@ class Session:
         self.console = console or Console.library()
         self.local = local
         self.dashboard = dashboard
+        self.startup_seconds = 0.0  # set by connect(): starting or reaching the cluster
 
     @property
     def nthreads(self) -> int:
@@ -90,8 +92,9 @@ class Session:
         items = list(items)
         if not items:
             return []
+        batches = plan_batches(list(weights) if weights is not None else None, self.nthreads,
+                               len(items))
         weights = list(weights) if weights is not None else [1] * len(items)
-        batches = plan_batches(weights, self.nthreads)
         token = uuid.uuid4().hex[:8]
         futures = []
         index = {}
@@ -208,22 +211,31 @@ def _name(item: Any) -> str:
     return str(getattr(first, "rel", None) or item)
 
 
-def plan_batches(weights: Sequence[int], nthreads: int) -> list[tuple[int, int]]:
-    """Split ``len(weights)`` items into contiguous ``(lo, hi)`` batches.
+BYTES_PER_TASK = 32 << 20  # enough work per task that its ~3 ms of scheduling is noise
+ITEMS_PER_TASK = 64  # for unweighted items (footers): a few ms of work each
 
-    One item per task while the count is small (best load balance); beyond
-    ``max(MAX_TASKS, 8 * nthreads)`` tasks, neighbouring items share a task,
-    cut where the running weight crosses an equal share.
+
+def plan_batches(weights: Sequence[int] | None, nthreads: int, n: int | None = None
+                 ) -> list[tuple[int, int]]:
+    """Split ``n`` items (``len(weights)``) into contiguous ``(lo, hi)`` batches.
+
+    As many tasks as the work is worth (bytes / ``BYTES_PER_TASK``, or items /
+    ``ITEMS_PER_TASK``), but at least ``8 * nthreads`` for load balance and
+    progress, at most ``MAX_TASKS``, and never more than there are items.  Cuts
+    fall where the running weight crosses an equal share.
     """
-    n = len(weights)
-    tasks = min(n, max(MAX_TASKS, 8 * nthreads))
+    n = len(weights) if weights is not None else int(n or 0)
+    if weights is None or not sum(weights):
+        weights, worth = [1] * n, -(-n // ITEMS_PER_TASK)
+    else:
+        worth = -(-sum(weights) // BYTES_PER_TASK)
+    tasks = min(n, MAX_TASKS, max(8 * nthreads, worth))
     if tasks == n:
         return [(i, i + 1) for i in range(n)]
-    total = float(sum(weights)) or float(n)
-    w = weights if sum(weights) else [1] * n
+    total = float(sum(weights))
     bounds = [0]
     acc = 0.0
-    for i, wi in enumerate(w):
+    for i, wi in enumerate(weights):
         acc += wi
         if acc >= total * len(bounds) / tasks and i + 1 < n and len(bounds) < tasks:
             bounds.append(i + 1)
@@ -263,6 +275,7 @@ def connect(scheduler: str | None = None, *, workers: int | None = None,
         Embedded workers as processes on 127.0.0.1 instead of threads.
     """
     console = console or Console.library()
+    t0 = time.time()
     address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
     from distributed import Client, LocalCluster
 
@@ -284,6 +297,7 @@ def connect(scheduler: str | None = None, *, workers: int | None = None,
                                "and that the scheduler is running") from None
         try:
             session = Session(client, console, local=False, dashboard=client.dashboard_link)
+            session.startup_seconds = time.time() - t0
             console.info(f"scheduler {address}, {session.nthreads} worker threads, dashboard "
                          f"{session.dashboard}")
             yield session
@@ -309,7 +323,9 @@ def connect(scheduler: str | None = None, *, workers: int | None = None,
         dashboard = _local_dashboard(cluster)
         console.info(f"local Dask cluster: {n} worker {'processes' if processes else 'threads'}"
                      + (f", dashboard {dashboard}" if dashboard else ""))
-        yield Session(client, console, local=True, dashboard=dashboard)
+        session = Session(client, console, local=True, dashboard=dashboard)
+        session.startup_seconds = time.time() - t0
+        yield session
 
 
 def _local_dashboard(cluster: Any) -> str | None:

@@ -148,8 +148,6 @@ class Footer:
     rows: int = 0
     row_groups: tuple[int, ...] = ()
     schema: pa.Schema | None = None
-    compression: tuple[tuple[str, str], ...] = ()
-    dictionary: tuple[str, ...] = ()
     error: str | None = None
 
 
@@ -164,21 +162,9 @@ def read_footer(fs: Any, file: SourceFile) -> Footer:
         schema = pf.schema_arrow
     except (OSError, pa.ArrowException, ValueError) as exc:
         return Footer(rel=file.rel, error=f"is not a readable Parquet file ({_short(exc)})")
-    # Per leaf column path ("s.a", "l.list.element"): what the writer's options are keyed by.
-    codecs: dict[str, str] = {}
-    dictionary: set[str] = set()
-    if md.num_row_groups:
-        rg = md.row_group(0)
-        for j in range(rg.num_columns):
-            col = rg.column(j)
-            path = md.schema.column(j).path
-            codecs.setdefault(path, col.compression)
-            if any("DICTIONARY" in e for e in col.encodings):
-                dictionary.add(path)
     return Footer(rel=file.rel, rows=md.num_rows,
                   row_groups=tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)),
-                  schema=schema, compression=tuple(sorted(codecs.items())),
-                  dictionary=tuple(sorted(dictionary)))
+                  schema=schema)
 
 
 def read_footers(fs: Any, files: Sequence[SourceFile]) -> list[Footer]:

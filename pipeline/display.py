@@ -38,7 +38,7 @@ def drift_table(drifts: Sequence[Any], max_shift: float, max_ratio: float) -> st
             f"{max_shift} σ, ratio {max_ratio})")
 
 
-def run_summary(result: Any, command: str) -> str:
+def run_summary(result: Any, command: str, table: bool = True) -> str:
     mbps = result.input_bytes / max(result.seconds, 1e-9) / 1e6
     out = result.output.rstrip("/")
     lines = [f"{command}: {result.rows:,} rows in {result.files} files, "
@@ -48,5 +48,6 @@ def run_summary(result: Any, command: str) -> str:
              f"statistics: {result.stats_path or out + '/_stats.json'}"]
     if result.report:
         lines.append(f"report: {result.report}")
-    lines.append(stats_table(result.stats))
+    if table:
+        lines.append(stats_table(result.stats))
     return "\n".join(lines)

@@ -147,7 +147,7 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
     timings = Timings()
     with session_for(client) as session:
         console = session.console
-        timings.lap("startup")
+        timings.started(session)
         with Commit(out, overwrite=overwrite, warn=session.warn) as commit:
             if fit:
                 store = open_cache(cache, opts, session.warn)
@@ -182,7 +182,6 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                 timings.lap("report")
             manifest["timings"] = timings.seconds
             commit.publish([w.rel for w in written], manifest, extra)
-        timings.lap("publish")
         if stats_path is not None:
             fitted.save(stats_path, opts)
     return RunResult(stats=fitted, output=out.display, files=len(written),
@@ -198,24 +197,50 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
 class Timings:
     """Seconds spent in each phase of a job, for the manifest.
 
-    ``before_job`` is how long the process had been alive when the job began
-    (imports and argument parsing, for the command line).
+    ``before_job``: from the process's start to the job's, minus ``startup``
+    (imports and argument parsing, for the command line); ``startup``: starting
+    or connecting to the cluster.  Publishing happens after the manifest is
+    written, so it has no entry.
     """
 
     def __init__(self) -> None:
         self._last = time.time()
         self.seconds: dict[str, float] = {}
-        try:
-            import psutil
+        age = process_age()
+        if age is not None:
+            self.seconds["before_job"] = round(age, 4)
 
-            self.seconds["before_job"] = round(self._last - psutil.Process().create_time(), 4)
-        except (ImportError, OSError):
-            pass
+    def started(self, session: Session) -> None:
+        """Account the cluster's start-up (it may predate the job: the CLI starts it)."""
+        now = time.time()
+        startup = session.startup_seconds + (now - self._last)
+        if "before_job" in self.seconds:
+            self.seconds["before_job"] = round(max(self.seconds["before_job"] -
+                                                   session.startup_seconds, 0.0), 4)
+        self.seconds["startup"] = round(startup, 4)
+        self._last = now
 
     def lap(self, phase: str) -> None:
         now = time.time()
         self.seconds[phase] = round(now - self._last, 4)
         self._last = now
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: /proc, to the clock tick; else psutil)."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start_ticks = int(fields[19])  # field 22 of stat(5), counted after the ")"
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+    except (ImportError, OSError):
+        return None
 
 
 def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int = 0,

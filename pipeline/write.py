@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from .cluster import breadcrumb
 from .commit import local_tempfile
-from .dataset import Dataset, Footer, SourceFile, open_parquet
+from .dataset import Dataset, SourceFile, open_parquet
 from .errors import DataError, StorageError, os_error_text
 from .histogram import FeatureHistograms, HistogramSpec, Tally
 from .location import Location
@@ -53,23 +53,39 @@ class Written:
     histograms: dict[str, FeatureHistograms] | None = None
 
 
-def writer_options(footer: Footer, plan: Plan) -> dict[str, Any]:
-    """Parquet writer options that keep the input's choices for pass-through columns.
+def encodings(md: pq.FileMetaData) -> tuple[dict[str, str], set[str]]:
+    """The codec and the dictionary-encoded leaf columns of a file (from its first row group).
 
-    Both are keyed by leaf column path (``s.a`` for a struct field), as the
-    footer records them and as pyarrow matches them.
+    Keyed by leaf column path (``s.a`` for a struct field), as pyarrow's writer
+    options are.
     """
+    codecs: dict[str, str] = {}
+    dictionary: set[str] = set()
+    if md.num_row_groups:
+        rg = md.row_group(0)
+        for j in range(rg.num_columns):
+            col = rg.column(j)
+            path = md.schema.column(j).path
+            codecs.setdefault(path, col.compression)
+            if any("DICTIONARY" in e for e in col.encodings):
+                dictionary.add(path)
+    return codecs, dictionary
+
+
+def writer_options(codecs: Mapping[str, str], dictionary: Iterable[str], plan: Plan
+                   ) -> dict[str, Any]:
+    """Parquet writer options that keep the input's choices for pass-through columns."""
     features = {c.name for c in plan.columns}
-    codecs = {name: _CODECS.get(codec, "snappy") for name, codec in footer.compression}
-    distinct = set(codecs.values())
-    compression: str | dict[str, str] = distinct.pop() if len(distinct) == 1 else codecs
-    if not codecs:
+    names = {path: _CODECS.get(codec, "snappy") for path, codec in codecs.items()}
+    distinct = set(names.values())
+    compression: str | dict[str, str] = distinct.pop() if len(distinct) == 1 else names
+    if not names:
         compression = "snappy"
-    dictionary = [name for name in footer.dictionary if name not in features]
-    return {"compression": compression, "use_dictionary": dictionary or False}
+    kept = sorted(path for path in dictionary if path not in features)
+    return {"compression": compression, "use_dictionary": kept or False}
 
 
-def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
+def write_file(src_fs: Any, file: SourceFile, target: Location,
                plan: Plan, hist: Mapping[str, HistogramSpec] | None = None) -> Written:
     """Transform one input file into ``target/<file.rel>``; return what was written.
 
@@ -91,7 +107,7 @@ def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
             # No makedirs here: the client created every directory, so a task still
             # running after its run was aborted (and its staging removed) fails to open
             # its file instead of recreating the staging area.
-            rows = _transform_into(src_fs, file, footer, tmp, plan, seen)
+            rows = _transform_into(src_fs, file, tmp, plan, seen)
             os.replace(tmp, dest)
             size = os.path.getsize(dest)
         except OSError as exc:
@@ -102,7 +118,7 @@ def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
         return Written(rel=file.rel, rows=rows, bytes=size, histograms=_results(tallies))
     with local_tempfile() as tmp:
         try:
-            rows = _transform_into(src_fs, file, footer, tmp, plan, seen)
+            rows = _transform_into(src_fs, file, tmp, plan, seen)
             size = os.path.getsize(tmp)
             target.fs.put_file(tmp, dest)
         except OSError as exc:
@@ -111,7 +127,7 @@ def write_file(src_fs: Any, file: SourceFile, footer: Footer, target: Location,
     return Written(rel=file.rel, rows=rows, bytes=size, histograms=_results(tallies))
 
 
-def _transform_into(src_fs: Any, file: SourceFile, footer: Footer, dest: str, plan: Plan,
+def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
                     observe: Any = None) -> int:
     try:
         pf = open_parquet(src_fs, file.path)
@@ -119,7 +135,8 @@ def _transform_into(src_fs: Any, file: SourceFile, footer: Footer, dest: str, pl
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise _corrupt(file, exc) from None
     rows = 0
-    with pq.ParquetWriter(dest, schema, **writer_options(footer, plan)) as writer:
+    options = writer_options(*encodings(pf.metadata), plan)
+    with pq.ParquetWriter(dest, schema, **options) as writer:
         for batch in _batches(pf, file):
             table = transform_table(batch, plan, where=file.rel, observe=observe)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
@@ -145,10 +162,10 @@ def _corrupt(file: SourceFile, exc: BaseException) -> DataError:
                      "is corrupt: replace or remove it", path=file.rel)
 
 
-def write_files(src_fs: Any, pairs: Sequence[tuple[SourceFile, Footer]], target: Location,
+def write_files(src_fs: Any, files: Sequence[SourceFile], target: Location,
                 plan: Plan, hist: Mapping[str, HistogramSpec] | None = None) -> list[Written]:
     """:func:`write_file` over a batch of files: the unit of work of one task."""
-    return [write_file(src_fs, f, footer, target, plan, hist) for f, footer in pairs]
+    return [write_file(src_fs, f, target, plan, hist) for f in files]
 
 
 def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Location,
@@ -169,7 +186,8 @@ def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Locati
             os.makedirs(directory, exist_ok=True)
     written = session.map(partial(write_files, dataset.location.fs, target=target, plan=plan,
                                   hist=hist),
-                          pairs, label="transform", weights=[f.size for f in dataset.files],
+                          list(dataset.files), label="transform",
+                          weights=[f.size for f in dataset.files],
                           rows=[footer.rows for footer in dataset.footers])
     for (f, footer), w in zip(pairs, written, strict=True):
         if w.rows != footer.rows or w.rel != f.rel:

@@ -210,3 +210,19 @@ def test_version_and_help(capsys):
     assert zscore(capsys, "--version")[0] == 0
     code, out, _ = zscore(capsys, "run", "--help")
     assert code == 0 and "Example:" in out
+
+
+def test_log_lines_and_quiet(datasets, tmp_path, capsys):
+    import re
+
+    src = datasets.sample()
+    code, out, err = zscore(capsys, "run", src, tmp_path / "a", "--exclude", "id,label")
+    assert code == 0
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ zscore: "
+    assert re.search(stamp + r"fit +6/6 files  24,000/24,000 rows  .* MB/s", err)
+    assert re.search(stamp + r"transform +6/6 files  24,000/24,000 rows", err)
+    assert "feature " in out  # the statistics table
+    code, out, err = zscore(capsys, "run", src, tmp_path / "b", "--exclude", "id,label", "-q")
+    assert code == 0
+    assert err.splitlines() == [line for line in err.splitlines() if "warning:" in line]
+    assert "feature " not in out and out.startswith("run: 24,000 rows in 6 files")

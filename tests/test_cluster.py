@@ -125,3 +125,17 @@ def test_scheduler_killed(big, clean_output, tmp_path):
                        c2.address)
     assert r.returncode == 0, r.stderr
     assert data_files(tmp_path / "out") == data_files(clean_output)
+
+
+def test_batches_follow_the_work_and_stay_bounded():
+    from pipeline.cluster import MAX_TASKS, plan_batches
+
+    mb = 1 << 20
+    assert plan_batches([50 * mb] * 40, nthreads=2) == [(i, i + 1) for i in range(40)]
+    small = plan_batches([30_000] * 1000, nthreads=2)  # 30 MB in all: 16 tasks, not 1000
+    assert len(small) == 16 and small[0] == (0, 63) and small[-1][1] == 1000
+    many = plan_batches(None, nthreads=100, n=100_000)
+    assert len(many) == MAX_TASKS
+    weights = [1] * 50 + [100] * 10  # cuts follow the weights, not the count
+    sums = [sum(weights[lo:hi]) for lo, hi in plan_batches(weights, nthreads=1)]
+    assert len(sums) == 8 and max(sums) <= 2 * min(sums)

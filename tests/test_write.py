@@ -93,11 +93,10 @@ def test_the_input_codec_is_kept(tmp_path, codec):
 
 
 def test_writer_options_never_dictionary_encode_features():
-    from pipeline.dataset import Footer
     from pipeline.transform import ColumnPlan, Plan
 
-    footer = Footer(rel="a", compression=(("x", "SNAPPY"), ("s", "SNAPPY")),
-                    dictionary=("x", "s"))
     plan = Plan(columns=(ColumnPlan("x", 0.0, 1.0, False),))
-    assert write.writer_options(footer, plan) == {"compression": "snappy",
-                                                  "use_dictionary": ["s"]}
+    assert write.writer_options({"x": "SNAPPY", "s": "SNAPPY"}, {"x", "s"}, plan) == {
+        "compression": "snappy", "use_dictionary": ["s"]}
+    assert write.writer_options({"x": "ZSTD", "s": "GZIP"}, set(), plan) == {
+        "compression": {"x": "zstd", "s": "gzip"}, "use_dictionary": False}
