@@ -16,6 +16,9 @@ many-files
 fixed
     zscore's fixed costs on a tiny input (XS), threads and processes, from the
     phase timings in its ``_SUCCESS`` manifest, next to bare import times.
+cache
+    the incremental fit (``bench/cache.py``): after one new file, a re-fit with
+    ``--cache`` against a full fit, in one process and as whole processes.
 all
     every mode above, one after the other.
 
@@ -249,12 +252,38 @@ def mode_fixed(bench: Bench) -> None:
     bench.add("fixed", {"size": size, "runs": runs, "baselines": base_runs}, text)
 
 
+def mode_cache(bench: Bench) -> None:
+    """The incremental fit (bench/cache.py): cached re-fit after one new file vs full fit."""
+    import subprocess
+
+    size = bench.args.size or "M"
+    root, info = bench.dataset(size)
+    out = subprocess.run([sys.executable, os.path.join(HERE, "cache.py"), root, "--repeat",
+                          str(bench.args.repeat)], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    rows = []
+    for where, label in (("in_process", "the fit (one process, one cluster)"),
+                         ("process", "whole `zscore fit` processes")):
+        r = res[where]
+        rows.append([label, f"{report.median(r['full_fit_s']):.2f}",
+                     f"{report.median(r['cached_refit_s']):.2f}", f"{100 * r['ratio']:.1f} %"])
+    text = "\n".join([
+        f"### incremental fit: {size} ({res['files']} files), 1 new file "
+        f"(`{res['new_file']}`), median of {bench.args.repeat}", "",
+        report.table(["measured", "full fit (s)", "cached re-fit (s)", "re-fit / full"], rows),
+        "", f"statistics of the cached re-fit bit-identical to the full fit: "
+        f"{'yes' if res['bit_identical'] else '**NO**'}"])
+    bench.add("cache", res, text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter,
-        epilog="modes: compare, scaling, memory, many-files, fixed, all (see bench/run.py)")
+        epilog="modes: compare, scaling, memory, many-files, fixed, cache, all "
+               "(see bench/run.py)")
     parser.add_argument("--mode", default="compare",
-                        choices=["compare", "scaling", "memory", "many-files", "fixed", "all"])
+                        choices=["compare", "scaling", "memory", "many-files", "fixed", "cache",
+                                 "all"])
     parser.add_argument("--size", choices=sorted(generate.SIZES), default=None,
                         help="dataset (default: M; memory: L; fixed: XS)")
     parser.add_argument("--sizes", default="M,L", help="scaling: two sizes (default M,L)")
@@ -275,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     for tool, why in skipped.items():
         log(f"skipping {tool}: {why}")
     bench = Bench(args)
-    modes = ["compare", "scaling", "memory", "many-files", "fixed"] if args.mode == "all" \
+    modes = ["compare", "scaling", "memory", "many-files", "fixed", "cache"] \
+        if args.mode == "all" \
         else [args.mode]
     for mode in modes:
         log(f"== {mode}")
@@ -287,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
             mode_memory(bench)
         elif mode == "many-files":
             mode_many(bench, tools)
+        elif mode == "cache":
+            mode_cache(bench)
         else:
             mode_fixed(bench)
     print(f"machine: {report.machine_line(bench.doc['machine'])}")

@@ -178,20 +178,41 @@ class HistogramSpec:
 
 
 class Tally:
-    """Counts of one feature within one task, in numpy arrays (one ``add`` per batch).
+    """Counts of one feature within one task, in numpy arrays.
 
     Layout of ``before``/``after``: [below, bin 0, ..., bin n-1, above, missing].
-    :meth:`result` makes the immutable :class:`FeatureHistograms` once, at the end:
-    building tuples on every batch cost more than the binning for small files.
+    Batches smaller than a chunk are buffered and binned together (a 100-row file
+    otherwise pays a dozen numpy calls per feature), and :meth:`result` makes
+    the immutable :class:`FeatureHistograms` once, at the end.
     """
 
     def __init__(self, spec: HistogramSpec):
         self.spec = spec
         self.before = np.zeros(len(spec.before.counts) + 3, dtype=np.int64)
         self.after = np.zeros(len(spec.after.counts) + 3, dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
 
     def add(self, x: np.ndarray, out: np.ndarray | None = None) -> None:
-        """Count raw float64 values ``x`` (and, for per-key plans, transformed ``out``)."""
+        """Count raw float64 values ``x`` (and, for per-key plans, transformed ``out``).
+
+        ``x`` may be modified by the caller afterwards: what is buffered is copied.
+        """
+        if out is None and x.size < CHUNK:
+            self._pending.append(x.copy())
+            self._pending_n += x.size
+            if self._pending_n >= CHUNK:
+                self._flush()
+            return
+        self._count(x, out)
+
+    def _flush(self) -> None:
+        if self._pending:
+            joined = np.concatenate(self._pending)
+            self._pending, self._pending_n = [], 0
+            self._count(joined, None)
+
+    def _count(self, x: np.ndarray, out: np.ndarray | None) -> None:
         s = self.spec
         nan = int(np.isnan(x).sum())
         b, a = s.before, s.after
@@ -213,6 +234,7 @@ class Tally:
         _accumulate(self.after, ab - nan, ac, aa, nan)
 
     def result(self) -> FeatureHistograms:
+        self._flush()
         return FeatureHistograms(_histogram(self.spec.before, self.before),
                                  _histogram(self.spec.after, self.after))
 

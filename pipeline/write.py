@@ -45,7 +45,10 @@ _CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli
 
 @dataclass(frozen=True)
 class Written:
-    """One output file: its relative path, rows, size in bytes, and its histograms."""
+    """One output file: its relative path, rows and size in bytes.
+
+    ``histograms`` are those of all the files of the task, on its last file only.
+    """
 
     rel: str
     rows: int
@@ -85,15 +88,14 @@ def writer_options(codecs: Mapping[str, str], dictionary: Iterable[str], plan: P
     return {"compression": compression, "use_dictionary": kept or False}
 
 
-def write_file(src_fs: Any, file: SourceFile, target: Location,
-               plan: Plan, hist: Mapping[str, HistogramSpec] | None = None) -> Written:
+def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
+               tallies: Mapping[str, Tally] | None = None) -> Written:
     """Transform one input file into ``target/<file.rel>``; return what was written.
 
-    With ``hist``, also count each feature's values into its histograms.
+    With ``tallies``, also count each feature's values into them.
     """
     dest = target.join(file.rel)
     breadcrumb(file.rel)
-    tallies = {name: spec.tally() for name, spec in hist.items()} if hist else None
 
     def observe(name: str, x: Any, out: Any) -> None:
         assert tallies is not None
@@ -115,7 +117,7 @@ def write_file(src_fs: Any, file: SourceFile, target: Location,
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        return Written(rel=file.rel, rows=rows, bytes=size, histograms=_results(tallies))
+        return Written(rel=file.rel, rows=rows, bytes=size)
     with local_tempfile() as tmp:
         try:
             rows = _transform_into(src_fs, file, tmp, plan, seen)
@@ -124,7 +126,7 @@ def write_file(src_fs: Any, file: SourceFile, target: Location,
         except OSError as exc:
             raise StorageError(f"cannot write {target.display.rstrip('/')}/{file.rel}: "
                                f"{os_error_text(exc)}", path=file.rel) from None
-    return Written(rel=file.rel, rows=rows, bytes=size, histograms=_results(tallies))
+    return Written(rel=file.rel, rows=rows, bytes=size)
 
 
 def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
@@ -144,10 +146,6 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
     return rows
 
 
-def _results(tallies: dict[str, Tally] | None) -> dict[str, FeatureHistograms] | None:
-    return {name: t.result() for name, t in tallies.items()} if tallies is not None else None
-
-
 def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
     for i in range(pf.num_row_groups):
         try:
@@ -164,8 +162,17 @@ def _corrupt(file: SourceFile, exc: BaseException) -> DataError:
 
 def write_files(src_fs: Any, files: Sequence[SourceFile], target: Location,
                 plan: Plan, hist: Mapping[str, HistogramSpec] | None = None) -> list[Written]:
-    """:func:`write_file` over a batch of files: the unit of work of one task."""
-    return [write_file(src_fs, f, target, plan, hist) for f in files]
+    """:func:`write_file` over a batch of files: the unit of work of one task.
+
+    The task's histograms (one tally per feature, shared by its files) travel
+    with its last file's result.
+    """
+    tallies = {name: spec.tally() for name, spec in hist.items()} if hist else None
+    written = [write_file(src_fs, f, target, plan, tallies) for f in files]
+    if tallies is not None and written:
+        written[-1] = replace(written[-1], histograms={n: t.result() for n, t in
+                                                       tallies.items()})
+    return written
 
 
 def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Location,
@@ -197,7 +204,6 @@ def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Locati
     if hist:
         merged = {name: spec.empty() for name, spec in hist.items()}
         for w in written:
-            assert w.histograms is not None
-            for name, h in w.histograms.items():
+            for name, h in (w.histograms or {}).items():
                 merged[name] = merged[name].merge(h)
     return [replace(w, histograms=None) for w in written], merged

@@ -314,3 +314,20 @@ def test_run_writes_a_report_whose_numbers_add_up(datasets, tmp_path):
 
     assert main(["run", str(src), str(tmp_path / "bare"), "--no-report", "-q"]) == 0
     assert not (tmp_path / "bare" / "_report").exists()
+
+
+def test_small_batches_buffered_in_a_tally_count_like_one_big_one():
+    from pipeline.histogram import HistogramSpec
+
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=100_000)
+    y[::9] = np.nan
+    spec = HistogramSpec(Histogram.empty(-5, 5, 60), Histogram.empty(-4, 4, 60), -4.0, 4.0)
+    small, big = spec.tally(), spec.tally()
+    for i in range(0, y.size, 100):
+        chunk = y[i:i + 100].copy()
+        small.add(chunk)
+        chunk[:] = 99.0  # the caller reuses its buffer: the tally kept a copy
+    big.add(y)
+    assert small.result() == big.result()
+    assert big.result().after.counts == tuple(np.histogram(y[~np.isnan(y)], 60, (-4, 4))[0])
