@@ -51,7 +51,8 @@ def column_moments(arr: pa.Array | pa.ChunkedArray) -> Moments:
     if x.dtype.kind == "f":
         # A NaN or an infinity makes the sum non-finite: one pass instead of two
         # (isfinite, then all) in the common case, and the sum is needed anyway.
-        total = float(np.sum(x, dtype=np.float64))
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, overflow: handled
+            total = float(np.sum(x, dtype=np.float64))
         if not math.isfinite(total):
             total = None
             finite = np.isfinite(x)

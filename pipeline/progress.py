@@ -59,10 +59,6 @@ class Console:
             return
         self._line(f"warning: {text}")
 
-    def debug(self, text: str) -> None:
-        if self.verbose:
-            self._line(text)
-
     def progress(self, label: str, total: int, total_bytes: int = 0, unit: str = "files",
                  total_rows: int = 0) -> Progress:
         return Progress(self, label, total, total_bytes, unit, total_rows)

@@ -65,7 +65,8 @@ class Moments:
         if n == 0:
             return cls(missing=missing, inf=inf)
         if total is None:
-            total = float(np.sum(values, dtype=np.float64))
+            with np.errstate(over="ignore"):  # an overflowing sum falls back below
+                total = float(np.sum(values, dtype=np.float64))
         if values.dtype.kind in "iu":
             lo, hi = int(values.min()), int(values.max())
             shift: Number = min(max(int(round(total / n)), lo), hi)
@@ -120,7 +121,6 @@ class Moments:
                        m2=m2, minimum=min(self.minimum, other.minimum),
                        maximum=max(self.maximum, other.maximum))
 
-    __add__ = merge
 
     @classmethod
     def merge_all(cls, pieces: Iterable[Moments]) -> Moments:

@@ -59,3 +59,8 @@ def snapshot(path: Path) -> dict[str, bytes]:
             p = Path(dirpath) / n
             out[str(p.relative_to(path))] = p.read_bytes()
     return out
+
+
+def data_files(path: Path) -> dict[str, bytes]:
+    """The data files of an output (what must be byte-identical between runs)."""
+    return {k: v for k, v in snapshot(path).items() if not k.startswith("_")}

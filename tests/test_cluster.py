@@ -13,14 +13,10 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import snapshot
+from conftest import data_files
 from procs import dask_cluster, run_zscore, start_zscore, wait_for
 
 from pipeline.cli import main
-
-
-def data_files(path) -> dict[str, bytes]:
-    return {k: v for k, v in snapshot(path).items() if not k.startswith("_")}
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,8 @@ import threading
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import snapshot
+from conftest import data_files, snapshot
 from procs import run_zscore, start_zscore, wait_for
-
-
-def data_files(path) -> dict[str, bytes]:
-    return {k: v for k, v in snapshot(path).items() if not k.startswith("_")}
 
 
 @pytest.fixture(scope="module")
