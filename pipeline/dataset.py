@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .cluster import breadcrumb
-from .errors import DataError, InputError, storage_error
+from .errors import DataError, InputError, exception_text, storage_error
 from .location import Location, is_local
 from .schema import Schema, validate
 
@@ -173,7 +173,7 @@ def read_footers(fs: Any, files: Sequence[SourceFile]) -> list[Footer]:
 
 
 def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return exception_text(exc)
 
 
 # ------------------------------------------------------------------ dataset
@@ -204,9 +204,13 @@ Mapper = Callable[..., list[Any]]
 
 def inspect(loc: Location, mapper: Mapper, features: str | Sequence[str] | None = None,
             exclude: str | Sequence[str] = (), origin: str = "--features",
-            filters: Sequence[str] = (), cache: Any = None) -> tuple[Dataset, list[str]]:
+            filters: Sequence[str] = (), cache: Any = None,
+            warn: Callable[[str], None] | None = None) -> tuple[Dataset, list[str]]:
     """List ``loc`` (pruned by ``filters``), read every footer through ``mapper``,
     validate, and select features.
+
+    ``warn`` is told about schema drift that is allowed (see
+    :func:`pipeline.schema.validate`).
 
     ``mapper(fn, items, label=...)`` runs ``fn(batch)`` over batches of ``items``
     (on the cluster) and returns the per-item results in order.  With a
@@ -224,5 +228,8 @@ def inspect(loc: Location, mapper: Mapper, features: str | Sequence[str] | None 
     by_rel = {**known, **{ft.rel: ft for ft in fresh}}
     footers = [by_rel[f.rel] for f in files]
     schema, chosen = validate(footers, keys, features, exclude, origin)
+    if warn is not None:
+        for note in schema.notes:
+            warn(note)
     return Dataset(location=loc, files=tuple(files), footers=tuple(footers),
                    schema=schema), chosen

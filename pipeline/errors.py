@@ -103,7 +103,19 @@ def os_error_text(exc: OSError) -> str:
     match = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
     if match:
         return os.strerror(int(match.group(1)))
-    return exc.strerror or " ".join(str(exc).split())[:200]
+    return exc.strerror or exception_text(exc)
+
+
+def exception_text(exc: BaseException, limit: int = 200) -> str:
+    """A library exception's message on one line, without credentials, at most ``limit`` long.
+
+    Credentials are removed before the text is cut, so that no prefix of a secret
+    survives the cut.
+    """
+    from .location import redact
+
+    text = redact(" ".join(str(exc).split())) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 _BAD_CREDENTIALS = ("Credential", "InvalidAccessKeyId", "SignatureDoesNotMatch",
@@ -119,7 +131,7 @@ def storage_error(exc: BaseException, action: str, display: str) -> ZscoreError:
     """
     if isinstance(exc, ZscoreError):
         return exc
-    text = " ".join(str(exc).split())[:200] or type(exc).__name__
+    text = exception_text(exc)
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{display} does not exist", path=display)
     if any(d in type(exc).__name__ + text for d in _BAD_CREDENTIALS):

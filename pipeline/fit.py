@@ -200,6 +200,10 @@ def check_group_by(dataset: Dataset, features: Sequence[str], group_by: Sequence
             raise InputError(f"--group-by column '{b}' is not a column of the files (hive "
                              "partition keys cannot be used); available: "
                              + ", ".join(dataset.schema.names[:30]), column=b)
+        if b in dataset.schema.varying:
+            raise InputError(f"--group-by column '{b}' differs in type or presence between "
+                             "files (see the warning above); its keys would not compare: fix "
+                             "the files", column=b)
         if b in features:
             raise InputError(f"--group-by column '{b}' is also a selected feature; exclude it "
                              f"with --exclude {b}", column=b)
@@ -273,7 +277,7 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
     with session_for(client) as session:
         store = open_cache(cache, opts, session.warn)
         dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
-                                  cache=store)
+                                  cache=store, warn=session.warn)
         chosen = without_keys(chosen, group_by, explicit=features is not None)
         return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,
                            cache=store, group_by=group_by)
