@@ -99,6 +99,7 @@ def list_files(loc: Location, filters: Sequence[str] = ()) -> list[SourceFile]:
             continue
         files.append(SourceFile(rel=rel, path=path, size=int(info.get("size") or 0),
                                 version=_version(info), partition=partition_of(rel)))
+    _check_names(files)
     if not files:
         which = " matching " + " and ".join(f"--filter {f!r}" for f in filters) if filters \
             else ""
@@ -111,6 +112,24 @@ def list_files(loc: Location, filters: Sequence[str] = ()) -> list[SourceFile]:
                         f"{files[keys.index(next(k for k in keys if k != keys[0]))].rel}; "
                         "every file must sit under the same key=value directories")
     return files
+
+
+def _check_names(files: Sequence[SourceFile]) -> None:
+    """Refuse file names that are not UTF-8 (decoded with surrogate escapes by Python).
+
+    pyarrow, Dask and every Parquet reader take paths as UTF-8: such a file could be
+    neither read here nor read back from the output.
+    """
+    bad = []
+    for f in files:
+        try:
+            f.rel.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(f.rel)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DataError(f"file name {bad[0]}{more} is not valid UTF-8, which Parquet readers "
+                        "(pyarrow, Dask) cannot open; rename it", path=bad[0])
 
 
 def _version(info: dict[str, Any]) -> str:

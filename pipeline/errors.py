@@ -122,6 +122,10 @@ _BAD_CREDENTIALS = ("Credential", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                     "ExpiredToken", "InvalidToken")
 
 
+# botocore's words for a URL or an option it cannot use: retrying will not help.
+_BAD_SETTINGS = ("ParamValidationError", "EndpointResolutionError", "InvalidEndpointError")
+
+
 def storage_error(exc: BaseException, action: str, display: str) -> ZscoreError:
     """Turn a filesystem or object-store exception into a one-line :class:`ZscoreError`.
 
@@ -134,6 +138,9 @@ def storage_error(exc: BaseException, action: str, display: str) -> ZscoreError:
     text = exception_text(exc)
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{display} does not exist", path=display)
+    if type(exc).__name__ in _BAD_SETTINGS:
+        return InputError(f"{action} {display}: {type(exc).__name__}: {text}; check the URL "
+                          "and the storage options", path=display)
     if any(d in type(exc).__name__ + text for d in _BAD_CREDENTIALS):
         return InputError(f"{action} {display}: bad credentials ({text}); check the AWS_* "
                           "environment variables, profiles, or --storage-option", path=display)
