@@ -129,8 +129,9 @@ _BAD_SETTINGS = ("ParamValidationError", "EndpointResolutionError", "InvalidEndp
 def storage_error(exc: BaseException, action: str, display: str) -> ZscoreError:
     """Turn a filesystem or object-store exception into a one-line :class:`ZscoreError`.
 
-    Missing paths and unusable credentials are bad input (exit 2: retrying will not
-    help); anything else, a permission refused, a connection reset or a full disk
+    Missing paths, a directory where a file belongs (or the reverse) and unusable
+    credentials or settings are bad input (exit 2: retrying will not help);
+    anything else, a permission refused, a connection reset or a full disk
     included, is exit 1.  ``display`` must already be free of secrets.
     """
     if isinstance(exc, ZscoreError):
@@ -138,6 +139,9 @@ def storage_error(exc: BaseException, action: str, display: str) -> ZscoreError:
     text = exception_text(exc)
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{display} does not exist", path=display)
+    if isinstance(exc, IsADirectoryError | NotADirectoryError):
+        return InputError(f"{action} {display}: {os_error_text(exc)}; give the path of a "
+                          "file", path=display)
     if type(exc).__name__ in _BAD_SETTINGS:
         return InputError(f"{action} {display}: {type(exc).__name__}: {text}; check the URL "
                           "and the storage options", path=display)

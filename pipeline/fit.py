@@ -120,6 +120,9 @@ def finalize(features: Sequence[str], dtypes: Mapping[str, str],
             raise DataError(f"column '{name}' has {total.inf} infinite value(s), e.g. in "
                             f"{where}; fix the data, exclude the column, or pass --inf null "
                             "to treat them as missing", column=name, path=where)
+        if total.count == 0 and not total.missing + total.inf:
+            raise DataError("the input has no rows: every file is empty; there is nothing to "
+                            "fit", column=name)
         if total.count == 0:
             raise DataError(f"column '{name}' has no values (all {total.missing + total.inf} "
                             "are missing); exclude it with --exclude " + name, column=name)

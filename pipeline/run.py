@@ -339,15 +339,24 @@ def rerender_report(output: str | os.PathLike[str],
     opts = dict(storage_options or {})
     out = resolve(output, opts)
     base, shown = os.fspath(output).rstrip("/"), out.display.rstrip("/")
-    stats = FittedStats.load(f"{base}/{STATS_NAME}", opts)
     try:
         manifest = json.loads(read_bytes(f"{base}/{SUCCESS}", opts))
+    except FileNotFoundError:
+        raise ArtifactError(f"{shown} is not a published zscore output (it has no {SUCCESS}); "
+                            "give the OUTPUT of a finished zscore run or transform",
+                            path=shown) from None
+    except ValueError as exc:
+        raise ArtifactError(f"{shown}/{SUCCESS} is not a zscore manifest: "
+                            f"{exception_text(exc)}", path=shown) from None
+    stats = FittedStats.load(f"{base}/{STATS_NAME}", opts)
+    try:
         raw = json.loads(read_bytes(f"{base}/{REPORT_DIR}/{report.HISTOGRAMS_NAME}", opts))
         histograms = {k: FeatureHistograms.from_dict(v) for k, v in raw.items()}
-    except FileNotFoundError as exc:
-        missing = os.path.basename(str(exc.filename or "")) or "file"
-        raise ArtifactError(f"{shown} has no {missing} needed for the report: is it a complete "
-                            "zscore output written with the report on?", path=shown) from None
+    except FileNotFoundError:
+        raise ArtifactError(f"{shown} has no {REPORT_DIR}/{report.HISTOGRAMS_NAME}: it was "
+                            "written without the report; rerun its zscore run or transform "
+                            "with --overwrite and the report on (the default)",
+                            path=shown) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(f"cannot read the report's inputs in {shown}: "
                             f"{exception_text(exc)}", path=shown) from None

@@ -104,7 +104,10 @@ def validate(footers: Sequence[Footer], partition_keys: Sequence[str],
         if f.schema is None:
             continue
         twice = [n for n, k in Counter(f.schema.names).items() if k > 1]
-        if twice:
+        if not f.schema.names:
+            problems.append(f"{f.rel} has no columns; remove it or write it with the "
+                            "dataset's columns")
+        elif twice:
             problems.append(f"{f.rel} has column '{twice[0]}' "
                             f"{_times(Counter(f.schema.names)[twice[0]])}"
                             + (f" (and {len(twice) - 1} more duplicate names)"
@@ -253,6 +256,9 @@ def select_features(schema: Schema, features: str | Sequence[str] | None = None,
     dropped = set(_match(_split(exclude), schema.names, "--exclude"))
     chosen = [n for n in chosen if n not in dropped]
     if not chosen:
+        if not any(is_numeric(schema.field(n).type) for n in names):
+            raise InputError("no integer or floating column to normalize; the columns are "
+                             + ", ".join(f"{n} ({schema.field(n).type})" for n in names[:30]))
         raise InputError("no numeric feature column selected; available columns: "
                          + ", ".join(names[:30]))
     return chosen

@@ -200,3 +200,38 @@ def test_a_stored_column_named_like_a_hive_key_passes_through(tmp_path, capsys):
     assert code == 2 and err.splitlines()[-1] == (
         "zscore: error: --features 'day' is a hive partition key; partition keys (and stored "
         "columns of the same name) are passed through, never normalized")
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.parquet": pa.table({"x": [1.0]}), "b.parquet": pa.table({})},
+     "b.parquet has no columns; remove it or write it with the dataset's columns"),
+    ({"a.parquet": pa.table({"x": pa.array([], pa.float64())})},
+     "the input has no rows: every file is empty; there is nothing to fit"),
+    ({"a.parquet": pa.table({"s": ["a"], "b": [True], "d": pa.array([1], pa.decimal128(5, 0))})},
+     "no integer or floating column to normalize; the columns are s (string), b (bool), "
+     "d (decimal128(5, 0))"),
+])
+def test_degenerate_inputs_are_one_line_exit_2(tmp_path, capsys, files, message):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, table in files.items():
+        pq.write_table(table, src / name)
+    code, out, err = _zscore(capsys, "run", src, tmp_path / "out")
+    assert code == 2 and out == ""
+    assert [line for line in err.splitlines() if "error" in line] == [f"zscore: error: {message}"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_zero_row_file_is_mirrored_and_a_directory_named_x_parquet_is_a_directory(tmp_path,
+                                                                                    capsys):
+    src = tmp_path / "in"
+    (src / "x.parquet").mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1.0, 3.0]}), src / "a.parquet")
+    pq.write_table(pa.table({"x": pa.array([], pa.float64())}), src / "b.parquet")
+    pq.write_table(pa.table({"x": [5.0]}), src / "x.parquet" / "part-0.parquet")
+    code, out, err = _zscore(capsys, "run", src, tmp_path / "out", "-q", "--no-report")
+    assert code == 0, err
+    assert out.startswith("run: 3 rows in 3 files")
+    assert pq.read_table(tmp_path / "out" / "b.parquet").num_rows == 0
+    assert pq.read_table(tmp_path / "out" / "x.parquet" / "part-0.parquet").column(
+        "x").to_pylist() == [pytest.approx(2 / (8 / 3) ** 0.5, rel=1e-15)]  # (5 - 3) / σ

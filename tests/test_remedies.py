@@ -158,3 +158,32 @@ def test_the_filter_example_and_the_fit_command_the_messages_show(datasets, tmp_
     code, _, err = zscore(capsys, "transform", src, tmp_path / "out", "--stats", missing,
                           "--no-report")
     assert code == 0, err
+
+
+def test_redraw_a_report_after_rerunning_with_the_report_on(datasets, tmp_path, capsys):
+    src = datasets.sample()
+    out = tmp_path / "out"
+    line = refused(capsys, "report", tmp_path / "nowhere")
+    assert line == (f"zscore: error: {tmp_path / 'nowhere'} is not a published zscore output "
+                    "(it has no _SUCCESS); give the OUTPUT of a finished zscore run or transform")
+    assert zscore(capsys, "run", src, out, "--no-report", "-q")[0] == 0
+    line = refused(capsys, "report", out)
+    fix = remedy(line, r"rerun its zscore run or transform with (--overwrite)")
+    assert zscore(capsys, "run", src, out, "-q", *fix)[0] == 0
+    (out / "_report" / "index.html").unlink()
+    code, stdout, err = zscore(capsys, "report", out)
+    assert code == 0, err
+    assert stdout == f"report: {out}/_report/index.html\n"
+    assert (out / "_report" / "index.html").exists()
+
+
+def test_a_directory_where_a_file_belongs(datasets, tmp_path, capsys):
+    (tmp_path / "adir").mkdir()
+    line = refused(capsys, "inspect", tmp_path / "adir")
+    assert line == f"zscore: error: cannot read {tmp_path / 'adir'}: Is a directory; give the " \
+                   "path of a file"
+    src = datasets.write("tiny", {"a.parquet": pa.table({"x": [1.0, 2.0]})})
+    line = refused(capsys, "fit", src, "--stats", tmp_path / "adir")
+    assert line.endswith("Is a directory; give the path of a file")
+    assert zscore(capsys, "fit", src, "--stats", tmp_path / "adir" / "s.json")[0] == 0
+    assert zscore(capsys, "inspect", tmp_path / "adir" / "s.json")[0] == 0
