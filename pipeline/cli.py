@@ -63,7 +63,8 @@ def _fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--features", default=None, metavar="COLS",
                      help="Comma-separated names or globs (f*). Default: every integer and "
                           "floating column except hive partition keys."),
-        click.option("--exclude", default="", metavar="COLS", help="Names or globs to leave out."),
+        click.option("--exclude", default="", metavar="COLS",
+                     help="Names or globs to leave out (write a comma inside a name as \\,)."),
         click.option("--ddof", type=click.IntRange(0, 1), default=0, show_default=True,
                      help="0: population std (scikit-learn); 1: sample std (Spark)."),
         click.option("--inf", "inf", type=click.Choice(["error", "null"]), default="error",

@@ -24,6 +24,7 @@ from .columns import numpy_view
 from .dataset import Dataset, SourceFile, open_parquet
 from .errors import DataError, InputError
 from .groups import GroupMoments, batch_group_moments, finalize_groups, merge_into
+from .schema import as_option
 from .stats import Moments
 
 if TYPE_CHECKING:
@@ -125,7 +126,8 @@ def finalize(features: Sequence[str], dtypes: Mapping[str, str],
                             "fit", column=name)
         if total.count == 0:
             raise DataError(f"column '{name}' has no values (all {total.missing + total.inf} "
-                            "are missing); exclude it with --exclude " + name, column=name)
+                            "are missing); exclude it with --exclude " + as_option(name),
+                            column=name)
         feats[name] = FeatureStats.from_moments(total, _dtype_name(dtypes[name]), ddof)
         std = feats[name].std
         if not total.constant and not (0.0 < std < math.inf):
@@ -209,7 +211,7 @@ def check_group_by(dataset: Dataset, features: Sequence[str], group_by: Sequence
                              "the files", column=b)
         if b in features:
             raise InputError(f"--group-by column '{b}' is also a selected feature; exclude it "
-                             f"with --exclude {b}", column=b)
+                             f"with --exclude {as_option(b)}", column=b)
     if by and cache is not None:
         raise InputError("--cache cannot be combined with --group-by yet; drop one of them")
     return by

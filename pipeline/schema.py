@@ -7,6 +7,8 @@ relative to the dataset root, before any data is read.
 from __future__ import annotations
 
 import fnmatch
+import re
+import shlex
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -167,8 +169,8 @@ def _drift(schema: Schema, good: Sequence[Footer], types: dict[str, Counter[pa.D
             where = (f"'{name}' is missing from {_some(lacking)} but present in "
                      f"{len(good) - len(lacking)} other file(s)")
             if feature:
-                problems.append(f"selected feature {where}; exclude it with --exclude {name} "
-                                "or fix the files")
+                problems.append(f"selected feature {where}; exclude it with --exclude "
+                                f"{as_option(name)} or fix the files")
             else:
                 notes.append(f"pass-through column {where}; each output file keeps the "
                              "columns of its input file")
@@ -180,8 +182,8 @@ def _drift(schema: Schema, good: Sequence[Footer], types: dict[str, Counter[pa.D
             where = (f"'{name}' is {odd[1]} in {odd[0].rel} but {majority} in "
                      f"{counts[majority]} other file(s)")
             if feature:
-                problems.append(f"column {where}; exclude it with --exclude {name} or fix the "
-                                "file")
+                problems.append(f"column {where}; exclude it with --exclude {as_option(name)} "
+                                "or fix the file")
             else:
                 notes.append(f"pass-through column {where}; each output file keeps the type "
                              "of its input file")
@@ -265,10 +267,17 @@ def select_features(schema: Schema, features: str | Sequence[str] | None = None,
 
 
 def _split(spec: str | Sequence[str] | None) -> list[str]:
+    """Names from a comma-separated option; ``\\,`` is a comma inside a name."""
     if not spec:
         return []
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = ([s.replace("\\,", ",") for s in re.split(r"(?<!\\),", spec)]
+             if isinstance(spec, str) else list(spec))
     return [s.strip() for s in items if s.strip()]
+
+
+def as_option(name: str) -> str:
+    """``name`` as it must be typed after ``--exclude`` in a shell (the inverse of parsing)."""
+    return shlex.quote(name.replace(",", "\\,"))
 
 
 def _match(patterns: list[str], names: list[str], option: str) -> list[str]:

@@ -187,3 +187,21 @@ def test_a_directory_where_a_file_belongs(datasets, tmp_path, capsys):
     assert line.endswith("Is a directory; give the path of a file")
     assert zscore(capsys, "fit", src, "--stats", tmp_path / "adir" / "s.json")[0] == 0
     assert zscore(capsys, "inspect", tmp_path / "adir" / "s.json")[0] == 0
+
+
+def test_a_remedy_naming_a_column_with_a_comma_or_a_space_works_in_a_shell(tmp_path, capsys):
+    src = write(tmp_path / "in", {
+        "a.parquet": pa.table({"x": [1.0, 2.0], "rev, usd": [1.0, 2.0],
+                               "no value": pa.array([None, None], pa.float64())}),
+        "b.parquet": pa.table({"x": [3.0, 4.0], "rev, usd": ["a", "b"],
+                               "no value": pa.array([None, None], pa.float64())})})
+    line = refused(capsys, "run", src, tmp_path / "out")
+    assert line.endswith("exclude it with --exclude 'rev\\, usd' or fix the file")
+    fix = remedy(line, r"exclude it with (--exclude '[^']+')")  # what a shell passes on
+    assert fix == ["--exclude", "rev\\, usd"]
+    line = refused(capsys, "run", src, tmp_path / "out", *fix)
+    more = remedy(line, r"exclude it with --exclude ('[^']+')")
+    code, _, err = zscore(capsys, "run", src, tmp_path / "out", "--exclude",
+                          f"{fix[1]},{more[0]}")
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "_stats.json").read_text())["features"].keys() == {"x"}
