@@ -21,7 +21,7 @@ from . import __version__
 from .artifact import FittedStats
 from .display import drift_table, run_summary, stats_table
 from .errors import Interrupted, ZscoreError, exception_text
-from .progress import Console, printable
+from .progress import Console, printable, scrub_log_records
 
 EXIT_INPUT = 2
 EXIT_OTHER = 1
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zscore`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
+    scrub_log_records()
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM,

@@ -57,6 +57,36 @@ def printable(text: str) -> str:
     return escape(redact(text))
 
 
+def scrub_log_records() -> None:
+    """Make every log record of this process printable (Dask's own logs, under ``--verbose``).
+
+    A record factory, not a handler filter: it also covers the handlers that Dask
+    and tornado install later.  Tracebacks attached to a record are formatted and
+    scrubbed here too.  For the command line only: a library must not change the
+    logging of the program that imports it.
+    """
+    import logging
+    import traceback
+
+    make = logging.getLogRecordFactory()
+    if getattr(make, "zscore_scrubbed", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            record.msg, record.args = printable(record.getMessage()), None
+        except Exception:  # noqa: BLE001 - a record that cannot even format stays as it is
+            return record
+        if record.exc_info and record.exc_info[1] is not None:
+            lines = traceback.format_exception(*record.exc_info)
+            record.exc_text = "\n".join(printable(line) for line in "".join(lines).splitlines())
+        return record
+
+    factory.zscore_scrubbed = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

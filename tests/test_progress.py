@@ -145,3 +145,27 @@ def test_a_file_name_that_is_not_utf8_is_refused_naming_it(tmp_path, capsys):
                                     "UTF-8, which Parquet readers (pyarrow, Dask) cannot open; "
                                     "rename it")
     assert not (tmp_path / "out").exists()
+
+
+def test_verbose_logs_of_a_failing_task_are_scrubbed_one_record_per_line(tmp_path):
+    """--verbose shows Dask's own logs: a worker's 'Compute Failed' record included."""
+    from procs import run_zscore
+
+    name = "bad\x1b[2J\nname"
+    train = tmp_path / "train"
+    train.mkdir()
+    pq.write_table(pa.table({name: [1.0, 2.0, 4.0]}), train / "a.parquet")
+    val = tmp_path / "val"
+    val.mkdir()
+    pq.write_table(pa.table({name: [1.0, float("inf")]}), val / "nl\nfile.parquet")
+    assert main(["fit", str(train), "--stats", str(tmp_path / "s.json"), "-q"]) == 0
+    r = run_zscore("transform", val, tmp_path / "out", "--stats", tmp_path / "s.json", "-v")
+    assert r.returncode == 2
+    assert not RAW.search(r.stderr)
+    stamp = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - |\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
+                       r"zscore: |zscore: error: )")
+    assert all(stamp.match(line) for line in r.stderr.splitlines()), r.stderr
+    assert any("Compute Failed" in line for line in r.stderr.splitlines())
+    assert r.stderr.splitlines()[-1] == (
+        "zscore: error: column 'bad\\x1b[2J\\nname' has 1 infinite value(s) in nl\\nfile.parquet;"
+        " fix the data or use statistics fitted with --inf null")
