@@ -126,7 +126,7 @@ def test_errors_naming_hostile_files_and_columns_are_one_escaped_line(tmp_path, 
     _, err = capsys.readouterr()
     assert code == 2 and not RAW.search(err)
     assert err.splitlines()[-1] == ("zscore: error: column '\\x1b[2Jgone' has no values (all 2 "
-                                    "are missing); exclude it with --exclude \\x1b[2Jgone")
+                                    "are missing); exclude it with --exclude '\\x1b[2Jgone'")
     # The remedy, typed with the real name, works.
     assert main(["fit", str(src), "--stats", str(tmp_path / "s.json"), "--exclude",
                  "\x1b[2Jgone"]) == 0
