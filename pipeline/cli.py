@@ -20,8 +20,8 @@ import click
 from . import __version__
 from .artifact import FittedStats
 from .display import drift_table, run_summary, stats_table
-from .errors import Interrupted, ZscoreError
-from .progress import Console
+from .errors import Interrupted, ZscoreError, exception_text
+from .progress import Console, printable, scrub_log_records
 
 EXIT_INPUT = 2
 EXIT_OTHER = 1
@@ -63,7 +63,8 @@ def _fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--features", default=None, metavar="COLS",
                      help="Comma-separated names or globs (f*). Default: every integer and "
                           "floating column except hive partition keys."),
-        click.option("--exclude", default="", metavar="COLS", help="Names or globs to leave out."),
+        click.option("--exclude", default="", metavar="COLS",
+                     help="Names or globs to leave out (write a comma inside a name as \\,)."),
         click.option("--ddof", type=click.IntRange(0, 1), default=0, show_default=True,
                      help="0: population std (scikit-learn); 1: sample std (Spark)."),
         click.option("--inf", "inf", type=click.Choice(["error", "null"]), default="error",
@@ -104,13 +105,18 @@ def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     from .errors import InputError
+    from .location import remember_options
 
     out: dict[str, Any] = {}
-    for pair in pairs:
+    for i, pair in enumerate(pairs, 1):
         key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise InputError(f"--storage-option {pair.split('=')[0]!r} must be KEY=VALUE")
-        out[key] = {"true": True, "false": False}.get(value.lower(), value)
+        if not eq or not key.strip():
+            # Never echo the text: it may be a secret given without its "key=".
+            raise InputError(f"--storage-option #{i} is not KEY=VALUE (for example "
+                             "endpoint_url=http://127.0.0.1:9000); its text is not shown, as "
+                             "it may hold a secret")
+        out[key.strip()] = {"true": True, "false": False}.get(value.lower(), value)
+    remember_options(out)
     return out
 
 
@@ -163,8 +169,8 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
                                      cache=kw["cache"], group_by=kw["group_by"],
                                      session=session, storage_options=opts)
     stats.save(stats_path, opts)
-    click.echo(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
-               f"{len(dataset.files)} files; statistics: {stats_path}")
+    _say(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
+         f"{len(dataset.files)} files; statistics: {stats_path}")
     if not kw["quiet"]:
         click.echo(stats_table(stats))
 
@@ -245,13 +251,13 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
     """
     stats = FittedStats.load(stats_path, _storage_options(storage_option))
     src = stats.input
-    click.echo(f"statistics {stats_path}: format {stats.format_version}, ddof {stats.ddof}, "
-               f"inf {stats.inf}, created {stats.created or '?'} by zscore "
-               f"{stats.tool_version or '?'}")
+    _say(f"statistics {stats_path}: format {stats.format_version}, ddof {stats.ddof}, "
+         f"inf {stats.inf}, created {stats.created or '?'} by zscore "
+         f"{stats.tool_version or '?'}")
     if src:
-        click.echo(f"input {src.get('path', '?')}: {src.get('files', '?')} files, "
-                   f"{src.get('rows', '?'):,} rows" if isinstance(src.get("rows"), int)
-                   else f"input {src.get('path', '?')}")
+        _say(f"input {src.get('path', '?')}: {src.get('files', '?')} files, "
+             f"{src.get('rows', '?'):,} rows" if isinstance(src.get("rows"), int)
+             else f"input {src.get('path', '?')}")
     click.echo(stats_table(stats))
 
 
@@ -272,8 +278,8 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
     opts = _storage_options(storage_option)
     merged = merge_stats([FittedStats.load(p, opts) for p in stats_paths], names=stats_paths)
     merged.save(output, opts)
-    click.echo(f"merged {len(stats_paths)} statistics ({merged.input.get('rows', 0):,} rows) "
-               f"into {output}")
+    _say(f"merged {len(stats_paths)} statistics ({merged.input.get('rows', 0):,} rows) "
+         f"into {output}")
     click.echo(stats_table(merged))
 
 
@@ -324,7 +330,8 @@ def report(output: str, storage_option: tuple[str, ...]) -> None:
     """
     from .run import rerender_report
 
-    click.echo(f"report: {rerender_report(output, _storage_options(storage_option))}")
+    index = rerender_report(output, _storage_options(storage_option), warn=Console().warn)
+    _say(f"report: {index}")
 
 
 @cli.command()
@@ -355,7 +362,7 @@ def sample(directory: str, rows: int, days: int, files_per_day: int, seed: int) 
                           path=directory)
     files = make_dataset(directory, rows=rows, days=days, files_per_day=files_per_day,
                          seed=seed)
-    click.echo(f"wrote {rows:,} rows in {len(files)} files under {directory}")
+    _say(f"wrote {rows:,} rows in {len(files)} files under {directory}")
 
 
 # --------------------------------------------------------------------- main
@@ -371,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zscore`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
     verbose = "-v" in args or "--verbose" in args
+    scrub_log_records()
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM,
@@ -392,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         _error(" ".join(exc.format_message().split()))
         return EXIT_INPUT
     except ZscoreError as exc:
-        _error(" ".join(str(exc).split()))
+        _error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         _error("stopped by SIGINT; nothing was published")
@@ -402,8 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OTHER
     except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, traceback on -v
         if verbose:
-            traceback.print_exc()
-        _error(f"internal error {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+            for line in traceback.format_exc().splitlines():
+                click.echo(printable(line), err=True)
+        _error(f"internal error {type(exc).__name__}: {exception_text(exc, 300)} "
                "(this is a bug; rerun with --verbose for the traceback and report it)")
         return EXIT_OTHER
     finally:
@@ -412,5 +421,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _error(text: str) -> None:
-    click.echo(f"zscore: error: {text}", err=True)
+    click.echo(f"zscore: error: {printable(text)}", err=True)
+
+
+def _say(text: str) -> None:
+    """A result line on stdout (names escaped, URLs without credentials)."""
+    click.echo(printable(text))
 

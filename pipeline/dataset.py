@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .cluster import breadcrumb
-from .errors import DataError, InputError, storage_error
+from .errors import DataError, InputError, exception_text, storage_error
 from .location import Location, is_local
 from .schema import Schema, validate
 
@@ -99,6 +99,7 @@ def list_files(loc: Location, filters: Sequence[str] = ()) -> list[SourceFile]:
             continue
         files.append(SourceFile(rel=rel, path=path, size=int(info.get("size") or 0),
                                 version=_version(info), partition=partition_of(rel)))
+    _check_names(files)
     if not files:
         which = " matching " + " and ".join(f"--filter {f!r}" for f in filters) if filters \
             else ""
@@ -111,6 +112,24 @@ def list_files(loc: Location, filters: Sequence[str] = ()) -> list[SourceFile]:
                         f"{files[keys.index(next(k for k in keys if k != keys[0]))].rel}; "
                         "every file must sit under the same key=value directories")
     return files
+
+
+def _check_names(files: Sequence[SourceFile]) -> None:
+    """Refuse file names that are not UTF-8 (decoded with surrogate escapes by Python).
+
+    pyarrow, Dask and every Parquet reader take paths as UTF-8: such a file could be
+    neither read here nor read back from the output.
+    """
+    bad = []
+    for f in files:
+        try:
+            f.rel.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(f.rel)
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise DataError(f"file name {bad[0]}{more} is not valid UTF-8, which Parquet readers "
+                        "(pyarrow, Dask) cannot open; rename it", path=bad[0])
 
 
 def _version(info: dict[str, Any]) -> str:
@@ -173,7 +192,7 @@ def read_footers(fs: Any, files: Sequence[SourceFile]) -> list[Footer]:
 
 
 def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return exception_text(exc)
 
 
 # ------------------------------------------------------------------ dataset
@@ -204,9 +223,13 @@ Mapper = Callable[..., list[Any]]
 
 def inspect(loc: Location, mapper: Mapper, features: str | Sequence[str] | None = None,
             exclude: str | Sequence[str] = (), origin: str = "--features",
-            filters: Sequence[str] = (), cache: Any = None) -> tuple[Dataset, list[str]]:
+            filters: Sequence[str] = (), cache: Any = None,
+            warn: Callable[[str], None] | None = None) -> tuple[Dataset, list[str]]:
     """List ``loc`` (pruned by ``filters``), read every footer through ``mapper``,
     validate, and select features.
+
+    ``warn`` is told about schema drift that is allowed (see
+    :func:`pipeline.schema.validate`).
 
     ``mapper(fn, items, label=...)`` runs ``fn(batch)`` over batches of ``items``
     (on the cluster) and returns the per-item results in order.  With a
@@ -224,5 +247,8 @@ def inspect(loc: Location, mapper: Mapper, features: str | Sequence[str] | None 
     by_rel = {**known, **{ft.rel: ft for ft in fresh}}
     footers = [by_rel[f.rel] for f in files]
     schema, chosen = validate(footers, keys, features, exclude, origin)
+    if warn is not None:
+        for note in schema.notes:
+            warn(note)
     return Dataset(location=loc, files=tuple(files), footers=tuple(footers),
                    schema=schema), chosen

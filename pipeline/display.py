@@ -1,4 +1,8 @@
-"""Plain-text tables and summaries for the command line (stdout)."""
+"""Plain-text tables and summaries for the command line (stdout).
+
+Every cell and line goes through :func:`~pipeline.progress.printable`: names are
+shown with their control characters escaped and URLs without credentials.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from .artifact import FittedStats
-from .progress import human_bytes
+from .progress import human_bytes, printable
 
 
 def columns(rows: Sequence[Sequence[str]], left: int = 1) -> str:
     """Align ``rows`` (the first is the header): the first ``left`` columns left, the rest right."""
+    rows = [[printable(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) if i < left else c.rjust(w)
                                for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
@@ -24,8 +29,8 @@ def stats_table(stats: FittedStats) -> str:
             for name, f in stats.features.items()]
     text = columns([head, *rows], left=2)
     if stats.groups is not None:
-        text += (f"\nper-key statistics for {len(stats.groups.keys)} keys of "
-                 f"{', '.join(stats.groups.by)}")
+        text += "\n" + printable(f"per-key statistics for {len(stats.groups.keys)} keys "
+                                  f"of {', '.join(stats.groups.by)}")
     return text
 
 
@@ -48,6 +53,7 @@ def run_summary(result: Any, command: str, table: bool = True) -> str:
              f"statistics: {result.stats_path or out + '/_stats.json'}"]
     if result.report:
         lines.append(f"report: {result.report}")
+    lines = [printable(line) for line in lines]
     if table:
         lines.append(stats_table(result.stats))
     return "\n".join(lines)

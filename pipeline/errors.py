@@ -103,25 +103,48 @@ def os_error_text(exc: OSError) -> str:
     match = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
     if match:
         return os.strerror(int(match.group(1)))
-    return exc.strerror or " ".join(str(exc).split())[:200]
+    return exc.strerror or exception_text(exc)
+
+
+def exception_text(exc: BaseException, limit: int = 200) -> str:
+    """A library exception's message on one line, without credentials, at most ``limit`` long.
+
+    Credentials are removed before the text is cut, so that no prefix of a secret
+    survives the cut.
+    """
+    from .location import redact
+
+    text = redact(" ".join(str(exc).split())) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 _BAD_CREDENTIALS = ("Credential", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                     "ExpiredToken", "InvalidToken")
 
 
+# botocore's words for a URL or an option it cannot use: retrying will not help.
+_BAD_SETTINGS = ("ParamValidationError", "EndpointResolutionError", "InvalidEndpointError")
+
+
 def storage_error(exc: BaseException, action: str, display: str) -> ZscoreError:
     """Turn a filesystem or object-store exception into a one-line :class:`ZscoreError`.
 
-    Missing paths and unusable credentials are bad input (exit 2: retrying will not
-    help); anything else, a permission refused, a connection reset or a full disk
+    Missing paths, a directory where a file belongs (or the reverse) and unusable
+    credentials or settings are bad input (exit 2: retrying will not help);
+    anything else, a permission refused, a connection reset or a full disk
     included, is exit 1.  ``display`` must already be free of secrets.
     """
     if isinstance(exc, ZscoreError):
         return exc
-    text = " ".join(str(exc).split())[:200] or type(exc).__name__
+    text = exception_text(exc)
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{display} does not exist", path=display)
+    if isinstance(exc, IsADirectoryError | NotADirectoryError):
+        return InputError(f"{action} {display}: {os_error_text(exc)}; give the path of a "
+                          "file", path=display)
+    if type(exc).__name__ in _BAD_SETTINGS:
+        return InputError(f"{action} {display}: {type(exc).__name__}: {text}; check the URL "
+                          "and the storage options", path=display)
     if any(d in type(exc).__name__ + text for d in _BAD_CREDENTIALS):
         return InputError(f"{action} {display}: bad credentials ({text}); check the AWS_* "
                           "environment variables, profiles, or --storage-option", path=display)

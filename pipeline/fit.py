@@ -24,6 +24,7 @@ from .columns import numpy_view
 from .dataset import Dataset, SourceFile, open_parquet
 from .errors import DataError, InputError
 from .groups import GroupMoments, batch_group_moments, finalize_groups, merge_into
+from .schema import as_option
 from .stats import Moments
 
 if TYPE_CHECKING:
@@ -120,9 +121,13 @@ def finalize(features: Sequence[str], dtypes: Mapping[str, str],
             raise DataError(f"column '{name}' has {total.inf} infinite value(s), e.g. in "
                             f"{where}; fix the data, exclude the column, or pass --inf null "
                             "to treat them as missing", column=name, path=where)
+        if total.count == 0 and not total.missing + total.inf:
+            raise DataError("the input has no rows: every file is empty; there is nothing to "
+                            "fit", column=name)
         if total.count == 0:
             raise DataError(f"column '{name}' has no values (all {total.missing + total.inf} "
-                            "are missing); exclude it with --exclude " + name, column=name)
+                            "are missing); exclude it with --exclude " + as_option(name),
+                            column=name)
         feats[name] = FeatureStats.from_moments(total, _dtype_name(dtypes[name]), ddof)
         std = feats[name].std
         if not total.constant and not (0.0 < std < math.inf):
@@ -200,9 +205,13 @@ def check_group_by(dataset: Dataset, features: Sequence[str], group_by: Sequence
             raise InputError(f"--group-by column '{b}' is not a column of the files (hive "
                              "partition keys cannot be used); available: "
                              + ", ".join(dataset.schema.names[:30]), column=b)
+        if b in dataset.schema.varying:
+            raise InputError(f"--group-by column '{b}' differs in type or presence between "
+                             "files (see the warning above); its keys would not compare: fix "
+                             "the files", column=b)
         if b in features:
             raise InputError(f"--group-by column '{b}' is also a selected feature; exclude it "
-                             f"with --exclude {b}", column=b)
+                             f"with --exclude {as_option(b)}", column=b)
     if by and cache is not None:
         raise InputError("--cache cannot be combined with --group-by yet; drop one of them")
     return by
@@ -273,7 +282,7 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
     with session_for(client) as session:
         store = open_cache(cache, opts, session.warn)
         dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
-                                  cache=store)
+                                  cache=store, warn=session.warn)
         chosen = without_keys(chosen, group_by, explicit=features is not None)
         return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,
                            cache=store, group_by=group_by)

@@ -15,6 +15,7 @@ import numpy as np
 
 from .artifact import FeatureStats
 from .histogram import FeatureHistograms, Histogram
+from .progress import escape
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -92,6 +93,9 @@ def _png(fig: Figure) -> bytes:
 
 
 def _short(name: str) -> str:
+    # Escaped: a control character has no glyph (matplotlib would warn on stderr), and
+    # the picture must show the same name as the console does.
+    name = escape(name)
     return name if len(name) <= _LABEL else name[:_LABEL - 1] + "…"
 
 
@@ -127,11 +131,15 @@ def _panel(ax: Axes, h: Histogram, mean: float, std: float, count: int, *, const
     ax.yaxis.set_major_formatter(EngFormatter(sep=""))
     ax.xaxis.get_offset_text().set_fontsize(7)
     inside = sum(h.counts)
-    if constant or not h.hi > h.lo:
+    # Python floats throughout: matplotlib refuses integers beyond int64 as limits
+    # (variances of 1e19 and more), and a range must be finite to be drawn.
+    mean, std = float(mean), float(std)
+    if constant or not h.hi > h.lo or not _finite(h.lo, h.hi, h.hi - h.lo):
         # One value: a KDE would be a spike of arbitrary width, so draw one bar and say so.
         w = 0.05 * max(abs(h.lo), 1.0)
         ax.bar([h.lo], [inside], width=w, color=colours[0], edgecolor=colours[1])
-        ax.set_xlim(h.lo - 10 * w, h.lo + 10 * w)
+        if _finite(h.lo - 10 * w, h.lo + 10 * w):
+            ax.set_xlim(h.lo - 10 * w, h.lo + 10 * w)
         ax.set_ylim(0, max(inside, 1) * 1.25)
         ax.text(0.5, 0.92, f"constant: every value is {h.lo:.6g}", transform=ax.transAxes,
                 ha="center", va="top", fontsize=7)
@@ -148,13 +156,14 @@ def _panel(ax: Axes, h: Histogram, mean: float, std: float, count: int, *, const
     else:
         ax.text(0.5, 0.5, "no values in range", transform=ax.transAxes, ha="center",
                 fontsize=8)
-    ax.axvline(mean, color=_MARK, linewidth=1.0)
-    for sign in (-1, 1):
-        ax.axvline(mean + sign * std, color=_MARK, linewidth=0.8, linestyle="--")
+    marks = [m for m in (mean, mean - std, mean + std) if _finite(m)]
+    for i, m in enumerate(marks):
+        ax.axvline(m, color=_MARK, linewidth=0.8 if i else 1.0, linestyle="--" if i else "-")
     # Keep the ±σ lines in view even where they fall outside the binned range.
-    lo, hi = min(h.lo, mean - std), max(h.hi, mean + std)
+    lo, hi = min([h.lo, *marks]), max([h.hi, *marks])
     pad = 0.02 * (hi - lo)
-    ax.set_xlim(lo - pad, hi + pad)
+    if _finite(lo - pad, hi + pad):
+        ax.set_xlim(lo - pad, hi + pad)
     ax.set_ylim(0, None)
     corners: tuple[tuple[int, float, str], ...] = ((h.below, 0.02, f"◀ {h.below:,} below"),
                                                    (h.above, 0.98, f"{h.above:,} above ▶"))
@@ -162,6 +171,10 @@ def _panel(ax: Axes, h: Histogram, mean: float, std: float, count: int, *, const
         if n:
             ax.text(at, 0.97, text, transform=ax.transAxes, ha="left" if at < 0.5 else "right",
                     va="top", fontsize=6.5)
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) for v in values)
 
 
 def digits(value: float, scale: float) -> str:
@@ -180,11 +193,13 @@ def variances_png(features: list[tuple[str, FeatureStats]], mode: str) -> bytes:
                  layout="constrained")
     ax = fig.subplots()
     y = np.arange(n, dtype=np.float64)
-    before = np.array([fs.std ** 2 for _, fs in features])
-    after = np.array([after_moments(fs, mode)[1] ** 2 for _, fs in features])
+    with np.errstate(over="ignore"):  # σ > 1e154 squares to inf: not drawn
+        before = np.array([float(fs.std) for _, fs in features], dtype=np.float64) ** 2
+        after = np.array([float(after_moments(fs, mode)[1]) for _, fs in features],
+                         dtype=np.float64) ** 2
     # A constant feature has variance 0, which a log axis cannot show: it gets a label.
     for values, offset, key in ((before, -0.2, "before"), (after, 0.2, "after")):
-        ok = values > 0
+        ok = (values > 0) & np.isfinite(values)
         ax.barh(y[ok] + offset, values[ok], height=0.4, color=_COLOURS[key][0],
                 edgecolor=_COLOURS[key][1], linewidth=0.6,
                 label="before" if key == "before" else f"after ({mode})")
@@ -192,10 +207,13 @@ def variances_png(features: list[tuple[str, FeatureStats]], mode: str) -> bytes:
         if fs.constant:
             ax.text(0.01, i, "constant (variance 0)", transform=ax.get_yaxis_transform(),
                     va="center", fontsize=7, style="italic")
-    positive = np.concatenate([before[before > 0], after[after > 0]])
-    lo, hi = (positive.min(), positive.max()) if positive.size else (1.0, 1.0)
+    shown = np.concatenate([before, after])
+    positive = shown[(shown > 0) & np.isfinite(shown)]
+    lo, hi = (float(positive.min()), float(positive.max())) if positive.size else (1.0, 1.0)
     ax.set_xscale("log")
-    ax.set_xlim(10 ** (math.floor(math.log10(lo)) - 1), 10 ** (math.ceil(math.log10(hi)) + 1))
+    # Floats: 10 ** 20 as a Python int is beyond what matplotlib accepts as a limit.
+    ax.set_xlim(10.0 ** max(math.floor(math.log10(lo)) - 1, -320),
+                10.0 ** min(math.ceil(math.log10(hi)) + 1, 308))
     ax.set_ylim(n - 0.5, -0.5)  # first feature on top, as in the table
     ax.set_yticks(y, labels=[_short(name) for name, _ in features], fontsize=7,
                   parse_math=False)

@@ -3,16 +3,88 @@
 On a terminal: a progress bar per pass, redrawn in place.  Anywhere else
 (Airflow and Kubernetes logs): plain, timestamped, greppable lines, one every
 few seconds per pass.  Everything goes to stderr; results go to stdout.
+
+Whatever reaches a terminal or a log goes through :func:`printable`: column and
+file names are data, and a name holding an escape sequence, a newline or a
+bidirectional override must neither drive the terminal nor forge log lines.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from datetime import UTC, datetime
 from typing import TextIO
 
 LOG_EVERY = 5.0  # seconds between progress lines in logs
+
+
+# C0 controls (newline and tab included), DEL, C1 controls, the bidirectional
+# embeddings, overrides, isolates and marks, the line and paragraph separators, and
+# lone surrogates (the undecodable bytes of a non-UTF-8 file name).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029"
+                          "\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(m: re.Match[str]) -> str:
+    c = m.group()
+    code = ord(c)
+    if c in _NAMED:
+        return _NAMED[c]
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character shown as a Python-style escape (``\\x1b``).
+
+    Backslashes are left alone, so ordinary Windows-style names stay readable.
+    """
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def printable(text: str) -> str:
+    """``text`` as it may be written to a terminal or a log: one line, no secrets.
+
+    Credentials are removed first (:func:`pipeline.location.redact`), then control
+    characters escaped (:func:`escape`).
+    """
+    from .location import redact
+
+    return escape(redact(text))
+
+
+def scrub_log_records() -> None:
+    """Make every log record of this process printable (Dask's own logs, under ``--verbose``).
+
+    A record factory, not a handler filter: it also covers the handlers that Dask
+    and tornado install later.  Tracebacks attached to a record are formatted and
+    scrubbed here too.  For the command line only: a library must not change the
+    logging of the program that imports it.
+    """
+    import logging
+    import traceback
+
+    make = logging.getLogRecordFactory()
+    if getattr(make, "zscore_scrubbed", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            record.msg, record.args = printable(record.getMessage()), None
+        except Exception:  # noqa: BLE001 - a record that cannot even format stays as it is
+            return record
+        if record.exc_info and record.exc_info[1] is not None:
+            lines = traceback.format_exception(*record.exc_info)
+            record.exc_text = "\n".join(printable(line) for line in "".join(lines).splitlines())
+        return record
+
+    factory.zscore_scrubbed = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def _stamp() -> str:
@@ -45,7 +117,7 @@ class Console:
 
     def _line(self, text: str) -> None:
         prefix = "" if self.tty else f"{_stamp()} "
-        print(f"{prefix}zscore: {text}", file=self.stream, flush=True)
+        print(f"{prefix}zscore: {printable(text)}", file=self.stream, flush=True)
 
     def info(self, text: str) -> None:
         if not self.quiet:
@@ -55,7 +127,7 @@ class Console:
         if self.python_warnings:
             import warnings
 
-            warnings.warn(text, UserWarning, stacklevel=3)
+            warnings.warn(printable(text), UserWarning, stacklevel=3)
             return
         self._line(f"warning: {text}")
 

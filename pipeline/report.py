@@ -21,18 +21,17 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from typing import Any
 
 from .artifact import FittedStats
 from .commit import atomic_write
-from .errors import ArtifactError, InputError
+from .errors import ArtifactError, InputError, exception_text
 from .histogram import FeatureHistograms
+from .location import redact
 from .plots import digits, feature_png, variances_png
 from .transform import MODES
-
-if TYPE_CHECKING:
-    pass
 
 HISTOGRAMS_NAME = "histograms.json"
 INDEX_NAME = "index.html"
@@ -52,7 +51,8 @@ def available() -> bool:
 
 def render(directory: str | os.PathLike[str], stats: FittedStats,
            histograms: Mapping[str, FeatureHistograms], *,
-           manifest: Mapping[str, Any] | None = None, mode: str = "standard") -> list[str]:
+           manifest: Mapping[str, Any] | None = None, mode: str = "standard",
+           warn: Callable[[str], None] | None = None) -> list[str]:
     """Write the report into the local ``directory`` (created if needed).
 
     Parameters
@@ -68,6 +68,9 @@ def render(directory: str | os.PathLike[str], stats: FittedStats,
         The run's manifest (``_SUCCESS``); shown as given, whatever keys it has.
     mode : {"standard", "scale", "center"}
         The transform's mode, which decides where the "after" mean and σ lie.
+    warn : callable, optional
+        Told, in one line, about each picture that could not be drawn (the page
+        then says so in its place); default :func:`warnings.warn`.
 
     Returns
     -------
@@ -86,18 +89,20 @@ def render(directory: str | os.PathLike[str], stats: FittedStats,
     >>> render("out/_report", stats, histograms, manifest=manifest)  # doctest: +SKIP
     ['histograms.json', 'feature-f00.png', ..., 'variances.png', 'index.html']
     """
-    files = build(stats, histograms, manifest=manifest, mode=mode)
+    files = build(stats, histograms, manifest=manifest, mode=mode, warn=warn)
     for rel, data in files.items():
         atomic_write(os.path.join(os.fspath(directory), rel), data)
     return list(files)
 
 
 def build(stats: FittedStats, histograms: Mapping[str, FeatureHistograms], *,
-          manifest: Mapping[str, Any] | None = None, mode: str = "standard"
-          ) -> dict[str, bytes]:
+          manifest: Mapping[str, Any] | None = None, mode: str = "standard",
+          warn: Callable[[str], None] | None = None) -> dict[str, bytes]:
     """The report's files (name -> content, ``index.html`` last), as :func:`render` writes them.
 
-    For callers that publish the files themselves (the run's commit protocol).
+    For callers that publish the files themselves (the run's commit protocol).  A
+    picture that cannot be drawn is left out with a warning naming it, never an
+    error: the report must not cost the user their normalized data.
     """
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -111,17 +116,63 @@ def build(stats: FittedStats, histograms: Mapping[str, FeatureHistograms], *,
                                 column=name)
     plotted = [n for n in stats.features if n in histograms]
     stems = file_stems(plotted)
-    images = {n: f"feature-{stems[n]}.png" for n in plotted}
     saved = {n: histograms[n].to_dict() for n in plotted}
     files = {HISTOGRAMS_NAME: (json.dumps(saved, indent=1, allow_nan=False) + "\n").encode()}
+    images: dict[str, str] = {}
+    failed: dict[str, str] = {}  # feature ("" for the variance chart) -> why
     for name in plotted:
-        files[images[name]] = feature_png(name, stats.features[name], histograms[name], mode)
+        drawn = _draw(partial(feature_png, name, stats.features[name], histograms[name], mode),
+                      failed, name)
+        if drawn is not None:
+            images[name] = f"feature-{stems[name]}.png"
+            files[images[name]] = drawn
+    variances = None
     if plotted:
-        files[VARIANCES_NAME] = variances_png(
-            [(n, stats.features[n]) for n in plotted], mode)
+        variances = _draw(lambda: variances_png([(n, stats.features[n]) for n in plotted],
+                                                mode), failed, "")
+        if variances is not None:
+            files[VARIANCES_NAME] = variances
+    if failed:
+        _warn_failed(failed, warn)
     # The page goes last, so it never points at an image that is not there yet.
-    files[INDEX_NAME] = _page(stats, images, manifest, mode).encode("utf-8")
+    # redact: a hand-written artifact's input path is shown too, and may hold a password.
+    files[INDEX_NAME] = redact(_page(stats, images, manifest, mode, failed,
+                                     variances is not None)).encode("utf-8")
     return files
+
+
+def _draw(draw: Callable[[], bytes], failed: dict[str, str], key: str) -> bytes | None:
+    """``draw()``, or None (and why, in ``failed[key]``) when it fails."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            # A glyph missing from the font and the like: noise on stderr, not our message.
+            warnings.simplefilter("ignore")
+            return draw()
+    except Exception as exc:  # noqa: BLE001 - any drawing failure only costs a picture
+        failed[key] = f"{type(exc).__name__}: {exception_text(exc, 160)}"
+        return None
+
+
+def _warn_failed(failed: Mapping[str, str], warn: Callable[[str], None] | None) -> None:
+    """One warning for every picture left out, naming them and the first reason."""
+    import warnings
+
+    names = [n for n in failed if n]
+    what = []
+    if names:
+        shown = ", ".join(f"'{n}'" for n in names[:5])
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        what.append(f"the histograms of {len(names)} feature(s) ({shown}{more})")
+    if "" in failed:
+        what.append("the variance chart")
+    message = (f"the report leaves out {' and '.join(what)}, which could not be drawn "
+               f"({next(iter(failed.values()))}); the output itself is complete")
+    if warn is not None:
+        warn(message)
+    else:
+        warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def read_histograms(directory: str | os.PathLike[str]) -> dict[str, FeatureHistograms]:
@@ -192,7 +243,8 @@ _HEAD = ("feature", "dtype", "count", "missing", "mean", "σ", "min", "max", "co
 
 
 def _page(stats: FittedStats, images: Mapping[str, str],
-          manifest: Mapping[str, Any] | None, mode: str) -> str:
+          manifest: Mapping[str, Any] | None, mode: str,
+          failed: Mapping[str, str] | None = None, variances: bool = True) -> str:
     e = html.escape
     where = (manifest or {}).get("input", stats.input)
     source = e(str(where.get("path", ""))) if isinstance(where, Mapping) else ""
@@ -206,10 +258,16 @@ def _page(stats: FittedStats, images: Mapping[str, str],
            + (f' · input <span class="mono">{source}</span>' if source else "") + "</p>",
            "<h2>Run</h2>", _value(manifest) if manifest else '<p class="note">No manifest.</p>',
            "<h2>Fitted statistics</h2>", _value(fitted), _table(stats, images)]
-    if images:
+    if failed:
+        what = {n: f'feature <span class="mono">{e(n)}</span>' if n else "the variance chart"
+                for n in failed}
+        out += ["<h2>Not drawn</h2>", '<ul class="note">',
+                *(f"<li>{what[n]}: {e(reason)}</li>" for n, reason in failed.items()), "</ul>"]
+    if variances:
         out += ["<h2>Variance before and after</h2>",
-                f'<img src="{VARIANCES_NAME}" alt="variance per feature, log scale">',
-                f'<h2>Distributions</h2>\n<p class="note">{e(_NOTE)}</p>\n<div class="figures">']
+                f'<img src="{VARIANCES_NAME}" alt="variance per feature, log scale">']
+    if images:
+        out += [f'<h2>Distributions</h2>\n<p class="note">{e(_NOTE)}</p>\n<div class="figures">']
         out += [f'<section id="{e(image[:-4])}"><h3>{e(name)}</h3><img src="{e(image)}" '
                 f'width="640" height="320" alt="{e(name)}: before and after"></section>'
                 for name, image in images.items()]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from .artifact import FittedStats, now_iso, tool_version
 from .cluster import Session, session_for
 from .commit import Commit, check_target
 from .dataset import Dataset, inspect
+from .errors import exception_text
 from .fit import check_options, fit_dataset, open_cache, without_keys
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
@@ -152,7 +153,8 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
             if fit:
                 store = open_cache(cache, opts, session.warn)
                 dataset, chosen = inspect(inp, session.mapper, features, exclude,
-                                          filters=filters, cache=store)
+                                          filters=filters, cache=store,
+                                          warn=session.warn)
                 chosen = without_keys(chosen, group_by, explicit=features is not None)
                 timings.lap("footers")
                 console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
@@ -165,7 +167,7 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                 spec = features if features else fitted.names
                 dataset, chosen = inspect(inp, session.mapper, spec, exclude,
                                           origin="--features" if features else "statistics",
-                                          filters=filters)
+                                          filters=filters, warn=session.warn)
                 timings.lap("footers")
             assert fitted is not None
             plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen)
@@ -178,7 +180,9 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                                  filters=filters)
             extra = {STATS_NAME: stats_json}
             if histograms is not None:
-                extra.update(_report_files(fitted, histograms, manifest, mode))
+                drawn = _report_files(fitted, histograms, manifest, mode, session.warn)
+                extra.update(drawn)
+                histograms = histograms if drawn else None
                 timings.lap("report")
             manifest["timings"] = timings.seconds
             commit.publish([w.rel for w in written], manifest, extra)
@@ -254,7 +258,7 @@ def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int =
     loc = resolve(input, opts)
     store = open_cache(cache, opts, session.warn)
     dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
-                              cache=store)
+                              cache=store, warn=session.warn)
     chosen = without_keys(chosen, group_by, explicit=features is not None)
     session.console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
     stats = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,
@@ -276,13 +280,26 @@ def _histogram_specs(plan: Plan, stats: FittedStats, wanted: bool, console: Any
 
 
 def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms],
-                  manifest: Mapping[str, Any], mode: str) -> dict[str, bytes]:
+                  manifest: Mapping[str, Any], mode: str,
+                  warn: Callable[[str], None] | None = None) -> dict[str, bytes]:
+    """The report's files under ``_report/``; with ``warn``, empty (and a warning) on failure.
+
+    A run's report is a picture of data already normalized: whatever goes wrong
+    while drawing it must not cost the user the output (exit 0, a warning).
+    """
     from . import report
 
     # Timings are left out: the report is drawn before the run's last lap is known,
     # and 'zscore report' must draw the same page again.
     shown = {k: v for k, v in manifest.items() if k != "timings"}
-    files = report.build(stats, histograms, manifest=shown, mode=mode)
+    try:
+        files = report.build(stats, histograms, manifest=shown, mode=mode, warn=warn)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        if warn is None:
+            raise
+        warn(f"no report was written ({type(exc).__name__}: {exception_text(exc)}); the "
+             "output itself is complete")
+        return {}
     return {f"{REPORT_DIR}/{name}": data for name, data in files.items()}
 
 
@@ -303,11 +320,14 @@ def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
 
 
 def rerender_report(output: str | os.PathLike[str],
-                    storage_options: Mapping[str, Any] | None = None) -> str:
+                    storage_options: Mapping[str, Any] | None = None,
+                    warn: Callable[[str], None] | None = None) -> str:
     """Draw ``output/_report/`` again from the files a run left (no data is read).
 
-    Returns the report's index URL.  Raises :class:`~pipeline.errors.ArtifactError`
-    when the output lacks its statistics, manifest or histograms.
+    Returns the report's index URL (without credentials).  Raises
+    :class:`~pipeline.errors.ArtifactError` when the output lacks its statistics,
+    manifest or histograms.  A picture that cannot be drawn is left out with a
+    warning through ``warn`` (default :func:`warnings.warn`).
     """
     import json
 
@@ -318,20 +338,32 @@ def rerender_report(output: str | os.PathLike[str],
 
     opts = dict(storage_options or {})
     out = resolve(output, opts)
-    base = out.display.rstrip("/")
-    stats = FittedStats.load(f"{base}/{STATS_NAME}", opts)
+    base, shown = os.fspath(output).rstrip("/"), out.display.rstrip("/")
     try:
         manifest = json.loads(read_bytes(f"{base}/{SUCCESS}", opts))
+    except FileNotFoundError:
+        raise ArtifactError(f"{shown} is not a published zscore output (it has no {SUCCESS}); "
+                            "give the OUTPUT of a finished zscore run or transform",
+                            path=shown) from None
+    except ValueError as exc:
+        raise ArtifactError(f"{shown}/{SUCCESS} is not a zscore manifest: "
+                            f"{exception_text(exc)}", path=shown) from None
+    stats = FittedStats.load(f"{base}/{STATS_NAME}", opts)
+    try:
         raw = json.loads(read_bytes(f"{base}/{REPORT_DIR}/{report.HISTOGRAMS_NAME}", opts))
         histograms = {k: FeatureHistograms.from_dict(v) for k, v in raw.items()}
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{base} has no {os.path.basename(str(exc.filename or '')) or 'file'}"
-                            " needed for the report: is it a complete zscore output written "
-                            "with the report on?", path=base) from None
+    except FileNotFoundError:
+        raise ArtifactError(f"{shown} has no {REPORT_DIR}/{report.HISTOGRAMS_NAME}: it was "
+                            "written without the report; rerun its zscore run or transform "
+                            "with --overwrite and the report on (the default)",
+                            path=shown) from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"cannot read the report's inputs in {base}: {exc}",
-                            path=base) from None
-    files = _report_files(stats, histograms, manifest, str(manifest.get("mode", "standard")))
+        raise ArtifactError(f"cannot read the report's inputs in {shown}: "
+                            f"{exception_text(exc)}", path=shown) from None
+    # Without timings, as the run drew it (see _report_files): the same page again.
+    files = report.build(stats, histograms, mode=str(manifest.get("mode", "standard")),
+                         manifest={k: v for k, v in manifest.items() if k != "timings"},
+                         warn=warn)
     for name, data in files.items():
-        write_bytes(f"{base}/{name}", data, opts)
-    return f"{base}/{REPORT_DIR}/index.html"
+        write_bytes(f"{base}/{REPORT_DIR}/{name}", data, opts)
+    return f"{shown}/{REPORT_DIR}/index.html"

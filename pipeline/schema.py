@@ -7,9 +7,11 @@ relative to the dataset root, before any data is read.
 from __future__ import annotations
 
 import fnmatch
+import re
+import shlex
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
@@ -39,6 +41,10 @@ class Schema:
     fields: tuple[pa.Field, ...]
     partition_keys: tuple[str, ...]
     index_columns: tuple[str, ...] = ()  # a pandas index stored as columns: never a feature
+    # Pass-through columns whose type or presence differs between files (each output
+    # file keeps its input's), and what to tell the user about them.
+    varying: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -73,25 +79,44 @@ def validate(footers: Sequence[Footer], partition_keys: Sequence[str],
     partition_keys
         Hive keys (not stored in the files).
     features, exclude
-        ``--features`` / ``--exclude`` as for :func:`select_features`.  A selected
-        feature may be stored with different numeric widths in different files;
-        every other column must have one type across files.
+        ``--features`` / ``--exclude`` as for :func:`select_features`.
 
     Returns
     -------
     schema, features
+        ``schema.notes`` holds the warnings to show: pass-through columns whose
+        type or presence differs between files (allowed: each output file keeps
+        its input file's schema for every column that is not a feature), and
+        stored columns named like a hive partition key.
 
     Raises
     ------
     DataError
-        One error listing every unreadable file, every column missing from some
-        files, and every column whose type differs between files, each with the
-        file's path relative to the dataset root.
+        One error listing every unreadable file, every file with a duplicate
+        column name, every selected feature missing from some files, and every
+        selected feature whose type is not numeric in all files, each with the
+        file's path relative to the dataset root.  A feature may be stored with
+        different numeric widths in different files.
     InputError
         A bad feature selection (see :func:`select_features`).
     """
     problems: list[str] = [f"{f.rel} {f.error}" for f in footers if f.error]
-    good = [f for f in footers if f.schema is not None]
+    good = []
+    for f in footers:
+        if f.schema is None:
+            continue
+        twice = [n for n, k in Counter(f.schema.names).items() if k > 1]
+        if not f.schema.names:
+            problems.append(f"{f.rel} has no columns; remove it or write it with the "
+                            "dataset's columns")
+        elif twice:
+            problems.append(f"{f.rel} has column '{twice[0]}' "
+                            f"{_times(Counter(f.schema.names)[twice[0]])}"
+                            + (f" (and {len(twice) - 1} more duplicate names)"
+                               if len(twice) > 1 else "")
+                            + "; rewrite the file with distinct column names")
+        else:
+            good.append(f)
     if not good:
         _raise(problems, footers)
     order: dict[str, pa.Field] = {}
@@ -117,29 +142,56 @@ def validate(footers: Sequence[Footer], partition_keys: Sequence[str],
             raise
         problems.append(exc.message)
         chosen = []
-    for fld in fields:
-        name = fld.name
-        lacking = [f.rel for f in good if f.schema is not None
-                   and f.schema.get_field_index(name) < 0]
-        if lacking:
-            kind = "selected feature" if name in chosen else "column"
-            problems.append(f"{kind} '{name}' is missing from {_some(lacking)} "
-                            f"but present in {len(good) - len(lacking)} other file(s)")
-        counts = types[name]
-        if len(counts) > 1 and not (name in chosen and all(is_numeric(t) for t in counts)):
-            majority = fld.type
-            for f in good:
-                assert f.schema is not None
-                i = f.schema.get_field_index(name)
-                if i >= 0 and f.schema.field(i).type != majority:
-                    problems.append(
-                        f"column '{name}' is {f.schema.field(i).type} in {f.rel} but "
-                        f"{majority} in {counts[majority]} other file(s); "
-                        f"exclude it with --exclude {name} or fix the file")
-                    break
+    notes, varying = _drift(schema, good, types, chosen, problems)
     if problems:
         _raise(problems, footers)
-    return schema, chosen
+    return replace(schema, varying=tuple(varying), notes=tuple(notes)), chosen
+
+
+def _drift(schema: Schema, good: Sequence[Footer], types: dict[str, Counter[pa.DataType]],
+           chosen: Sequence[str], problems: list[str]) -> tuple[list[str], list[str]]:
+    """Columns that differ between files: problems for features, notes for the rest."""
+    notes: list[str] = []
+    varying: list[str] = []
+    for fld in schema.fields:
+        name = fld.name
+        feature = name in chosen
+        if name in schema.partition_keys:
+            notes.append(f"column '{name}' is stored in the files and is also a hive partition "
+                         "key; the stored column is passed through unchanged, never normalized")
+        lacking = [f.rel for f in good if f.schema is not None
+                   and f.schema.get_field_index(name) < 0]
+        counts = types[name]
+        drift = len(counts) > 1 and not (feature and all(is_numeric(t) for t in counts))
+        if (lacking or drift) and not feature:
+            varying.append(name)
+        if lacking:
+            where = (f"'{name}' is missing from {_some(lacking)} but present in "
+                     f"{len(good) - len(lacking)} other file(s)")
+            if feature:
+                problems.append(f"selected feature {where}; exclude it with --exclude "
+                                f"{as_option(name)} or fix the files")
+            else:
+                notes.append(f"pass-through column {where}; each output file keeps the "
+                             "columns of its input file")
+        if drift:
+            majority = fld.type
+            odd = next((f, f.schema.field(name).type) for f in good if f.schema is not None
+                       and f.schema.get_field_index(name) >= 0
+                       and f.schema.field(name).type != majority)
+            where = (f"'{name}' is {odd[1]} in {odd[0].rel} but {majority} in "
+                     f"{counts[majority]} other file(s)")
+            if feature:
+                problems.append(f"column {where}; exclude it with --exclude {as_option(name)} "
+                                "or fix the file")
+            else:
+                notes.append(f"pass-through column {where}; each output file keeps the type "
+                             "of its input file")
+    return notes, varying
+
+
+def _times(k: int) -> str:
+    return "twice" if k == 2 else f"{k} times"
 
 
 def _pandas_index(schema: pa.Schema | None) -> tuple[str, ...]:
@@ -186,6 +238,13 @@ def select_features(schema: Schema, features: str | Sequence[str] | None = None,
     """
     names = [n for n in schema.names if n not in schema.partition_keys]
     wanted = _split(features)
+    keys = [w for w in wanted if w in schema.partition_keys]
+    if keys:
+        what = (f"column '{keys[0]}' of the statistics" if origin == "statistics"
+                else f"{origin} '{keys[0]}'")
+        raise InputError(f"{what} is a hive partition key; partition keys (and "
+                         "stored columns of the same name) are passed through, never "
+                         "normalized", column=keys[0])
     if wanted:
         chosen = _match(wanted, names, origin)
         for name in chosen:
@@ -199,16 +258,26 @@ def select_features(schema: Schema, features: str | Sequence[str] | None = None,
     dropped = set(_match(_split(exclude), schema.names, "--exclude"))
     chosen = [n for n in chosen if n not in dropped]
     if not chosen:
+        if not any(is_numeric(schema.field(n).type) for n in names):
+            raise InputError("no integer or floating column to normalize; the columns are "
+                             + ", ".join(f"{n} ({schema.field(n).type})" for n in names[:30]))
         raise InputError("no numeric feature column selected; available columns: "
                          + ", ".join(names[:30]))
     return chosen
 
 
 def _split(spec: str | Sequence[str] | None) -> list[str]:
+    """Names from a comma-separated option; ``\\,`` is a comma inside a name."""
     if not spec:
         return []
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = ([s.replace("\\,", ",") for s in re.split(r"(?<!\\),", spec)]
+             if isinstance(spec, str) else list(spec))
     return [s.strip() for s in items if s.strip()]
+
+
+def as_option(name: str) -> str:
+    """``name`` as it must be typed after ``--exclude`` in a shell (the inverse of parsing)."""
+    return shlex.quote(name.replace(",", "\\,"))
 
 
 def _match(patterns: list[str], names: list[str], option: str) -> list[str]:

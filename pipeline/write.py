@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from .cluster import breadcrumb
 from .commit import local_tempfile
 from .dataset import Dataset, SourceFile, open_parquet
-from .errors import DataError, StorageError, os_error_text
+from .errors import DataError, StorageError, exception_text, os_error_text
 from .histogram import FeatureHistograms, HistogramSpec, Tally
 from .location import Location
 from .transform import Plan, output_schema, transform_table
@@ -156,7 +156,7 @@ def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
 
 
 def _corrupt(file: SourceFile, exc: BaseException) -> DataError:
-    return DataError(f"cannot read {file.rel}: {' '.join(str(exc).split())[:300]}; the file "
+    return DataError(f"cannot read {file.rel}: {exception_text(exc, 300)}; the file "
                      "is corrupt: replace or remove it", path=file.rel)
 
 

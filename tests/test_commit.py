@@ -178,16 +178,31 @@ def test_disk_full_exits_1_naming_the_path(medium, tmp_path):
 
 
 def test_permission_denied_exits_1_naming_the_path(medium, tmp_path):
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run zscore as an unprivileged user")
+    """EACCES for real, wherever the checkout lives (even under a 0700 directory).
+
+    As root, the run keeps its identity (so it reaches the virtual environment and
+    the input, which are root's, whatever the modes of their parents) but loses
+    the capabilities that bypass permission checks; a directory owned by another
+    user is then closed to it as to anyone.  Any other user gets a read-only
+    directory of its own.
+    """
     shared = tmp_path / "shared"
     shared.mkdir()
-    os.chmod(tmp_path, 0o755)
-    os.chmod(shared, 0o755)  # owned by root: not writable by 'nobody'
-    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-           os.path.join(os.path.dirname(os.sys.executable), "zscore"), "run", str(medium),
-           str(shared / "out")]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    zscore = [os.path.join(os.path.dirname(os.sys.executable), "zscore"), "run", str(medium),
+              str(shared / "out")]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.fail("running as root needs setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+        os.chown(shared, 65534, 65534)  # nobody's, mode 0755: not writable by others
+        os.chmod(shared, 0o755)
+        zscore = ["setpriv", "--inh-caps=-all",
+                  "--bounding-set=-dac_override,-dac_read_search,-fowner", "--", *zscore]
+    else:
+        os.chmod(shared, 0o555)
+    try:
+        r = subprocess.run(zscore, capture_output=True, text=True, timeout=120)
+    finally:
+        os.chmod(shared, 0o755)
     assert r.returncode == 1, r.stderr
     assert r.stderr.splitlines()[-1] == (
         f"zscore: error: cannot create lock {shared / '.out.zscore.lock'}: Permission denied")

@@ -331,3 +331,85 @@ def test_small_batches_buffered_in_a_tally_count_like_one_big_one():
     big.add(y)
     assert small.result() == big.result()
     assert big.result().after.counts == tuple(np.histogram(y[~np.isnan(y)], 60, (-4, 4))[0])
+
+
+# ------------------------------------------------ a report never fails a run
+def test_huge_variances_give_a_correct_report_and_exit_0(tmp_path, capsys):
+    """0/1e20 (scikit-learn's stability data) and int64 epoch nanoseconds: variance >= 1e19."""
+    from fractions import Fraction
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    ns = 1_700_000_000_000_000_000 + np.arange(1000, dtype=np.int64) * 7_000_000_000
+    pq.write_table(pa.table({"big": np.tile([0.0, 1e20], 500), "ns": ns}), src / "a.parquet")
+    code = main(["run", str(src), str(tmp_path / "out"), "-q"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert "warning" not in err
+    out = tmp_path / "out" / "_report"
+    stats = json.loads((tmp_path / "out" / "_stats.json").read_text())["features"]
+    exact = {"big": [Fraction(v) for v in np.tile([0.0, 1e20], 500)],
+             "ns": [Fraction(int(v)) for v in ns]}
+    page = _page(out)
+    table = {row[0]: row for row in page.rows if row}
+    for name, values in exact.items():
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / len(values)
+        assert stats[name]["mean"] == pytest.approx(float(mean), rel=1e-15)
+        assert stats[name]["std"] ** 2 == pytest.approx(float(var), rel=1e-12)
+        assert float(table[name][5]) == pytest.approx(stats[name]["std"], rel=1e-5)
+    assert sorted(page.images) == ["feature-big.png", "feature-ns.png", "variances.png"]
+    import matplotlib.image
+
+    for src_name in page.images:
+        image = matplotlib.image.imread(out / src_name)
+        assert image.shape[1] == 640 and image.std() > 0.01, src_name
+
+
+def test_pictures_that_cannot_be_drawn_cost_only_the_pictures(datasets, tmp_path):
+    """A real matplotlib failure: a matplotlibrc asking for TeX where there is no LaTeX."""
+    import shutil
+
+    from procs import run_zscore
+
+    if shutil.which("latex"):
+        pytest.skip("LaTeX is installed: usetex would work here")
+    rc = tmp_path / "mplrc"
+    rc.mkdir()
+    (rc / "matplotlibrc").write_text("text.usetex: True\n")
+    src = datasets.sample()
+    r = run_zscore("run", src, tmp_path / "out", "--exclude", "id,label", "-q",
+                   env={"MATPLOTLIBRC": str(rc)})
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [line for line in r.stderr.splitlines()
+                                     if "zscore: warning:" in line]
+    warned = [line for line in r.stderr.splitlines() if "report" in line]
+    assert len(warned) == 1 and warned[0].endswith(
+        "zscore: warning: the report leaves out the histograms of 8 feature(s) ('f_normal', "
+        "'f_skewed', 'f_float32_offset', 'f_large_offset', 'f_with_nan' and 3 more) and the "
+        "variance chart, which could not be drawn (RuntimeError: Failed to process string with "
+        "tex because latex could not be found); the output itself is complete")
+    out = tmp_path / "out"
+    assert (out / "_SUCCESS").exists() and len(list(out.rglob("*.parquet"))) == 6
+    page = (out / "_report" / "index.html").read_text()
+    assert "<h2>Not drawn</h2>" in page and "<img" not in page
+    assert not list((out / "_report").glob("*.png"))
+
+
+def test_a_report_that_cannot_be_built_costs_only_the_report(fitted):
+    from pipeline.run import _report_files
+
+    stats, histograms = fitted
+    told: list[str] = []
+    bad = {**histograms, "ghost": histograms["normal"]}  # a feature the statistics lack
+    assert _report_files(stats, bad, MANIFEST, "standard", told.append) == {}
+    assert told == ["no report was written (ArtifactError: column 'ghost' has a histogram but "
+                    "is not in the statistics; render the report with the statistics the run "
+                    "used); the output itself is complete"]
+    with pytest.raises(ArtifactError):
+        _report_files(stats, bad, MANIFEST, "standard")

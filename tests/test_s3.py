@@ -189,3 +189,75 @@ def test_python_api_on_s3(s3, fs, local_reference):
     assert pipeline.FittedStats.load("s3://zsb/api.json") == stats
     local = json.loads((ref / "_stats.json").read_text())["features"]
     assert json.loads(stats.to_json())["features"] == local
+
+
+URL_CANARY = "url-canary-SECRET-1a2b3c4d"  # not in the environment: only the URL carries it
+
+
+def _no_secret(*texts: str) -> None:
+    for text in texts:
+        assert CANARY not in text and URL_CANARY not in text, text
+
+
+def test_credentials_in_a_url_are_refused_unprinted_and_the_remedy_works(s3, fs,
+                                                                         local_reference):
+    src, _ = local_reference
+    _upload(fs, src, "zsb/in6")
+    r = run_zscore("run", f"s3://testing:{URL_CANARY}@zsb/in6", "s3://zsb/out6", env=s3)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines()[-1] == (
+        "zscore: error: cannot open s3://***@zsb/in6: s3:// URLs cannot carry credentials; "
+        "pass them as storage options (for S3: --storage-option key=ID --storage-option "
+        "secret=SECRET) or through the store's standard environment variables")
+    _no_secret(r.stdout, r.stderr)
+    # The remedy, with the report on and Dask's own logs too (-v): nothing shows the secret.
+    r = run_zscore("run", "s3://zsb/in6", "s3://zsb/out6", "--storage-option", "key=testing",
+                   "--storage-option", f"secret={URL_CANARY}", "-v", env=s3)
+    assert r.returncode == 0, r.stderr
+    published = _objects(fs, "zsb/out6")
+    assert {"_SUCCESS", "_stats.json", "_report/index.html", "_report/histograms.json"} <= \
+        set(published)
+    _no_secret(r.stdout, r.stderr, *(v.decode("utf-8", "replace") for v in published.values()))
+
+
+@pytest.mark.parametrize("option", [URL_CANARY, f"={URL_CANARY}"])
+def test_a_malformed_storage_option_is_never_echoed(s3, option):
+    r = run_zscore("fit", "s3://zsb/in", "--stats", "s3://zsb/x.json", "--storage-option",
+                   "anon=false", "--storage-option", option, env=s3)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.splitlines() == [
+        "zscore: error: --storage-option #2 is not KEY=VALUE (for example "
+        "endpoint_url=http://127.0.0.1:9000); its text is not shown, as it may hold a secret"]
+    _no_secret(r.stderr)
+
+
+def test_secrets_in_endpoint_urls_and_query_strings_are_scrubbed_from_errors(s3, fs,
+                                                                             local_reference):
+    src, _ = local_reference
+    _upload(fs, src, "zsb/in7")
+    # botocore's own message quotes the endpoint URL, token included: a bad setting, exit 2.
+    r = run_zscore("fit", "s3://zsb/in7", "--stats", "s3://zsb/s7.json", "--storage-option",
+                   f"endpoint_url=http://127.0.0.1:1/?X-Amz-Security-Token={URL_CANARY}",
+                   env=s3)
+    assert r.returncode == 2 and r.stderr.splitlines()[-1] == (
+        "zscore: error: cannot list input s3://zsb/in7: EndpointResolutionError: Custom "
+        "endpoint `http://127.0.0.1:1/?X-Amz-Security-Token=*** was not a valid URI; check "
+        "the URL and the storage options")
+    _no_secret(r.stdout, r.stderr)
+    # A presigned-style URL: the signature is a secret, the rest is shown.
+    url = f"{s3['AWS_ENDPOINT_URL']}/zsb/in7?X-Amz-Signature={URL_CANARY}&X-Amz-Expires=60"
+    r = run_zscore("fit", url, "--stats", "s3://zsb/s7.json", env=s3)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == (
+        f"zscore: error: input {s3['AWS_ENDPOINT_URL']}/zsb/in7?X-Amz-Signature=***&"
+        "X-Amz-Expires=60 does not exist")
+    _no_secret(r.stdout, r.stderr)
+    # user:password@ over HTTP is a working credential: used, and stored redacted.
+    one = "day=2026-01-01/part-0.parquet"
+    host = s3["AWS_ENDPOINT_URL"].split("://")[1]
+    r = run_zscore("fit", f"http://testing:{URL_CANARY}@{host}/zsb/in7/{one}", "--stats",
+                   "s3://zsb/s7.json", env=s3)
+    assert r.returncode == 0, r.stderr
+    stats = fs.cat_file("zsb/s7.json").decode()
+    assert json.loads(stats)["input"]["path"] == f"http://***@{host}/zsb/in7/{one}"
+    _no_secret(r.stdout, r.stderr, stats)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -100,3 +101,52 @@ def test_writer_options_never_dictionary_encode_features():
         "compression": "snappy", "use_dictionary": ["s"]}
     assert write.writer_options({"x": "ZSTD", "s": "GZIP"}, set(), plan) == {
         "compression": {"x": "zstd", "s": "gzip"}, "use_dictionary": False}
+
+
+def test_pass_through_columns_keep_each_files_own_type(tmp_path, capsys):
+    """string vs double, two time zones, a column absent from one file: copied as they are."""
+    src = tmp_path / "in"
+    src.mkdir()
+    files = {
+        "a.parquet": pa.table({"x": [1.0, 2.0], "note": ["n1", "n2"],
+                               "t": pa.array([1, 2], pa.timestamp("us", tz="UTC")),
+                               "extra": [True, False]}),
+        "b.parquet": pa.table({"x": [3.0, 5.0], "note": [0.5, 1.5],
+                               "t": pa.array([3, 4], pa.timestamp("us", tz="Europe/Paris"))}),
+    }
+    for name, table in files.items():
+        pq.write_table(table, src / name)
+    assert main(["run", str(src), str(tmp_path / "out"), "-q"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line.split("zscore: warning: ")[1] for line in err.splitlines()]
+    assert warnings == [
+        "pass-through column 'note' is double in b.parquet but string in 1 other file(s); "
+        "each output file keeps the type of its input file",
+        "pass-through column 't' is timestamp[us, tz=Europe/Paris] in b.parquet but "
+        "timestamp[us, tz=UTC] in 1 other file(s); each output file keeps the type of its "
+        "input file",
+        "pass-through column 'extra' is missing from b.parquet but present in 1 other file(s); "
+        "each output file keeps the columns of its input file"]
+    for name, table in files.items():
+        out = pq.read_table(tmp_path / "out" / name)
+        assert out.column_names == table.column_names
+        for column in table.column_names:
+            if column != "x":
+                assert out.column(column).equals(table.column(column)), (name, column)
+    std = math.sqrt(8.75 / 4)  # of x = 1, 2, 3, 5 around its mean 2.75
+    assert pq.read_table(tmp_path / "out" / "b.parquet").column("x").to_pylist() == [
+        pytest.approx(0.25 / std, rel=1e-15), pytest.approx(2.25 / std, rel=1e-15)]
+
+
+def test_a_struct_with_duplicate_field_names_is_copied_as_is(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    struct = pa.StructArray.from_arrays([pa.array([1, 2]), pa.array(["u", "v"])],
+                                        names=["a", "a"])
+    table = pa.table({"x": [1.0, 3.0], "s": struct})
+    pq.write_table(table, src / "a.parquet")
+    assert main(["run", str(src), str(tmp_path / "out"), "-q", "--no-report"]) == 0
+    out = pq.read_table(tmp_path / "out" / "a.parquet")
+    assert out.schema.field("s").type == struct.type
+    assert out.column("s").equals(table.column("s"))
+    assert out.column("x").to_pylist() == [-1.0, 1.0]
