@@ -263,7 +263,8 @@ def specs(plan: Any, stats: Any, bins: int = BINS, k: float = K_SIGMA
     out = {}
     for col in plan.columns:
         f = stats.features[col.name]
-        raw_lo, raw_hi = col.mean - k * col.std, col.mean + k * col.std
+        mean, std = float(col.mean[-1]), float(col.std[-1])  # the global statistics
+        raw_lo, raw_hi = mean - k * std, mean + k * std
         if f.dtype.startswith(("int", "uint")):
             # Bins of whole integers: 60 bins over 39 integers would leave empty stripes.
             b_lo, b_hi, b_bins = _integer_bins(float(f.min), float(f.max), bins)

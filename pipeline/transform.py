@@ -1,6 +1,7 @@
 """Applying fitted statistics: one numpy kernel, three front ends.
 
-* :func:`scale_array` -- the kernel, on a float64 numpy array.
+* :func:`scale_array` -- the kernel: any numeric numpy array in, float64 out,
+  with per-row statistics for per-key plans (the global case is one group).
 * :func:`transform_table` -- Arrow tables / record batches (the writer's path).
 * :func:`pipeline.frames.apply` -- pandas DataFrames, no Dask (serving, notebooks).
 * :func:`pipeline.frames.transform` / :func:`~pipeline.frames.inverse_transform` --
@@ -13,44 +14,86 @@ x - mean.  A constant feature (min == max) becomes exactly 0.0 under
 values (null or NaN) stay missing.  Infinite values follow the artifact's
 ``inf`` policy: ``error`` raises naming the column, ``null`` makes them missing.
 
+Exactness: the mean is subtracted as a double-double (``mean`` then
+``residual``, see :attr:`FeatureStats.mean_residual`), so z at mean 1e9 with
+sigma 1e-3 is right to the last bits.  64-bit integers are not rounded to
+float64 first: the mean is split into an integer ``round(mean)``, subtracted in
+exact 64-bit integer arithmetic, and the fraction, subtracted after the one
+rounding; int64 epoch nanoseconds with sigma 288 ns or uint64 near 2**64 get
+z within 1e-15 relative, whether the values are inside the fit's range or not.
+Narrower integers and floats are exact in float64 already.
+
 All arithmetic is float64; the result is cast at the end (``dtype``):
-``preserve`` keeps float32 as float32 and turns everything else into float64.
+``preserve`` keeps float16, float32 and float64 (the widest type the feature
+is stored with in the dataset being written, see :attr:`Plan.types`) and turns
+integers into float64, as does the inverse of an integer feature.  A value that
+would overflow the output type is an error, never a silent infinity.
 
 This module neither reads nor writes files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .artifact import FittedStats
+from .artifact import FeatureStats, FittedStats
 from .columns import null_mask, numpy_view
 from .errors import ArtifactError, DataError, InputError
-from .groups import GroupPlan
+from .groups import UNSEEN, GroupPlan
+from .stats import exact_difference
 
 MODES = ("standard", "scale", "center")
 DTYPES = ("preserve", "float32", "float64")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ColumnPlan:
-    """Everything the kernel needs for one column: plain numbers, cheap to ship to workers."""
+    """The kernel's numbers for one feature, one entry per group.
+
+    Per-key plans hold key ``i`` at index ``i`` and the global statistics last
+    (for unseen keys and keys without a value of this feature); a global plan
+    holds only those.  ``mean`` is the rounded mean and ``residual`` the exact
+    mean minus ``mean``, rounded (0.0 where it is below rounding): together a
+    double-double mean.
+    """
 
     name: str
-    mean: float
-    std: float
-    constant: bool
-    mean_residual: float = 0.0  # see FeatureStats.mean_residual
+    mean: np.ndarray
+    std: np.ndarray
+    constant: np.ndarray
+    residual: np.ndarray
+
+    @classmethod
+    def of(cls, name: str, features: Sequence[FeatureStats]) -> ColumnPlan:
+        """The plan of feature ``name`` from its statistics per group (global last)."""
+        return cls(name=name,
+                   mean=np.array([f.mean for f in features], dtype=np.float64),
+                   std=np.array([f.std for f in features], dtype=np.float64),
+                   constant=np.array([f.constant for f in features], dtype=bool),
+                   residual=np.array([f.kernel_residual for f in features], dtype=np.float64))
+
+    @classmethod
+    def single(cls, name: str, mean: float, std: float, constant: bool = False,
+               residual: float = 0.0) -> ColumnPlan:
+        """A one-group plan from plain numbers."""
+        return cls(name=name, mean=np.array([mean]), std=np.array([std]),
+                   constant=np.array([constant]), residual=np.array([residual]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Plan:
-    """What to do to a table: per-feature constants, the mode and the output dtype."""
+    """What to do to a table: per-feature constants, the mode and the output dtype.
+
+    ``types`` maps a feature to the type it has in the whole dataset being
+    written (the widest type it is stored with); under ``preserve`` its output
+    type follows it, so every file gets the same output type.  A feature not in
+    ``types`` follows the type of the column at hand.
+    """
 
     columns: tuple[ColumnPlan, ...]
     mode: str = "standard"
@@ -58,44 +101,50 @@ class Plan:
     inf: str = "error"
     inverse: bool = False
     groups: GroupPlan | None = None
+    types: Mapping[str, pa.DataType] = field(default_factory=dict)
 
     @classmethod
     def build(cls, stats: FittedStats, *, mode: str = "standard", dtype: str = "preserve",
               features: Sequence[str] | None = None, inverse: bool = False,
-              unseen: str = "global") -> Plan:
+              unseen: str = "global", types: Mapping[str, pa.DataType] | None = None
+              ) -> Plan:
         """Check the options and pick the columns (default: every feature in ``stats``).
 
         With per-key statistics in ``stats``, each row uses its key's numbers;
         ``unseen`` says what a key not seen at fit time gets (see
-        :mod:`pipeline.groups`).
+        :mod:`pipeline.groups`).  ``types``: see the class docstring.
         """
-        check_transform_options(mode, dtype)
+        check_transform_options(mode, dtype, unseen)
         names = list(stats.features) if features is None else list(features)
         for name in names:
             if name not in stats.features:
                 raise ArtifactError(f"column '{name}' is not in the statistics (they hold "
                                     f"{_few(list(stats.features))}); refit including it",
                                     column=name)
-        feats = stats.features
-        cols = tuple(ColumnPlan(n, feats[n].mean, feats[n].std, feats[n].constant,
-                                feats[n].kernel_residual) for n in names)
-        groups = GroupPlan.build(stats.groups, cols, unseen) if stats.groups else None
+        feats, keys = stats.features, stats.groups.keys if stats.groups else {}
+        cols = tuple(ColumnPlan.of(n, [*(k.get(n, feats[n]) for k in keys.values()), feats[n]])
+                     for n in names)
+        groups = GroupPlan.build(stats.groups, unseen) if stats.groups else None
         return cls(columns=cols, mode=mode, dtype=dtype, inf=stats.inf, inverse=inverse,
-                   groups=groups)
+                   groups=groups, types=dict(types or {}))
 
-    def out_type(self, t: pa.DataType) -> pa.DataType:
-        """Arrow type of a feature column after the transform."""
-        if self.dtype == "float32" or (self.dtype == "preserve" and pa.types.is_floating(t)
-                                       and t.bit_width <= 32):
+    def out_type(self, name: str, t: pa.DataType) -> pa.DataType:
+        """Arrow type of feature ``name``, stored as ``t`` here, after the transform."""
+        if self.dtype == "float32":
             return pa.float32()
+        t = self.types.get(name, t)
+        if self.dtype == "preserve" and pa.types.is_floating(t):
+            return t
         return pa.float64()
 
 
-def check_transform_options(mode: str, dtype: str) -> None:
+def check_transform_options(mode: str, dtype: str, unseen: str = "global") -> None:
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    if unseen not in UNSEEN:
+        raise InputError(f"--unseen must be one of {', '.join(UNSEEN)}, not {unseen!r}")
 
 
 def _few(names: list[str], k: int = 10) -> str:
@@ -103,60 +152,166 @@ def _few(names: list[str], k: int = 10) -> str:
 
 
 # ------------------------------------------------------------------- kernel
-def scale_array(x: np.ndarray, col: ColumnPlan, mode: str, inverse: bool = False) -> np.ndarray:
-    """The transform of one column, in float64; NaN in, NaN out.
+def scale_array(x: np.ndarray, col: ColumnPlan, mode: str, inverse: bool = False,
+                rows: np.ndarray | None = None) -> np.ndarray:
+    """The transform of one column: a new float64 array; NaN in, NaN out.
 
-    ``x`` must be a float64 array the caller owns: it is modified in place and
-    returned.
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Any integer or floating dtype; not modified.
+    col : ColumnPlan
+    mode : {"standard", "scale", "center"}
+    inverse : bool
+        Undo the transform (z * std + mean for ``standard``).
+    rows : numpy.ndarray of int64, optional
+        Per row, its group's index in ``col`` (-1: no statistics, the result is
+        NaN); default: every row uses the global statistics.
     """
-    mean, std = col.mean, col.std
-    if col.constant:
-        if mode == "scale":
-            return x
+    g = None if rows is None else np.where(rows < 0, len(col.mean) - 1, rows)
+    mean, lo, const = _pick(col.mean, g), _pick(col.residual, g), _pick(col.constant, g)
+    std = np.where(const, 1.0, _pick(col.std, g))  # a constant is left as it is by scale
+    with np.errstate(invalid="ignore", over="ignore"):
         if inverse:
-            x[~np.isnan(x)] = mean
-            return x
-        x[~np.isnan(x)] = 0.0
-        return x
-    lo = col.mean_residual
-    if not inverse:
-        if mode != "scale":
-            x -= mean
-            if lo:
-                x -= lo
-        if mode != "center":
-            x /= std
+            out = _inverse(x, mean, std, lo, const, mode)
+        elif g is None and const:
+            out = x.astype(np.float64) if mode == "scale" else _zeros_like(x)
+        else:
+            if mode == "scale":
+                out = np.divide(x, std, dtype=np.float64)
+            else:
+                out = _deviation(x, col, mean, g)
+                if np.any(lo):
+                    out -= lo
+                if mode == "standard":
+                    out /= std
+            if g is not None and mode != "scale" and np.any(const):
+                out[const & ~np.isnan(out)] = 0.0
+    if rows is not None:
+        out[rows < 0] = np.nan
+    return out
+
+
+def _pick(values: np.ndarray, g: np.ndarray | None) -> Any:
+    """The global entry (a scalar), or each row's group's entry."""
+    return values[-1] if g is None else values[g]
+
+
+def _zeros_like(x: np.ndarray) -> np.ndarray:
+    out = np.zeros(x.shape, dtype=np.float64)
+    if x.dtype.kind == "f":
+        out[np.isnan(x)] = np.nan
+    return out
+
+
+def _inverse(z: np.ndarray, mean: Any, std: Any, lo: Any, const: Any, mode: str) -> np.ndarray:
+    if mode != "center":
+        out = np.multiply(z, std, dtype=np.float64)
     else:
-        if mode != "center":
-            x *= std
-        if mode != "scale":
-            if lo:
-                x += lo
-            x += mean
-    return x
+        out = z.astype(np.float64, copy=True)
+    if mode == "scale":
+        return out
+    if np.any(lo):
+        out += lo
+    out += mean
+    if np.ndim(const) == 0:
+        if const:
+            out[~np.isnan(out)] = mean
+    elif np.any(const):
+        fill = const & ~np.isnan(out)
+        out[fill] = mean[fill]
+    return out
 
 
-def _check_inf(x: np.ndarray, col: ColumnPlan, policy: str, where: str | None) -> None:
-    inf = np.isinf(x)
-    if inf.any():
-        if policy == "null":
-            x[inf] = np.nan
-            return
+_INT_SHIFT_RANGE = {np.dtype(np.int64): (-2.0**63, 2.0**63 - 1024),  # exact floats in range
+                    np.dtype(np.uint64): (0.0, 2.0**64 - 2048)}
+
+
+def _deviation(x: np.ndarray, col: ColumnPlan, mean: np.ndarray | float,
+               g: np.ndarray | None) -> np.ndarray:
+    """``x - mean`` as a new float64 array, correctly rounded for every input dtype.
+
+    Floats and integers up to 32 bits convert to float64 exactly, so one float64
+    subtraction is one rounding.  For 64-bit integers the mean is split into an
+    integer shift ``s`` (``round(mean)``, clamped to the dtype's range) and a
+    float remainder ``r = mean - s`` (exact unless clamped): ``x - s`` is exact in
+    integer arithmetic (:func:`pipeline.stats.exact_difference`), rounded once,
+    then ``r`` is subtracted.  Where ``|x - s| <= 2**53`` that is the correctly
+    rounded ``x - mean``, so when every ``|x|`` and ``|s|`` is at most 2**52 the
+    plain float64 subtraction gives the same bits and is taken instead (faster).
+    """
+    if x.dtype.kind == "f" or x.dtype.itemsize < 8:
+        return np.subtract(x, mean, dtype=np.float64)
+    if x.size == 0:
+        return np.zeros(0, dtype=np.float64)
+    whole = np.round(col.mean)  # per group; an integer float, so mean - whole is exact
+    lo_x, hi_x = int(x.min()), int(x.max())
+    if max(-lo_x, hi_x) <= 2**52 and float(np.abs(whole).max()) <= 2.0**52:
+        return np.subtract(x, mean, dtype=np.float64)
+    low, high = _INT_SHIFT_RANGE[x.dtype]
+    shift = np.clip(whole, low, high)
+    # Where the shift was clamped (a mean outside the dtype: validation data stored as
+    # uint64 for an int64 fit), the remainder is mean - shift, rounded once.
+    rest = np.where(shift == whole, col.mean - whole, col.mean - shift)
+    shifts = shift.astype(x.dtype)
+    spread = max(hi_x - int(shifts.min()), int(shifts.max()) - lo_x)
+    d = exact_difference(x, shifts[-1] if g is None else shifts[g], spread)
+    r = rest[-1] if g is None else rest[g]
+    if np.any(r):
+        d -= r
+    return d
+
+
+def _check_finite(values: np.ndarray, out: np.ndarray, x: np.ndarray,
+                  nulls: np.ndarray | None, col: ColumnPlan, plan: Plan, where: str | None
+                  ) -> np.ndarray | None:
+    """Apply the ``inf`` policy and refuse overflows; return the input's infinities made missing.
+
+    One pass over the result in the common case: an infinity in the input gives one
+    in the result, except for constant columns (exactly 0.0), whose input is checked.
+    A finite input whose result is infinite overflowed the output type: an error,
+    never a silent infinity.  An inverse transform lets infinities through unless
+    the policy is ``null``.
+    """
+    policy = plan.inf == "null" or not plan.inverse
+    floating = x.dtype.kind == "f"
+    bad = np.isinf(values)
+    if not bad.any() and not (floating and policy and col.constant.any()):
+        return None
+    inf = np.isinf(x) if floating else np.zeros(x.shape, dtype=bool)
+    if nulls is not None:
+        inf &= ~nulls
+    bad &= ~inf
+    n = int(bad.sum())
+    if n:
+        name = values.dtype.name
+        fix = ("pass --dtype float64" if name != "float64" else
+               f"rescale the column or exclude it with --exclude {col.name}")
+        raise DataError(f"column '{col.name}' has {n} value(s) that overflow {name} when "
+                        "transformed" + (f" in {where}" if where else "") + f"; {fix}",
+                        column=col.name, path=where)
+    if not policy or not inf.any():
+        return None
+    if plan.inf == "error":
         place = f" in {where}" if where else ""
         raise DataError(f"column '{col.name}' has {int(inf.sum())} infinite value(s){place}; "
                         "fix the data or use statistics fitted with --inf null",
                         column=col.name, path=where)
+    values[inf] = np.nan
+    out[inf] = np.nan
+    return inf
 
 
 # -------------------------------------------------------------------- arrow
 Observer = Callable[[str, np.ndarray, "np.ndarray | None"], None]
 
 
-def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
-                    where: str | None = None, observe: Observer | None = None,
-                    rows: np.ndarray | None = None) -> pa.Array:
-    """Transform one Arrow column; nulls stay null, NaN stays NaN.
+def transform_values(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
+                     where: str | None = None, observe: Observer | None = None,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, pa.DataType]:
+    """Transform one Arrow column into a numpy array of its output type (and that type).
 
+    Missing values (null or NaN) come out as NaN; the caller keeps the validity.
     ``observe(name, raw, out)``, if given, sees the column's raw values as float64
     (NaN for missing) and must not modify them; ``out`` is the transformed values
     for per-key plans and ``None`` otherwise (the raw values then say it all:
@@ -169,34 +324,51 @@ def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan
     if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
         raise DataError(f"column '{col.name}' is {t}, not numeric" +
                         (f" in {where}" if where else ""), column=col.name, path=where)
-    # A zero-copy view (see numpy_view), one float64 copy, then NaN where null.
-    values = pc.cast(arr, pa.float64(), safe=False) if arr.null_count else arr
-    x = numpy_view(values).astype(np.float64, copy=True)
-    if arr.null_count:
-        x[null_mask(arr)] = np.nan
-    if pa.types.is_floating(t) and (plan.inf == "null" or not plan.inverse):
-        _check_inf(x, col, plan.inf, where)
-    if plan.groups is not None and rows is not None:
-        out = plan.groups.scale(x, col.name, rows, plan.mode, plan.inverse)
-        if observe is not None:
-            observe(col.name, x, out)
+    # A zero-copy view: no float64 copy first.  What sits under a null is arbitrary (even
+    # an infinity): it goes through the kernel like the rest and is made NaN after.
+    x = numpy_view(arr)
+    nulls = null_mask(arr) if arr.null_count else None
+    grouped = rows if plan.groups is not None else None
+    out = scale_array(x, col, plan.mode, plan.inverse, grouped)
+    if nulls is not None:
+        out[nulls] = np.nan
+    out_type = plan.out_type(col.name, t)
+    if out_type == pa.float64():
+        values = out
     else:
-        if observe is not None:
-            observe(col.name, x, None)
-        out = scale_array(x, col, plan.mode, plan.inverse)
-    out_type = plan.out_type(t)
-    out = np.ascontiguousarray(out, dtype=np.float32 if out_type == pa.float32() else np.float64)
+        with np.errstate(over="ignore"):  # an overflow is refused just below
+            values = out.astype(out_type.to_pandas_dtype())
+    inf = _check_finite(values, out, x, nulls, col, plan, where)
+    if observe is not None:
+        raw = x.astype(np.float64, copy=nulls is not None or inf is not None)
+        for missing in (nulls, inf):
+            if missing is not None:
+                raw[missing] = np.nan  # what --inf null makes missing counts as missing
+        observe(col.name, raw, out if grouped is not None else None)
+    return values, out_type
+
+
+def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
+                    where: str | None = None, observe: Observer | None = None,
+                    rows: np.ndarray | None = None) -> pa.Array:
+    """Transform one Arrow column; nulls stay null, NaN stays NaN.
+
+    Parameters as for :func:`transform_values`.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    values, out_type = transform_values(arr, col, plan, where, observe, rows)
     # From buffers, with the input's validity bitmap: nulls stay null, NaN stays NaN, and
     # no pa.array(numpy) call (which imports pandas just to ask if this is a Series).
     validity = arr.is_valid().buffers()[1] if arr.null_count else None
-    return pa.Array.from_buffers(out_type, len(out), [validity, pa.py_buffer(out)],
+    return pa.Array.from_buffers(out_type, len(values), [validity, pa.py_buffer(values)],
                                  null_count=arr.null_count)
 
 
 def output_schema(schema: pa.Schema, plan: Plan) -> pa.Schema:
     """``schema`` with each feature's type replaced by its output type (order kept)."""
     fields = {c.name for c in plan.columns}
-    new = pa.schema([f.with_type(plan.out_type(f.type)) if f.name in fields else f
+    new = pa.schema([f.with_type(plan.out_type(f.name, f.type)) if f.name in fields else f
                      for f in schema], metadata=schema.metadata)
     return _fix_pandas_metadata(new, fields)
 
@@ -234,7 +406,7 @@ def _fix_pandas_metadata(schema: pa.Schema, names: set[str]) -> pa.Schema:
         for c in pandas_meta.get("columns", []):
             if c.get("name") in names:
                 t = schema.field(c["name"]).type
-                c["pandas_type"] = c["numpy_type"] = "float32" if t == pa.float32() else "float64"
+                c["pandas_type"] = c["numpy_type"] = str(t.to_pandas_dtype().__name__)
     except (ValueError, KeyError, TypeError, AttributeError):
         return schema
     return schema.with_metadata({**meta, b"pandas": json.dumps(pandas_meta).encode()})

@@ -95,7 +95,7 @@ def test_the_input_codec_is_kept(tmp_path, codec):
 def test_writer_options_never_dictionary_encode_features():
     from pipeline.transform import ColumnPlan, Plan
 
-    plan = Plan(columns=(ColumnPlan("x", 0.0, 1.0, False),))
+    plan = Plan(columns=(ColumnPlan.single("x", 0.0, 1.0),))
     assert write.writer_options({"x": "SNAPPY", "s": "SNAPPY"}, {"x", "s"}, plan) == {
         "compression": "snappy", "use_dictionary": ["s"]}
     assert write.writer_options({"x": "ZSTD", "s": "GZIP"}, set(), plan) == {
