@@ -96,7 +96,8 @@ class Moments:
             d = np.subtract(values, shift, dtype=np.float64)
             minimum, maximum = float(values.min()), float(values.max())
         c = float(d.sum())
-        np.square(d, out=d)
+        with np.errstate(over="ignore", under="ignore"):  # out of range: refused by the fit
+            np.square(d, out=d)
         m2 = float(d.sum()) - c * c / n
         return cls(count=n, missing=missing, inf=inf, shift=shift, offset=c / n,
                    m2=max(m2, 0.0), minimum=minimum, maximum=maximum)
