@@ -163,6 +163,7 @@ def test_every_stored_type_fits_exactly_and_is_named(datasets, client):
                                                      pa.from_numpy_dtype(FIT_TYPES[n]))
                                          for n, v in data.items()}) for i in range(2)}
     stats = pipeline.fit(str(datasets.write("every-type", tables)), client=client)
+    assert pipeline.FittedStats.from_dict(json.loads(stats.to_json())) == stats  # checks pass
     for name, values in data.items():
         f = stats.features[name]
         xs = [Fraction(v) for v in values]

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.artifact import FeatureStats, FittedStats, Groups
-from pipeline.errors import ArtifactError, DataError
+from pipeline.errors import ArtifactError, DataError, InputError
 from pipeline.frames import apply, inverse_transform, transform
 from pipeline.stats import Moments
 from pipeline.transform import Plan, transform_table
@@ -104,7 +104,7 @@ def test_unknown_column_and_mode():
         apply(pd.DataFrame({"x": X}), STATS, features=["nope"])
     with pytest.raises(DataError, match="column 'x' is not in the DataFrame"):
         apply(pd.DataFrame({"y": X}), STATS, features=["x"])
-    with pytest.raises(Exception, match="unknown mode"):
+    with pytest.raises(InputError, match="unknown mode 'minmax'"):
         apply(pd.DataFrame({"x": X}), STATS, mode="minmax", features=["x"])
 
 
@@ -237,6 +237,19 @@ def test_the_pandas_frames_reach_the_exact_kernel(dtype):
             assert z.isna().tolist() == [False] * x.size + [True]  # a null stays missing
 
 
+def test_the_public_functions_are_the_front_ends_not_modules():
+    import dask.dataframe as dd
+
+    import pipeline
+
+    df = pd.DataFrame({"x": X})
+    z = pipeline.transform(dd.from_pandas(df, npartitions=2), STATS, features=["x"])
+    pd.testing.assert_frame_equal(z.compute(scheduler="sync"), pipeline.apply(df, STATS,
+                                                                             features=["x"]))
+    back = pipeline.inverse_transform(z, STATS, features=["x"]).compute(scheduler="sync")
+    np.testing.assert_allclose(back["x"], X, rtol=1e-15)
+
+
 def test_lazy_dask_transform_of_int64_nanoseconds_is_exact():
     import dask.dataframe as dd
 
@@ -297,3 +310,17 @@ def test_int64_results_do_not_depend_on_the_other_values_of_the_batch():
     alone = transform_table(pa.table({"x": x}), plan).column("x").to_pylist()
     mixed = transform_table(pa.table({"x": np.append(x, 2**62)}), plan).column("x").to_pylist()
     assert mixed[:-1] == alone
+
+
+@pytest.mark.parametrize("fit_values, data, dtype", [
+    ([-(2**63), -(2**63) + 3, -(2**63) + 8], [0, 1, 2**64 - 1], np.uint64),  # mean below 0
+    ([2**64 - 9, 2**64 - 2, 2**64 - 1], [-(2**63), 0, 2**63 - 1], np.int64),  # above int64
+])
+def test_a_mean_outside_the_datas_type_is_still_exact(fit_values, data, dtype):
+    """Validation data stored with another type than the fit's: the shift is clamped exactly."""
+    fit_dtype = np.int64 if dtype is np.uint64 else np.uint64
+    stats = _stats(x=np.array(fit_values, dtype=fit_dtype))
+    x = np.array(data, dtype=dtype)
+    for mode in ("standard", "center"):
+        z = transform_table(pa.table({"x": x}), Plan.build(stats, mode=mode)).column("x")
+        _assert_z(z.to_numpy(), data, _exact(fit_values)[0], stats.features["x"].std, mode)
