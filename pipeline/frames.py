@@ -38,7 +38,8 @@ def apply(df: pd.DataFrame, stats: FittedStats, *, mode: str = "standard",
     features : list of str, optional
         A subset of ``stats``' features; default all of them.
     inverse : bool
-        Undo the transform instead (z * std + mean for ``standard``).
+        Undo the transform instead (z * std + mean for ``standard``).  Integer
+        features come back as float64 (the nearest float64 to the original).
     unseen : {"global", "null", "error"}
         For per-key statistics: what a key not seen at fit time gets.
 

@@ -19,9 +19,10 @@ Exactness: the mean is subtracted as a double-double (``mean`` then
 sigma 1e-3 is right to the last bits.  64-bit integers are not rounded to
 float64 first: the mean is split into an integer ``round(mean)``, subtracted in
 exact 64-bit integer arithmetic, and the fraction, subtracted after the one
-rounding; int64 epoch nanoseconds with sigma 288 ns or uint64 near 2**64 get
-z within 1e-15 relative, whether the values are inside the fit's range or not.
-Narrower integers and floats are exact in float64 already.
+rounding; int64 epoch nanoseconds with sigma 288 ns or uint64 near 2**64 get z
+to a few ulps (tests hold it to 1e-12 of the exact value, in units of sigma),
+whether the values are inside the fit's range or not.  Narrower integers and
+floats are exact in float64 already.
 
 All arithmetic is float64; the result is cast at the end (``dtype``):
 ``preserve`` keeps float16, float32 and float64 (the widest type the feature
