@@ -263,21 +263,28 @@ def test_lazy_dask_transform_of_int64_nanoseconds_is_exact():
     _assert_z(values, x, mean, stats.features["x"].std)
 
 
-def test_per_key_integers_are_exact_and_use_each_rows_key():
+@pytest.mark.parametrize("dtype", INT_TYPES, ids=lambda t: np.dtype(t).name)
+def test_per_key_integers_are_exact_and_use_each_rows_key(dtype):
     rng = np.random.default_rng(11)
-    keys = np.array(["a", "b", "c"])[rng.integers(0, 3, 900)]
-    base = {"a": 2**63 - 2000, "b": -(2**63) + 5, "c": 1_767_225_600 * 10**9}
-    x = np.array([base[k] for k in keys], dtype=np.int64) + rng.integers(0, 1000, 900)
+    lo, hi = _limits(dtype)
+    keys = np.array(["a", "b", "c"])[rng.integers(0, 3, 600)]
+    base = {"a": hi - 9, "b": lo, "c": (lo + hi) // 2}  # near the top, the bottom, the middle
+    x = np.array([base[k] + int(v) for k, v in zip(keys, rng.integers(0, 10, 600),
+                                                    strict=True)], dtype=dtype)
     df = pd.DataFrame({"k": keys, "x": x})
-    global_ = FeatureStats.from_moments(Moments.from_array(x), "int64", 0)
+    global_ = FeatureStats.from_moments(Moments.from_array(x), np.dtype(dtype).name, 0)
     per_key = {(k,): {"x": FeatureStats.from_moments(Moments.from_array(x[keys == k]),
-                                                     "int64", 0)} for k in base}
+                                                     np.dtype(dtype).name, 0)} for k in base}
     stats = FittedStats(features={"x": global_}, groups=Groups(by=("k",), keys=per_key))
     z = apply(df, stats)["x"].to_numpy()
     for k in base:
         mean, _ = _exact(x[keys == k])
         _assert_z(z[keys == k], x[keys == k], mean, per_key[(k,)]["x"].std)
-    unseen = apply(pd.DataFrame({"k": ["zz"], "x": np.array([x[0]], dtype=np.int64)}), stats)
+    back = apply(apply(df, stats), stats, inverse=True)["x"].to_numpy()
+    assert back.dtype == np.float64
+    assert all(abs(Fraction(b) - int(v)) <= Fraction(math.ulp(float(v))) + Fraction(1, 10**6)
+               for b, v in zip(back.tolist(), x.tolist(), strict=True))
+    unseen = apply(pd.DataFrame({"k": ["zz"], "x": x[:1]}), stats)
     _assert_z(unseen["x"].to_numpy(), x[:1], _exact(x)[0], global_.std)
 
 
