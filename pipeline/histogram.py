@@ -258,7 +258,8 @@ def specs(plan: Any, stats: Any, bins: int = BINS, k: float = K_SIGMA
     "before" spans the fitted [min, max]; "after" spans the image under the
     transform of [mean - k*std, mean + k*std] (so [-k, k] in ``standard`` mode).
     """
-    from .transform import RAW_EXACT, scale_array
+    from .kernel import scale_array
+    from .transform import RAW_EXACT
 
     out = {}
     for col in plan.columns:
