@@ -203,8 +203,10 @@ def _feature(c: _Checker, where: str, d: Any, ddof: int, rows: int | None,
     elif not MIN_STD <= std <= MAX_STD:
         c.fail(f"{where}.std", f"is {std!r}; a non-constant std must be in [{MIN_STD:.3g}, "
                f"{MAX_STD:.3g}] (float64 squares)")
-    elif std > _span(lo, hi) * (1 + _STD_AGREES) or count - ddof < 1:
+    elif std > _span(lo, hi) * (1 + _STD_AGREES):
         c.fail(f"{where}.std", f"is {std!r}, more than max - min ({_span(lo, hi):.17g})")
+    elif count < 2:
+        c.fail(f"{where}.count", "is 1, but min < max needs at least 2 values")
     if "moments" in d:
         _moments(c, f"{where}.moments", c.get(d, "moments", where, "object"), d, ddof)
     return d

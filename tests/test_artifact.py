@@ -152,6 +152,7 @@ HOSTILE_EDITS = {
     "per-key dtype differs": (_set(*KX, "dtype", value="float32"),
                               "groups.keys[0].features.x.dtype"),
     "negative missing": (_set(*X, "missing", value=-1), "features.x.missing"),
+    "one value but min < max": (_set(*X, "count", value=1), "features.x.count"),
     "more values than rows": (_set(*X, "missing", value=500), "features.x.count"),
     "key has more rows than the feature": (_set(*KX, "missing", value=199),
                                            "groups.keys[0].features.x.count"),
