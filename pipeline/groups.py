@@ -113,7 +113,7 @@ def finalize_groups(by: Sequence[str], per_file: Sequence[GroupMoments],
 class GroupPlan:
     """Which rows use which key's statistics.
 
-    The numbers themselves live in each :class:`pipeline.transform.ColumnPlan`,
+    The numbers themselves live in each :class:`pipeline.kernel.ColumnPlan`,
     as arrays indexed by key number, the global statistics last (used for unseen
     keys under ``unseen="global"`` and for features a key lacks).
     """
@@ -124,8 +124,7 @@ class GroupPlan:
 
     @classmethod
     def build(cls, groups: Groups, unseen: str = "global") -> GroupPlan:
-        if unseen not in UNSEEN:
-            raise InputError(f"--unseen must be one of {', '.join(UNSEEN)}, not {unseen!r}")
+        """Number the keys in the artifact's order; ``unseen`` is checked by the plan."""
         return cls(by=groups.by, index={k: i for i, k in enumerate(groups.keys)}, unseen=unseen)
 
     def rows(self, table: pa.Table, where: str | None = None) -> np.ndarray:

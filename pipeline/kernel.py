@@ -140,8 +140,8 @@ def _inverse(z: np.ndarray, mean: Any, std: Any, lo: Any, const: Any, mode: str)
     return out
 
 
-_INT_SHIFT_RANGE = {np.dtype(np.int64): (-2.0**63, 2.0**63 - 1024),  # exact floats in range
-                    np.dtype(np.uint64): (0.0, 2.0**64 - 2048)}
+_INT_SHIFT_RANGE = {"i": (-2.0**63, 2.0**63 - 1024),  # floats within int64 and uint64
+                    "u": (0.0, 2.0**64 - 2048)}
 
 
 def _deviation(x: np.ndarray, col: ColumnPlan, mean: np.ndarray | float,
@@ -165,7 +165,7 @@ def _deviation(x: np.ndarray, col: ColumnPlan, mean: np.ndarray | float,
     lo_x, hi_x = int(x.min()), int(x.max())
     if max(-lo_x, hi_x) <= 2**52 and float(np.abs(whole).max()) <= 2.0**52:
         return np.subtract(x, mean, dtype=np.float64)
-    low, high = _INT_SHIFT_RANGE[x.dtype]
+    low, high = _INT_SHIFT_RANGE[x.dtype.kind]
     shift = np.clip(whole, low, high)
     # Where the shift was clamped (a mean outside the dtype: validation data stored as
     # uint64 for an int64 fit), the remainder is mean - shift, rounded once.
