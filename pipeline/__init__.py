@@ -33,6 +33,10 @@ from .run import RunResult, run, transform_dataset
 from .stats import Moments
 
 _FRAMES = ("apply", "inverse_transform", "transform")
+# Importing .run loaded the submodule pipeline.transform, which Python binds as this
+# package's attribute 'transform': it would shadow the lazy front end below
+# (pipeline.transform(ddf, stats) was "'module' object is not callable").
+globals().pop("transform", None)
 
 
 def __getattr__(name: str) -> object:

@@ -27,20 +27,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from .errors import ArtifactError
+from .artifact_fields import DTYPE_NAMES, INF_POLICIES, MAX_BYTES, READABLE_VERSIONS, check
+from .errors import ArtifactError, storage_error
 from .stats import Moments
+
+__all__ = ["DTYPE_NAMES", "FORMAT_VERSION", "INF_POLICIES", "READABLE_VERSIONS", "FeatureStats",
+           "FittedStats", "Groups"]
 
 FORMAT_VERSION = 1
 GROUPS_FORMAT_VERSION = 2  # written only when there are groups
-READABLE_VERSIONS = (1, 2)
-INF_POLICIES = ("error", "null")
 
 
 def tool_version() -> str:
@@ -177,26 +178,26 @@ class FittedStats:
     @classmethod
     def load(cls, path: str | os.PathLike[str], storage_options: dict | None = None
              ) -> FittedStats:
-        """Read and validate an artifact from a path or fsspec URL.
+        """Read and check an artifact from a path or fsspec URL.
 
         Raises
         ------
         ArtifactError
-            Unreadable file, not JSON, unknown ``format_version``, a missing
-            field or a non-finite number; the message names the field.
+            Unreadable file, larger than 256 MiB, not JSON, or any field of the
+            wrong type, out of range or disagreeing with another (see
+            :mod:`pipeline.artifact_fields`); the message names the field.
         """
-        from .commit import read_bytes
-
         name = os.fspath(path)
         try:
-            text = read_bytes(name, storage_options).decode("utf-8")
-        except FileNotFoundError:
-            raise ArtifactError(f"statistics file {name} does not exist; create it with "
-                                "'zscore fit INPUT --stats " + name + "'", path=name) from None
+            text = _read(name, storage_options).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ArtifactError(f"cannot read statistics file {name}: {exc}", path=name) from None
         try:
-            data = json.loads(text, parse_constant=_reject_constant)
+            data = json.loads(text, parse_constant=_reject_constant,
+                              object_pairs_hook=_unique_names)
+        except RecursionError:
+            raise ArtifactError(f"statistics file {name} is nested too deeply to be zscore "
+                                "statistics", path=name) from None
         except ValueError as exc:
             raise ArtifactError(f"statistics file {name} is not valid JSON: {exc}",
                                 path=name) from None
@@ -204,30 +205,17 @@ class FittedStats:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "statistics") -> FittedStats:
-        """Validate a parsed artifact; every error names ``source`` and the field."""
-        v = _Validator(source)
-        if not isinstance(data, dict):
-            v.fail("", "must be a JSON object")
-        version = v.get(data, "format_version", int)
-        if version not in READABLE_VERSIONS:
-            v.fail("format_version", f"is {version}, this zscore reads versions "
-                   f"{', '.join(map(str, READABLE_VERSIONS))}; upgrade zscore or refit")
-        ddof = v.get(data, "ddof", int)
-        if ddof not in (0, 1):
-            v.fail("ddof", f"is {ddof}, expected 0 or 1")
-        inf = v.get(data, "inf", str)
-        if inf not in INF_POLICIES:
-            v.fail("inf", f"is {inf!r}, expected one of {', '.join(INF_POLICIES)}")
-        feats = v.get(data, "features", dict)
-        if not feats:
-            v.fail("features", "is empty")
-        features = {str(k): _feature(v, f"features.{k}", fd) for k, fd in feats.items()}
-        groups = _groups(v, data["groups"], features) if "groups" in data else None
-        return cls(features=features, ddof=ddof, inf=inf,
-                   input=data.get("input") if isinstance(data.get("input"), dict) else {},
-                   created=str(data.get("created", "")),
-                   tool_version=str(data.get("tool_version", "")), format_version=version,
-                   groups=groups)
+        """Check a parsed artifact (see :mod:`pipeline.artifact_fields`) and build it.
+
+        Every error names ``source`` and the field.
+        """
+        check(data, source)
+        features = {str(k): _feature(fd) for k, fd in data["features"].items()}
+        return cls(features=features, ddof=data["ddof"], inf=data["inf"],
+                   input=data.get("input", {}), created=data.get("created", ""),
+                   tool_version=data.get("tool_version", ""),
+                   format_version=data["format_version"],
+                   groups=_groups(data["groups"]) if "groups" in data else None)
 
 
 def now_iso() -> str:
@@ -238,81 +226,48 @@ def _reject_constant(token: str) -> None:
     raise ValueError(f"non-finite number {token} is not allowed")
 
 
-class _Validator:
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, where: str, what: str) -> None:
-        place = f"field '{where}'" if where else "content"
-        raise ArtifactError(f"statistics file {self.source}: {place} {what}", path=self.source,
-                            column=where or None)
-
-    def get(self, d: dict, key: str, kind: type | tuple[type, ...], where: str = "") -> Any:
-        where = f"{where}.{key}" if where else key
-        if not isinstance(d, dict) or key not in d:
-            self.fail(where, "is missing")
-        value = d[key]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            self.fail(where, f"is {value!r}, expected {_kind_name(kind)}")
-        if isinstance(value, float) and not math.isfinite(value):
-            self.fail(where, "is not a finite number")
-        return value
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        names = [k for k, _ in pairs]
+        twice = next(k for i, k in enumerate(names) if k in names[:i])
+        raise ValueError(f"the name {twice!r} appears twice in one object")
+    return d
 
 
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    names = {int: "an integer", float: "a number", str: "a string", dict: "an object",
-             bool: "true or false"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
+def _read(name: str, storage_options: dict | None) -> bytes:
+    """The file's bytes, refused past :data:`MAX_BYTES` without reading further."""
+    from .location import resolve
+
+    loc = resolve(name, storage_options)
+    try:
+        with loc.fs.open(loc.path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise ArtifactError(f"statistics file {name} does not exist; create it with "
+                            "'zscore fit INPUT --stats " + name + "'", path=name) from None
+    except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
+        raise storage_error(exc, "cannot read", loc.display) from None
+    if len(data) > MAX_BYTES:
+        raise ArtifactError(f"statistics file {name} is larger than {MAX_BYTES // 2**20} MiB, "
+                            "the limit for zscore statistics", path=name)
+    return data
 
 
-_NUM = (int, float)
-
-
-def _feature(v: _Validator, where: str, d: Any) -> FeatureStats:
-    if not isinstance(d, dict):
-        v.fail(where, "must be an object")
-    fs = FeatureStats(
-        dtype=v.get(d, "dtype", str, where), count=v.get(d, "count", int, where),
-        missing=v.get(d, "missing", int, where), mean=float(v.get(d, "mean", _NUM, where)),
-        std=float(v.get(d, "std", _NUM, where)), min=v.get(d, "min", _NUM, where),
-        max=v.get(d, "max", _NUM, where), constant=v.get(d, "constant", bool, where))
-    if fs.std < 0 or (fs.std == 0 and not fs.constant):
-        v.fail(f"{where}.std", f"is {fs.std}; must be positive unless 'constant' is true")
-    if fs.count < 0 or fs.missing < 0:
-        v.fail(f"{where}.count", "and 'missing' must not be negative")
+def _feature(d: dict[str, Any]) -> FeatureStats:
+    """A checked feature entry as a :class:`FeatureStats`."""
     moments = None
     if "moments" in d:
-        md = v.get(d, "moments", dict, where)
-        mw = f"{where}.moments"
-        shift = v.get(md, "shift", _NUM, mw)
-        moments = Moments(count=fs.count, missing=fs.missing - int(v.get(md, "inf", int, mw)),
-                          inf=int(md["inf"]), shift=shift,
-                          offset=float(v.get(md, "offset", _NUM, mw)),
-                          m2=float(v.get(md, "m2", _NUM, mw)), minimum=fs.min, maximum=fs.max)
-    return FeatureStats(dtype=fs.dtype, count=fs.count, missing=fs.missing, mean=fs.mean,
-                        std=fs.std, min=fs.min, max=fs.max, constant=fs.constant,
-                        moments=moments)
+        md = d["moments"]
+        moments = Moments(count=d["count"], missing=d["missing"] - md["inf"], inf=md["inf"],
+                          shift=md["shift"], offset=float(md["offset"]), m2=float(md["m2"]),
+                          minimum=d["min"], maximum=d["max"])
+    return FeatureStats(dtype=d["dtype"], count=d["count"], missing=d["missing"],
+                        mean=float(d["mean"]), std=float(d["std"]), min=d["min"], max=d["max"],
+                        constant=d["constant"], moments=moments)
 
 
-def _groups(v: _Validator, d: Any, features: Mapping[str, FeatureStats]) -> Groups:
-    if not isinstance(d, dict):
-        v.fail("groups", "must be an object")
-    by = v.get(d, "by", list, "groups")
-    if not by or not all(isinstance(b, str) for b in by):
-        v.fail("groups.by", "must be a non-empty list of column names")
-    entries = v.get(d, "keys", list, "groups")
-    keys: dict[Key, dict[str, FeatureStats]] = {}
-    for i, entry in enumerate(entries):
-        where = f"groups.keys[{i}]"
-        key = v.get(entry, "key", list, where)
-        if len(key) != len(by) or not all(k is None or isinstance(k, str | int | float | bool)
-                                          for k in key):
-            v.fail(f"{where}.key", f"must hold {len(by)} JSON scalar(s), one per 'by' column")
-        feats = v.get(entry, "features", dict, where)
-        unknown = [n for n in feats if n not in features]
-        if unknown:
-            v.fail(f"{where}.features.{unknown[0]}", "is not a feature of the statistics")
-        keys[tuple(key)] = {str(n): _feature(v, f"{where}.features.{n}", fd)
-                            for n, fd in feats.items()}
-    return Groups(by=tuple(by), keys=keys)
+def _groups(d: dict[str, Any]) -> Groups:
+    keys = {tuple(e["key"]): {str(n): _feature(fd) for n, fd in e["features"].items()}
+            for e in d["keys"]}
+    return Groups(by=tuple(d["by"]), keys=keys)

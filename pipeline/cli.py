@@ -88,7 +88,8 @@ def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="standard: (x-mean)/std; scale: x/std; center: x-mean."),
         click.option("--dtype", type=click.Choice(["preserve", "float32", "float64"]),
                      default="preserve", show_default=True,
-                     help="preserve: float32 stays float32, the rest becomes float64."),
+                     help="preserve: floats keep their (widest stored) type, integers become "
+                          "float64."),
         click.option("--overwrite", is_flag=True,
                      help="Replace an existing OUTPUT (atomically, once the new one is "
                           "complete)."),

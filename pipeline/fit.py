@@ -23,9 +23,9 @@ from .cluster import breadcrumb
 from .columns import numpy_view
 from .dataset import Dataset, SourceFile, open_parquet
 from .errors import DataError, InputError
-from .groups import GroupMoments, batch_group_moments, finalize_groups, merge_into
+from .groups import GroupMoments, codes, finalize_groups, merge_into
 from .schema import as_option
-from .stats import Moments
+from .stats import Moments, std_in_range
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -63,6 +63,23 @@ def column_moments(arr: pa.Array | pa.ChunkedArray) -> Moments:
                 missing += nan
                 x = x[finite]
     return Moments.from_array(x, missing=missing, inf=inf, total=total)
+
+
+def batch_group_moments(table: pa.Table, features: Sequence[str], by: Sequence[str]
+                        ) -> GroupMoments:
+    """Moments of each feature within each key of one batch: :func:`column_moments` per key."""
+    code, keys = codes(table, by)
+    order = np.argsort(code, kind="stable")
+    bounds = np.searchsorted(code[order], np.arange(len(keys) + 1))
+    take = pa.array(order)
+    out: GroupMoments = {k: {} for k in keys}
+    for name in features:
+        col = table.column(name)
+        ordered = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).take(take)
+        for g, key in enumerate(keys):
+            lo, hi = int(bounds[g]), int(bounds[g + 1])
+            out[key][name] = column_moments(ordered.slice(lo, hi - lo))
+    return out
 
 
 def file_moments(fs: Any, file: SourceFile, features: Sequence[str],
@@ -128,12 +145,8 @@ def finalize(features: Sequence[str], dtypes: Mapping[str, str],
             raise DataError(f"column '{name}' has no values (all {total.missing + total.inf} "
                             "are missing); exclude it with --exclude " + as_option(name),
                             column=name)
-        feats[name] = FeatureStats.from_moments(total, _dtype_name(dtypes[name]), ddof)
-        std = feats[name].std
-        if not total.constant and not (0.0 < std < math.inf):
-            # Squares of deviations under- or overflowed float64 (std < 1e-154 or > 1e154).
-            raise DataError(f"column '{name}' has a spread (std {std}) outside float64's range "
-                            "for squares; rescale the column or exclude it", column=name)
+        feats[name] = FeatureStats.from_moments(total, dtype_name(dtypes[name]), ddof)
+        check_spread(name, feats[name])
         if total.constant:
             warn(f"column '{name}' is constant ({feats[name].min!r}): its std is 0 and its "
                  "standardized values will be 0.0")
@@ -141,9 +154,29 @@ def finalize(features: Sequence[str], dtypes: Mapping[str, str],
                        tool_version=tool_version(), input=dict(source))
 
 
-def _dtype_name(arrow_type: str) -> str:
+def dtype_name(arrow_type: str) -> str:
+    """The artifact's name of an Arrow type (``float32`` for Arrow's ``float``, ...)."""
     return {"float": "float32", "double": "float64", "halffloat": "float16"}.get(
         arrow_type, arrow_type)
+
+
+def check_spread(name: str, f: FeatureStats, key: str = "") -> None:
+    """Refuse a non-constant feature whose std is outside float64's range for squares.
+
+    See :data:`pipeline.stats.MIN_STD`: below it squares of deviations underflow, so
+    no digit of the std can be trusted; above :data:`~pipeline.stats.MAX_STD` sums of
+    squares overflow.  ``key`` names a ``--group-by`` key in the message.
+    """
+    if f.constant or std_in_range(f.std):
+        return
+    where = f" within {key}" if key else ""
+    if f.std < 1:
+        what, fix = "too small", "multiply it by a power of ten"
+    else:
+        what, fix = "too large", "divide it by a power of ten"
+    raise DataError(f"column '{name}'{where} has std {f.std:.3g}, {what} for float64 squares "
+                    "(the supported range is 1.5e-154 to 6.7e153); rescale the column "
+                    f"({fix}) or exclude it with --exclude {as_option(name)}", column=name)
 
 
 def check_options(ddof: int, inf: str) -> None:
@@ -192,6 +225,9 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
     if not by:
         return stats
     groups = finalize_groups(by, per_group, {n: stats.features[n].dtype for n in features}, ddof)
+    for key, feats in groups.keys.items():
+        for name, f in feats.items():
+            check_spread(name, f, key=f"key {list(key)} of --group-by {','.join(by)}")
     session.console.info(f"group-by {', '.join(by)}: {len(groups.keys)} keys")
     return replace(stats, groups=groups)
 

@@ -7,15 +7,16 @@ on Arrow tables only, never pays for importing pandas.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from .artifact import FittedStats
+from .columns import null_mask
 from .errors import DataError
-from .transform import ColumnPlan, Plan, _check_inf, _few, scale_array, transform_array
+from .transform import ColumnPlan, Plan, _few, transform_array, transform_values
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -37,7 +38,8 @@ def apply(df: pd.DataFrame, stats: FittedStats, *, mode: str = "standard",
     features : list of str, optional
         A subset of ``stats``' features; default all of them.
     inverse : bool
-        Undo the transform instead (z * std + mean for ``standard``).
+        Undo the transform instead (z * std + mean for ``standard``).  Integer
+        features come back as float64 (the nearest float64 to the original).
     unseen : {"global", "null", "error"}
         For per-key statistics: what a key not seen at fit time gets.
 
@@ -74,33 +76,24 @@ def _apply_plan(df: pd.DataFrame, plan: Plan) -> pd.DataFrame:
 
 def _apply_series(s: pd.Series, col: ColumnPlan, plan: Plan, rows: np.ndarray | None = None
                   ) -> pd.Series:
+    """One column through the Arrow path, so integers of every width reach the exact kernel."""
     dtype = s.dtype
     if isinstance(dtype, pd.ArrowDtype):
-        arr = pa.array(s.array)
         return pd.Series(pd.arrays.ArrowExtensionArray(
-            transform_array(arr, col, plan, rows=rows)), index=s.index, name=s.name)
+            transform_array(pa.array(s.array), col, plan, rows=rows)), index=s.index,
+            name=s.name)
     if not (pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype)) \
             or pd.api.types.is_bool_dtype(dtype):
         raise DataError(f"column '{col.name}' is {dtype}, not numeric", column=col.name)
-    masked = isinstance(s.array, pd.arrays.IntegerArray | pd.arrays.FloatingArray)
-    mask = s.isna().to_numpy() if masked else None
-    x = s.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    if pd.api.types.is_float_dtype(dtype) and (plan.inf == "null" or not plan.inverse):
-        _check_inf(x, col, plan.inf, None)
-    if plan.groups is not None and rows is not None:
-        out = plan.groups.scale(x, col.name, rows, plan.mode, plan.inverse)
-    else:
-        out = scale_array(x, col, plan.mode, plan.inverse)
-    np_type = plan.out_type(pa.from_numpy_dtype(_numpy_dtype(dtype))).to_pandas_dtype()
-    out = out.astype(np_type, copy=False)
-    if masked:
-        arr = pd.arrays.FloatingArray(out, mask)
-        return pd.Series(arr, index=s.index, name=s.name)
-    return pd.Series(out, index=s.index, name=s.name)
-
-
-def _numpy_dtype(dtype: Any) -> np.dtype:
-    return dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else np.dtype(dtype)
+    if isinstance(s.array, pd.arrays.IntegerArray | pd.arrays.FloatingArray):
+        arr = pa.array(s.array)  # nullable Int64, UInt64, Float32...: nulls stay nulls
+        values, _ = transform_values(arr, col, plan, rows=rows)
+        mask = null_mask(arr)
+        if values.dtype == np.float16:  # pandas has no nullable float16
+            values = values.astype(np.float32)
+        return pd.Series(pd.arrays.FloatingArray(values, mask), index=s.index, name=s.name)
+    values, _ = transform_values(pa.array(s.to_numpy()), col, plan, rows=rows)
+    return pd.Series(values, index=s.index, name=s.name)
 
 
 # --------------------------------------------------------------------- dask

@@ -80,38 +80,6 @@ def codes(table: pa.Table, by: Sequence[str]) -> tuple[np.ndarray, list[Key]]:
 
 
 # --------------------------------------------------------------------- fit
-def _numpy(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values, missing mask, inf mask) of a numeric Arrow column."""
-    null = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else \
-        np.zeros(len(arr), dtype=bool)
-    if pa.types.is_integer(arr.type):
-        x = (arr.fill_null(0) if arr.null_count else arr).to_numpy()
-        return x, null, np.zeros(len(arr), dtype=bool)
-    x = arr.to_numpy(zero_copy_only=False)
-    return x, null | np.isnan(x), np.isinf(x)
-
-
-def batch_group_moments(table: pa.Table, features: Sequence[str], by: Sequence[str]
-                        ) -> GroupMoments:
-    """Moments of each feature within each key of one batch (exact, per key pairwise)."""
-    code, keys = codes(table, by)
-    order = np.argsort(code, kind="stable")
-    bounds = np.searchsorted(code[order], np.arange(len(keys) + 1))
-    out: GroupMoments = {k: {} for k in keys}
-    for name in features:
-        col = table.column(name)
-        x, missing, inf = _numpy(col.combine_chunks() if isinstance(col, pa.ChunkedArray)
-                                 else col)
-        xs, ms, infs = x[order], missing[order], inf[order]
-        for g, key in enumerate(keys):
-            lo, hi = bounds[g], bounds[g + 1]
-            bad = ms[lo:hi] | infs[lo:hi]
-            values = xs[lo:hi][~bad] if bad.any() else xs[lo:hi]
-            out[key][name] = Moments.from_array(values, missing=int(ms[lo:hi].sum()),
-                                                inf=int(infs[lo:hi].sum()))
-    return out
-
-
 def merge_into(total: GroupMoments, part: GroupMoments) -> None:
     """Fold ``part`` into ``total`` (in place), key by key, feature by feature."""
     for key, feats in part.items():
@@ -143,41 +111,21 @@ def finalize_groups(by: Sequence[str], per_file: Sequence[GroupMoments],
 # --------------------------------------------------------------- transform
 @dataclass(frozen=True)
 class GroupPlan:
-    """Per-key constants for the kernel, as arrays indexed by key number.
+    """Which rows use which key's statistics.
 
-    Row ``len(keys)`` of every array holds the global statistics (used for
-    unseen keys under ``unseen="global"`` and for features a key lacks).
+    The numbers themselves live in each :class:`pipeline.kernel.ColumnPlan`,
+    as arrays indexed by key number, the global statistics last (used for unseen
+    keys under ``unseen="global"`` and for features a key lacks).
     """
 
     by: tuple[str, ...]
     index: Mapping[Key, int]
-    mean: Mapping[str, np.ndarray]
-    residual: Mapping[str, np.ndarray]
-    std: Mapping[str, np.ndarray]
-    constant: Mapping[str, np.ndarray]
     unseen: str = "global"
 
     @classmethod
-    def build(cls, groups: Groups, columns: Sequence[Any], unseen: str = "global"
-              ) -> GroupPlan:
-        if unseen not in UNSEEN:
-            raise InputError(f"--unseen must be one of {', '.join(UNSEEN)}, not {unseen!r}")
-        keys = list(groups.keys)
-        arrays: dict[str, dict[str, np.ndarray]] = {a: {} for a in
-                                                    ("mean", "residual", "std", "constant")}
-        for col in columns:
-            stats = [groups.keys[k].get(col.name) for k in keys]
-            arrays["mean"][col.name] = np.array([f.mean if f else col.mean for f in stats] +
-                                                [col.mean])
-            arrays["residual"][col.name] = np.array(
-                [f.kernel_residual if f else col.mean_residual for f in stats] +
-                [col.mean_residual])
-            arrays["std"][col.name] = np.array([f.std if f else col.std for f in stats] +
-                                               [col.std])
-            arrays["constant"][col.name] = np.array(
-                [f.constant if f else col.constant for f in stats] + [col.constant])
-        return cls(by=groups.by, index={k: i for i, k in enumerate(keys)}, unseen=unseen,
-                   **arrays)
+    def build(cls, groups: Groups, unseen: str = "global") -> GroupPlan:
+        """Number the keys in the artifact's order; ``unseen`` is checked by the plan."""
+        return cls(by=groups.by, index={k: i for i, k in enumerate(groups.keys)}, unseen=unseen)
 
     def rows(self, table: pa.Table, where: str | None = None) -> np.ndarray:
         """Per row, its key's index (len(keys) for global, -1 for missing under "null")."""
@@ -195,28 +143,6 @@ class GroupPlan:
                             "; refit, or pass --unseen global or --unseen null",
                             column=self.by[0], path=where)
         return lookup[code] if len(code) else np.zeros(0, dtype=np.int64)
-
-    def scale(self, x: np.ndarray, name: str, rows: np.ndarray, mode: str,
-              inverse: bool = False) -> np.ndarray:
-        """The grouped kernel: like :func:`pipeline.transform.scale_array`, per row's key."""
-        g = np.where(rows < 0, len(self.index), rows)
-        mean, lo = self.mean[name][g], self.residual[name][g]
-        std, const = self.std[name][g], self.constant[name][g]
-        safe = np.where(const, 1.0, std)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if not inverse:
-                out = x - mean - lo if mode != "scale" else x.copy()
-                if mode != "center":
-                    out /= safe
-                if mode != "scale":
-                    out[const & ~np.isnan(out)] = 0.0
-            else:
-                out = x * safe if mode != "center" else x.copy()
-                if mode != "scale":
-                    out += mean + lo
-                    out[const & ~np.isnan(out)] = mean[const & ~np.isnan(out)]
-        out[rows < 0] = np.nan
-        return out
 
 
 def _show(key: Key) -> str:

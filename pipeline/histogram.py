@@ -258,23 +258,49 @@ def specs(plan: Any, stats: Any, bins: int = BINS, k: float = K_SIGMA
     "before" spans the fitted [min, max]; "after" spans the image under the
     transform of [mean - k*std, mean + k*std] (so [-k, k] in ``standard`` mode).
     """
-    from .transform import scale_array
+    from .kernel import scale_array
+    from .transform import RAW_EXACT
 
     out = {}
     for col in plan.columns:
         f = stats.features[col.name]
-        raw_lo, raw_hi = col.mean - k * col.std, col.mean + k * col.std
+        mean, std = float(col.mean[-1]), float(col.std[-1])  # the global statistics
+        raw_lo, raw_hi = mean - k * std, mean + k * std
         if f.dtype.startswith(("int", "uint")):
             # Bins of whole integers: 60 bins over 39 integers would leave empty stripes.
             b_lo, b_hi, b_bins = _integer_bins(float(f.min), float(f.max), bins)
             raw_lo, raw_hi, a_bins = _integer_bins(raw_lo, raw_hi, bins)
         else:
             b_lo, b_hi, b_bins, a_bins = float(f.min), float(f.max), bins, bins
-        lo, hi = scale_array(np.array([raw_lo, raw_hi]), col, plan.mode)
+        if abs(mean) > RAW_EXACT:
+            # Past 2**53 raw float64 values cannot resolve sigma: the "after" histogram
+            # counts the transformed values (see observed_after), over edges computed exactly.
+            lo, hi, a_bins = _exact_after(col, plan.mode, k, bins)
+        else:
+            lo, hi = scale_array(np.array([raw_lo, raw_hi]), col, plan.mode)
         out[col.name] = HistogramSpec(before=Histogram.empty(b_lo, b_hi, b_bins),
                                       after=Histogram.empty(float(lo), float(hi), a_bins),
                                       raw_lo=raw_lo, raw_hi=raw_hi)
     return out
+
+
+def _exact_after(col: Any, mode: str, k: float, max_bins: int) -> tuple[float, float, int]:
+    """"After" edges of a huge integer feature: integer bins mapped through the exact mean."""
+    from fractions import Fraction
+
+    mean = Fraction(float(col.mean[-1])) + Fraction(float(col.residual[-1]))
+    std = Fraction(float(col.std[-1]))
+    first, last = math.ceil(mean - Fraction(k) * std), math.floor(mean + Fraction(k) * std)
+    if last < first:
+        first = last = round(mean)
+    width = math.ceil((last - first + 1) / max_bins)
+    count = math.ceil((last - first + 1) / width)
+    lo, hi = first - Fraction(1, 2), first - Fraction(1, 2) + count * width
+    if mode == "scale":
+        return float(lo / std), float(hi / std), count
+    shift = (lo - mean, hi - mean)
+    return (float(shift[0] / std), float(shift[1] / std), count) if mode == "standard" else \
+        (float(shift[0]), float(shift[1]), count)
 
 
 def _integer_bins(lo: float, hi: float, max_bins: int) -> tuple[float, float, int]:

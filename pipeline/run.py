@@ -170,7 +170,8 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                                           filters=filters, warn=session.warn)
                 timings.lap("footers")
             assert fitted is not None
-            plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen)
+            plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen,
+                              types={n: dataset.schema.field(n).type for n in chosen})
             hist = _histogram_specs(plan, fitted, report, console)
             written, histograms = write_dataset(session, dataset, plan, commit.target, hist)
             timings.lap("transform")

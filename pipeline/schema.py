@@ -58,11 +58,17 @@ class Schema:
 
 
 def unify_numeric(types: Sequence[pa.DataType]) -> pa.DataType:
-    """float32 if every file stores float32 (or narrower floats), float64 otherwise."""
-    if all(pa.types.is_floating(t) and t.bit_width <= 32 for t in types):
-        return pa.float32()
+    """The one type of a feature stored with ``types`` in different files.
+
+    The common type when there is one; the widest float when every file stores a
+    float (float16 and float32 give float32); float64 otherwise (an integer type
+    next to a float or another integer type: float64 is what the transform
+    computes in, and what ``--dtype preserve`` writes for integers anyway).
+    """
     if all(t == types[0] for t in types):
         return types[0]
+    if all(pa.types.is_floating(t) for t in types):
+        return max(types, key=lambda t: t.bit_width)
     return pa.float64()
 
 

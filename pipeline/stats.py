@@ -9,7 +9,10 @@ Why a shift: with data at mean 1e9 and sigma 1e-3, two chunk means differ by a
 few ulps of 1e9, so the ``delta`` in Chan's update would be mostly rounding
 noise.  Carrying ``mean = shift + offset`` keeps ``delta`` (and every other
 quantity of the merge) at the scale of sigma.  Integer columns keep an exact
-integer shift, so int64 epoch timestamps lose nothing before the subtraction.
+integer shift, and every difference from it is computed in exact integer
+arithmetic before one rounding to float64 (:func:`exact_difference`), so int64
+epoch nanoseconds lose nothing, and uint64 near 2**64 or int64 spanning its
+whole range are as exact as float64 allows.
 
 This module is pure numpy and Python: it knows nothing of Dask or files.
 """
@@ -24,6 +27,18 @@ from fractions import Fraction
 import numpy as np
 
 Number = int | float
+
+# The range of a non-constant standard deviation.  Squares of deviations of that size
+# are normal float64 numbers (2**-1022 to 2**1022); below, they lose digits to
+# underflow (a sigma of 1e-160 squares to a subnormal, of 1e-163 to 0.0), above, sums
+# of squares overflow.  Outside it sigma cannot be computed to 1e-12, so it is refused.
+MIN_STD = 2.0**-511  # about 1.49e-154
+MAX_STD = 2.0**511  # about 6.70e153
+
+
+def std_in_range(std: float) -> bool:
+    """True when a non-constant ``std`` is in [MIN_STD, MAX_STD] (not NaN, not inf)."""
+    return MIN_STD <= std <= MAX_STD
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +84,9 @@ class Moments:
                 total = float(np.sum(values, dtype=np.float64))
         if values.dtype.kind in "iu":
             lo, hi = int(values.min()), int(values.max())
-            shift: Number = min(max(int(round(total / n)), lo), hi)
-            if hi - lo < 2**53:
-                if values.dtype.itemsize < 8:
-                    diff = values.astype(np.int64) - np.int64(shift)
-                else:
-                    # Wrap-around subtraction in 64 bits, reinterpreted as int64, is the
-                    # exact difference (also for uint64) because |x - shift| < 2**53.
-                    diff = (values - values.dtype.type(shift)).view(np.int64)
-                d = diff.astype(np.float64)
-            else:  # a range beyond float64's integers: exactness is impossible anyway
-                d = values.astype(np.float64) - float(shift)
+            whole = min(max(int(round(total / n)), lo), hi)
+            d = integer_deviations(values, whole, hi - lo)
+            shift: Number = whole
             minimum: Number = lo
             maximum: Number = hi
         else:
@@ -89,7 +96,8 @@ class Moments:
             d = np.subtract(values, shift, dtype=np.float64)
             minimum, maximum = float(values.min()), float(values.max())
         c = float(d.sum())
-        np.square(d, out=d)
+        with np.errstate(over="ignore", under="ignore"):  # out of range: refused by the fit
+            np.square(d, out=d)
         m2 = float(d.sum()) - c * c / n
         return cls(count=n, missing=missing, inf=inf, shift=shift, offset=c / n,
                    m2=max(m2, 0.0), minimum=minimum, maximum=maximum)
@@ -167,6 +175,50 @@ class Moments:
         return cls(count=int(d["count"]), missing=int(d["missing"]), inf=int(d.get("inf", 0)),
                    shift=d["shift"], offset=float(d["offset"]), m2=float(d["m2"]),
                    minimum=d["min"], maximum=d["max"])
+
+
+def integer_deviations(values: np.ndarray, shift: int, spread: int) -> np.ndarray:
+    """``values - shift`` as float64 for an integer array, each difference exact, rounded once.
+
+    ``shift`` lies within ``values``' type and ``spread`` bounds ``|x - shift|``.
+    Below 2**53 every difference is a float64 integer, so the result is exact;
+    above, each is the correctly rounded exact difference (float64 cannot do better).
+    """
+    if values.dtype.itemsize < 8:
+        return (values.astype(np.int64) - np.int64(shift)).astype(np.float64)
+    return exact_difference(values, np.array(shift, dtype=values.dtype), spread)
+
+
+_SIGN = np.uint64(1 << 63)
+
+
+def exact_difference(values: np.ndarray, shift: np.ndarray, spread: int | None = None
+                     ) -> np.ndarray:
+    """``values - shift`` for 64-bit integers, each difference exact before one rounding.
+
+    ``shift`` has ``values``' dtype (a scalar array or one per value); ``spread``,
+    when the caller knows it, bounds ``|x - shift|``.  Any difference of two
+    64-bit integers is exact here, up to 2**64 - 1 in magnitude.  Below 2**63 a
+    wrapping subtraction read as int64 is the difference; beyond, both sides are
+    mapped in order onto uint64 (int64 by flipping the sign bit), the magnitude
+    is taken on the right side of a ``where`` and the sign put back after the
+    one rounding to float64.
+    """
+    if spread is None:
+        if values.size == 0:
+            return np.zeros(0, dtype=np.float64)
+        spread = max(int(values.max()) - int(shift.min()), int(shift.max()) - int(values.min()))
+    if spread < 2**63:
+        return (values - shift).view(np.int64).astype(np.float64)
+    u, s = _ordered(values), _ordered(shift)
+    above = u >= s
+    d = np.where(above, u - s, s - u).astype(np.float64)
+    np.negative(d, out=d, where=~above)
+    return d
+
+
+def _ordered(values: np.ndarray) -> np.ndarray:
+    return values.view(np.uint64) ^ _SIGN if values.dtype.kind == "i" else values
 
 
 def _difference(a: Number, b: Number) -> float:

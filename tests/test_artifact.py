@@ -103,3 +103,175 @@ def test_errors_survive_pickling():
     back = pickle.loads(pickle.dumps(err))
     assert (type(back), back.message, back.path, back.column, back.exit_code) == \
         (ArtifactError, "bad", "p", "c", 2)
+
+
+# ----------------------------------------- hostile edits, through the command line
+def _fitted_files(tmp_path):
+    """A small dataset and its statistics with per-key entries, written by zscore itself."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main
+
+    rng = np.random.default_rng(2)
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"k": rng.choice(["a", "b"], 200),
+                             "x": 1e9 + 1e-3 * rng.standard_normal(200),
+                             "n": pa.array(rng.integers(-100, 100, 200), pa.int8())}),
+                   src / "p.parquet")
+    stats = tmp_path / "stats.json"
+    assert main(["fit", str(src), "--stats", str(stats), "--group-by", "k", "-q"]) == 0
+    return src, stats
+
+
+def _set(*path, value):
+    def edit(d):
+        for p in path[:-1]:
+            d = d[p]
+        d[path[-1]] = value(d[path[-1]]) if callable(value) else value
+    return edit
+
+
+X, KX = ("features", "x"), ("groups", "keys", 0, "features", "x")
+HOSTILE_EDITS = {
+    "std 1e-320": (_set(*X, "std", value=1e-320), "features.x.std"),
+    "shift 1e308": (_set(*X, "moments", "shift", value=1e308), "features.x.moments.shift"),
+    "mean true": (_set(*X, "mean", value=True), "features.x.mean"),
+    "min > max": (_set(*X, "min", value=2e9), "features.x.min"),
+    "count 10**400": (_set(*X, "count", value=10**400), "features.x.count"),
+    "count 2**63 + 1": (_set(*X, "count", value=2**63 + 1), "features.x.count"),
+    "edited mean, moments present": (_set(*X, "mean", value=lambda m: m + 1e-3),
+                                     "features.x.mean"),
+    "edited std, moments present": (_set(*X, "std", value=lambda s: s * 2), "features.x.std"),
+    "edited per-key mean": (_set(*KX, "mean", value=lambda m: m + 1e-3),
+                            "groups.keys[0].features.x.mean"),
+    "per-key std 1e-320": (_set(*KX, "std", value=1e-320), "groups.keys[0].features.x.std"),
+    "constant but min < max": (_set(*X, "constant", value=True), "features.x.constant"),
+    "unknown dtype": (_set(*X, "dtype", value="float128"), "features.x.dtype"),
+    "per-key dtype differs": (_set(*KX, "dtype", value="float32"),
+                              "groups.keys[0].features.x.dtype"),
+    "negative missing": (_set(*X, "missing", value=-1), "features.x.missing"),
+    "one value but min < max": (_set(*X, "count", value=1), "features.x.count"),
+    "more values than rows": (_set(*X, "missing", value=500), "features.x.count"),
+    "key has more rows than the feature": (_set(*KX, "missing", value=199),
+                                           "groups.keys[0].features.x.count"),
+    "mean outside [min, max]": (_set(*X, "mean", value=3e9), "features.x.mean"),
+    "std larger than the range": (lambda d: d["features"]["x"].update(
+        std=1.0, moments=None) or d["features"]["x"].pop("moments"), "features.x.std"),
+    "moments.inf > missing": (_set(*X, "moments", "inf", value=3), "features.x.moments.inf"),
+    "negative m2": (_set(*X, "moments", "m2", value=-1.0), "features.x.moments.m2"),
+    "offset 1e300": (_set(*X, "moments", "offset", value=1e300), "features.x.moments.offset"),
+    "unknown field": (_set(*X, "mena", value=1.0), "features.x.mena"),
+    "integer min not an integer": (_set("features", "n", "min", value=-100.5),
+                                   "features.n.min"),
+    "int8 max past 127": (_set("features", "n", "max", value=300), "features.n.max"),
+    "integer shift not an integer": (_set("features", "n", "moments", "shift", value=0.5),
+                                     "features.n.moments.shift"),
+    "groups in format 1": (_set("format_version", value=1), "groups"),
+    "a key twice": (lambda d: d["groups"]["keys"].append(d["groups"]["keys"][0]),
+                    "groups.keys[2].key"),
+    "rows not an integer": (_set("input", "rows", value="many"), "input.rows"),
+    "nested input": (_set("input", "path", value={"a": {"b": 1}}), "input.path"),
+    "constant's mean differs from its value": (
+        lambda d: d["features"]["x"].update(min=5.0, max=5.0, constant=True, std=0.0,
+                                            mean=5.5) or d["features"]["x"].pop("moments"),
+        "features.x.mean"),
+}
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    return _fitted_files(tmp_path_factory.mktemp("fitted"))
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_EDITS))
+def test_every_hostile_edit_is_exit_2_naming_the_field(fitted, tmp_path, capsys, case):
+    from pipeline.cli import main
+
+    src, good = fitted
+    mutate, field = HOSTILE_EDITS[case]
+    data = json.loads(good.read_text())
+    mutate(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    for argv in (["inspect", str(bad)],
+                 ["transform", str(src), str(tmp_path / "out"), "--stats", str(bad), "-q"]):
+        assert main(argv) == 2, (case, argv[0])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"field '{field}' " in err, (case, argv[0], err)
+        assert err.startswith(f"zscore: error: statistics file {bad}: ")
+        if case.startswith("edited"):  # refused for disagreeing, not for a range
+            assert "mean/std and moments must agree" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _write_raw(tmp_path, text: str):
+    path = tmp_path / "raw.json"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[" * 100_000 + "]" * 100_000, "is nested too deeply"),
+    ('{"format_version": 1, "format_version": 2}', "'format_version' appears twice"),
+    ('{"format_version": 1, "ddof": 0, "inf": "error", "features": {"x": {"mean": 1e400}}}',
+     "field 'features.x.dtype' is missing"),
+])
+def test_malformed_json_is_one_line_exit_2(tmp_path, text, words):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = _write_raw(tmp_path, text)
+    zscore = Path(sys.executable).parent / "zscore"  # a real process: a traceback would show
+    r = subprocess.run([str(zscore), "inspect", str(path)], capture_output=True, text=True)
+    assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_file_past_the_size_limit_is_refused_unread(tmp_path):
+    from pipeline.artifact_fields import MAX_BYTES
+
+    path = tmp_path / "huge.json"
+    with open(path, "wb") as f:
+        f.truncate(MAX_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(ArtifactError, match=r"is larger than 256 MiB, the limit"):
+        FittedStats.load(path)
+
+
+def test_removing_moments_is_the_remedy_for_an_edited_mean(fitted, tmp_path):
+    """Without moments the mean as written is used, and shown, by the transform."""
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main
+
+    src, good = fitted
+    data = json.loads(good.read_text())
+    data.pop("groups")
+    data["format_version"] = 1
+    f = data["features"]["x"]
+    f["mean"] += 1e-3  # one sigma
+    f.pop("moments")
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    assert main(["transform", str(src), str(out), "--stats", str(edited), "-q",
+                 "--features", "x"]) == 0
+    shown = json.loads((out / "_stats.json").read_text())["features"]["x"]
+    assert shown["mean"] == f["mean"]
+    x = pq.read_table(src / "p.parquet").column("x").to_numpy()
+    z = pq.read_table(out / "p.parquet").column("x").to_numpy()
+    np.testing.assert_allclose(z, (x - f["mean"]) / f["std"], rtol=1e-9)
+
+
+def test_artifacts_zscore_writes_pass_their_own_checks(fitted, tmp_path):
+    """Every artifact the fit and merge write loads again (rounding stays within tolerance)."""
+    from pipeline.compose import merge
+
+    _, good = fitted
+    stats = FittedStats.load(good)
+    twin = FittedStats.from_dict({**json.loads(good.read_text()),
+                                  "input": {"fingerprint": "other", "rows": 200}})
+    merged = merge([stats, twin])
+    merged.save(tmp_path / "m.json")
+    assert FittedStats.load(tmp_path / "m.json").features["x"].count == 400

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -137,3 +138,75 @@ def test_the_library_warns_through_python_warnings(datasets, client, capsys):
     with pytest.warns(UserWarning, match="column 'c' is constant"):
         pipeline.fit(str(path), client=client)
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------ every stored type, exact; dtype names
+FIT_TYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64,
+             "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
+             "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64}
+
+
+def _near_top(name: str, rng) -> list:
+    dtype = FIT_TYPES[name]
+    if name.startswith("float"):
+        top = 6e4 if name == "float16" else 1e30 if name == "float32" else 1e150
+        return np.asarray(top * (1 - 1e-3 * rng.random(500)), dtype=dtype).tolist()
+    info = np.iinfo(dtype)
+    return [int(info.max) - int(v) for v in rng.integers(0, 9, 250)] + \
+        [int(info.min) + int(v) for v in rng.integers(0, 9, 250)]
+
+
+def test_every_stored_type_fits_exactly_and_is_named(datasets, client):
+    rng = np.random.default_rng(23)
+    data = {name: _near_top(name, rng) for name in FIT_TYPES}
+    tables = {f"p{i}.parquet": pa.table({n: pa.array(v[i * 250:(i + 1) * 250],
+                                                     pa.from_numpy_dtype(FIT_TYPES[n]))
+                                         for n, v in data.items()}) for i in range(2)}
+    stats = pipeline.fit(str(datasets.write("every-type", tables)), client=client)
+    assert pipeline.FittedStats.from_dict(json.loads(stats.to_json())) == stats  # checks pass
+    for name, values in data.items():
+        f = stats.features[name]
+        xs = [Fraction(v) for v in values]
+        mean = sum(xs, Fraction(0)) / len(xs)
+        std = math.sqrt(sum(((x - mean) ** 2 for x in xs), Fraction(0)) / len(xs))
+        assert f.dtype == name  # the stored type, float16 included
+        assert abs(f.std - std) <= 1e-12 * std, name
+        assert abs(Fraction(f.mean) - mean) <= Fraction(1e-12 * std) + Fraction(
+            np.spacing(abs(float(mean)))), name
+
+
+# ------------------------------------------------------------ the supported spread
+@pytest.mark.parametrize("spread, word", [(1e-160, "too small"), (1e-156, "too small"),
+                                          (1e155, "too large")])
+def test_a_spread_outside_float64_squares_is_refused_and_the_remedy_works(
+        datasets, tmp_path, capsys, spread, word):
+    from pipeline.cli import main
+
+    path = datasets.write(f"spread-{spread}", {"a.parquet": pa.table(
+        {"x": [0.0, spread, 2 * spread, 0.5 * spread], "y": [1.0, 2.0, 3.0, 4.0]})})
+    assert main(["fit", str(path), "--stats", str(tmp_path / "s.json"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("zscore: error: column 'x' has std ")
+    assert word in err and "--exclude x" in err
+    assert main(["fit", str(path), "--stats", str(tmp_path / "s.json"), "--exclude", "x"]) == 0
+
+
+def test_the_smallest_supported_spread_is_exact(datasets, client):
+    x = np.array([0.0, 1.0, 2.0, 3.0]) * 2.0**-509  # std about 2**-509: squares still normal
+    stats = pipeline.fit(str(datasets.write("spread-min", {"a.parquet": pa.table({"x": x})})),
+                         client=client)
+    _, std = exact_reference(x.tolist())
+    assert abs(stats.features["x"].std - std) <= 1e-12 * std
+
+
+def test_a_key_with_a_tiny_spread_is_refused_naming_key_and_remedy(datasets, tmp_path, capsys):
+    from pipeline.cli import main
+
+    path = datasets.write("spread-key", {"a.parquet": pa.table(
+        {"k": ["a", "a", "b", "b"], "x": [1.0, 2.0, 5e-161, 1e-160],
+         "y": [1.0, 2.0, 3.0, 5.0]})})
+    stats = str(tmp_path / "s.json")
+    assert main(["fit", str(path), "--stats", stats, "--group-by", "k"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'x' within key ['b'] of --group-by k has std" in err and "--exclude x" in err
+    assert main(["fit", str(path), "--stats", stats, "--group-by", "k", "--exclude", "x"]) == 0

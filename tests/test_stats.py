@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -115,12 +116,71 @@ def test_constant_is_decided_by_min_equal_max_not_by_variance():
     assert not barely.constant and barely.std() > 0
 
 
-def test_fold_order_is_what_makes_results_reproducible():
+def test_fold_in_canonical_order_is_bit_identical_whatever_finished_first():
+    """Pieces computed concurrently, folded in piece order: the same bits as one by one."""
+    import random
+    import time
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     rng = np.random.default_rng(3)
-    parts = [Moments.from_array(1e9 + rng.standard_normal(100)) for _ in range(20)]
-    assert Moments.merge_all(parts) == Moments.merge_all(list(parts))
+    chunks = [1e9 + rng.standard_normal(int(n)) for n in rng.integers(1, 300, 40)]
+    sequential = Moments.merge_all(Moments.from_array(c) for c in chunks)
+
+    def piece(i: int) -> tuple[int, Moments]:
+        time.sleep(random.random() / 200)  # finish in a scrambled order
+        return i, Moments.from_array(chunks[i])
+
+    with ThreadPoolExecutor(8) as pool:
+        done = [f.result() for f in as_completed([pool.submit(piece, i)
+                                                  for i in range(len(chunks))])]
+    assert Moments.merge_all(m for _, m in sorted(done, key=lambda p: p[0])) == sequential
 
 
 def test_round_trip_through_dict():
     m = Moments.from_array(np.array([1, 2, 3, 2**60], dtype=np.int64), missing=2)
     assert Moments.from_dict(m.to_dict()) == m
+
+
+# --------------------------------------------- every dtype, exact against Fraction
+def _fraction_moments(values) -> tuple[Fraction, float]:
+    """Exact mean and the float nearest the exact population std (independent of the code)."""
+    xs = [Fraction(v) for v in values.tolist()]
+    mean = sum(xs, Fraction(0)) / len(xs)
+    return mean, math.sqrt(sum(((x - mean) ** 2 for x in xs), Fraction(0)) / len(xs))
+
+
+def _dtype_cases(dtype, rng) -> dict[str, list]:
+    if np.dtype(dtype).kind == "f":
+        # Near the type's max; float64's max has an ulp past the largest supported std.
+        top, spread = (float(np.finfo(dtype).max), 1 / 512) if dtype != np.float64 else \
+            (1e160, 1e-10)
+        return {"near max": (top - top * spread * rng.random(300)).tolist(),
+                "offset 1e4": (1e4 + rng.standard_normal(300)).tolist(),
+                "tiny": (1e-3 * rng.standard_normal(300)).tolist()}
+    info = np.iinfo(dtype)
+    lo, hi = int(info.min), int(info.max)
+    few = [int(v) for v in rng.integers(0, 7, 300)]
+    cases = {"near max": [hi - v for v in few], "near min": [lo + v for v in few],
+             "whole range": [lo, hi, *map(int, rng.integers(lo, hi, 300, dtype=dtype))],
+             "both ends": [lo + v for v in few[:150]] + [hi - v for v in few[150:]]}
+    if np.dtype(dtype).itemsize == 8:  # ranges past 2**53, the old inexact branch
+        cases["range 2**60"] = [hi - v * 2**54 for v in few]
+    return cases
+
+
+EVERY_DTYPE = [np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+               np.uint8, np.uint16, np.uint32, np.uint64]
+
+
+@pytest.mark.parametrize("dtype", EVERY_DTYPE, ids=lambda t: np.dtype(t).name)
+@pytest.mark.parametrize("pieces", [1, 7])
+def test_every_dtype_is_exact_against_fractions(dtype, pieces):
+    rng = np.random.default_rng(17)
+    for case, values in _dtype_cases(dtype, rng).items():
+        x = np.array(values, dtype=dtype)
+        m = Moments.merge_all(Moments.from_array(c) for c in np.array_split(x, pieces))
+        mean, std = _fraction_moments(x)
+        assert abs(m.std() - std) <= 1e-12 * std, (case, m.std(), std)
+        assert abs(Fraction(m.mean) - mean) <= Fraction(1e-12 * std) + Fraction(
+            np.spacing(abs(float(mean)))), (case, m.mean, float(mean))
+        assert (m.minimum, m.maximum) == (min(x.tolist()), max(x.tolist()))

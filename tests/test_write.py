@@ -96,7 +96,7 @@ def test_the_input_codec_is_kept(tmp_path, codec):
 def test_writer_options_never_dictionary_encode_features():
     from pipeline.transform import ColumnPlan, Plan
 
-    plan = Plan(columns=(ColumnPlan("x", 0.0, 1.0, False),))
+    plan = Plan(columns=(ColumnPlan.single("x", 0.0, 1.0),))
     assert write.writer_options({"x": "SNAPPY", "s": "SNAPPY"}, {"x", "s"}, plan) == {
         "compression": "snappy", "use_dictionary": ["s"]}
     assert write.writer_options({"x": "ZSTD", "s": "GZIP"}, set(), plan) == {
@@ -150,3 +150,90 @@ def test_a_struct_with_duplicate_field_names_is_copied_as_is(tmp_path):
     assert out.schema.field("s").type == struct.type
     assert out.column("s").equals(table.column("s"))
     assert out.column("x").to_pylist() == [-1.0, 1.0]
+
+
+def test_mixed_float_storage_gives_one_output_type_readers_agree_on(tmp_path):
+    import dask.dataframe as dd
+    import pyarrow.dataset as ds
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(4)
+    x32 = (1e4 + rng.standard_normal(100)).astype(np.float32)
+    x64 = 1e4 + 1e-6 * rng.standard_normal(100)  # digits float32 would lose
+    pq.write_table(pa.table({"x": x32}), src / "a.parquet")
+    pq.write_table(pa.table({"x": x64}), src / "b.parquet")
+    assert main(["run", str(src), str(tmp_path / "out"), "-q", "--no-report"]) == 0
+    stats = json.loads((tmp_path / "out" / "_stats.json").read_text())
+    assert stats["features"]["x"]["dtype"] == "float64"  # the widest stored type
+    for name in ("a.parquet", "b.parquet"):
+        assert pq.read_schema(tmp_path / "out" / name).field("x").type == pa.float64()
+    by_arrow = ds.dataset(tmp_path / "out", format="parquet").to_table()
+    by_dask = dd.read_parquet(str(tmp_path / "out")).compute()
+    assert by_arrow.schema.field("x").type == pa.float64() and by_dask["x"].dtype == np.float64
+    f = stats["features"]["x"]
+    want = (np.concatenate([x32.astype(np.float64), x64]) - f["mean"]) / f["std"]
+    got = by_dask["x"].to_numpy()
+    np.testing.assert_allclose(np.sort(got), np.sort(want), rtol=0, atol=1e-9)
+    assert len(np.unique(got[got > -50])) > 190  # b's values were not squeezed into float32
+
+
+def test_float16_is_preserved_and_recorded(tmp_path):
+    from fractions import Fraction
+
+    src = tmp_path / "in"
+    src.mkdir()
+    h = np.array([1.5, 2.0, 2.5, 7.0, 65504.0, -3.25], dtype=np.float16)
+    pq.write_table(pa.table({"h": h}), src / "a.parquet")
+    assert main(["run", str(src), str(tmp_path / "out"), "-q", "--no-report"]) == 0
+    stats = json.loads((tmp_path / "out" / "_stats.json").read_text())
+    assert stats["features"]["h"]["dtype"] == "float16"
+    out = pq.read_table(tmp_path / "out" / "a.parquet").column("h")
+    assert out.type == pa.float16()
+    xs = [Fraction(float(v)) for v in h]
+    mean = sum(xs) / len(xs)
+    std = (sum((x - mean) ** 2 for x in xs) / len(xs)) ** 0.5  # float, ~1e-16
+    want = np.array([float((x - mean) / Fraction(std)) for x in xs]).astype(np.float16)
+    assert out.to_numpy().tolist() == want.tolist()  # the float16 nearest the exact z
+    assert main(["run", str(src), str(tmp_path / "o32"), "-q", "--no-report",
+                 "--dtype", "float32"]) == 0
+    assert pq.read_schema(tmp_path / "o32" / "a.parquet").field("h").type == pa.float32()
+
+
+def test_a_value_overflowing_the_output_type_is_refused(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"h": np.array([-6e4, 6e4, 6e4], dtype=np.float16)}),
+                   src / "a.parquet")
+    args = ["run", str(src), str(tmp_path / "out"), "-q", "--no-report", "--mode", "center"]
+    assert main(args) == 2  # -6e4 - 2e4 is past float16's 65504: not a silent inf
+    err = capsys.readouterr().err
+    assert "column 'h' has 1 value(s) that overflow float16 when transformed in a.parquet; " \
+        "pass --dtype float64" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+    assert main(args + ["--dtype", "float64"]) == 0
+    assert pq.read_table(tmp_path / "out" / "a.parquet").column("h").to_pylist() == \
+        [-8e4, 4e4, 4e4]
+
+
+def test_the_after_histogram_of_epoch_nanoseconds_counts_exact_z(tmp_path):
+    """Raw float64 cannot resolve sigma = 288 ns at 1.8e18: the report must not show spikes."""
+    from fractions import Fraction
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(8)
+    ns = 1_767_225_600 * 10**9 + rng.integers(0, 1000, 3000)
+    pq.write_table(pa.table({"t": ns}), src / "a.parquet")
+    assert main(["run", str(src), str(tmp_path / "out"), "-q"]) == 0
+    after = json.loads((tmp_path / "out" / "_report" / "histograms.json").read_text())["t"][
+        "after"]
+    xs = [Fraction(int(v)) for v in ns]
+    mean = sum(xs) / len(xs)
+    std = Fraction(json.loads((tmp_path / "out" / "_stats.json").read_text())["features"]["t"][
+        "std"])
+    z = np.array([float((x - mean) / std) for x in xs])
+    edges = np.linspace(after["lo"], after["hi"], len(after["counts"]) + 1)
+    want = np.histogram(z, bins=edges)[0]
+    assert np.abs(want - np.array(after["counts"])).sum() <= 2  # edge rounding, not spikes
+    assert np.count_nonzero(after["counts"]) > 20  # 5 before the fix
