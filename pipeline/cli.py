@@ -161,7 +161,8 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
         stats, dataset, _ = fit_path(input, features=kw["features"], exclude=kw["exclude"],
                                      ddof=kw["ddof"], inf=kw["inf"], filters=kw["filters"],
                                      cache=kw["cache"], group_by=kw["group_by"],
-                                     session=session, storage_options=opts)
+                                     session=session, stats_path=stats_path,
+                                     storage_options=opts)
     stats.save(stats_path, opts)
     click.echo(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
                f"{len(dataset.files)} files; statistics: {stats_path}")

@@ -104,39 +104,6 @@ def fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-# ------------------------------------------------------------------- checks
-def check_target(inp: Location, out: Location, overwrite: bool) -> None:
-    """Refuse, before anything is written, an output that would overwrite or overlap data.
-
-    Raises
-    ------
-    OutputError
-        ``OUTPUT`` is the input, lies inside it or contains it; or it exists, is
-        not empty and ``overwrite`` is false; or it is a file.
-    """
-    same_fs = type(inp.fs) is type(out.fs)
-    a, b = inp.path.rstrip("/") + "/", out.path.rstrip("/") + "/"
-    if same_fs and (a == b or b.startswith(a) or a.startswith(b)):
-        how = "is" if a == b else "lies inside" if b.startswith(a) else "contains"
-        raise OutputError(f"output {out.display} {how} the input {inp.display}; "
-                          "choose an output outside the input", path=out.display)
-    fs = out.fs
-    try:
-        if not fs.exists(out.path):
-            return
-        if fs.isfile(out.path):
-            raise OutputError(f"output {out.display} is a file; give a directory path",
-                              path=out.display)
-        if fs.ls(out.path) and not overwrite:
-            raise OutputError(f"output {out.display} exists and is not empty; pass "
-                              "--overwrite to replace it or choose another path",
-                              path=out.display)
-    except OutputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
-        raise storage_error(exc, "cannot inspect output", out.display) from None
-
-
 # ------------------------------------------------------------------ publish
 class Commit:
     """Stage, check and publish one run's output; see the module docstring.
