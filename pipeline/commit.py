@@ -13,10 +13,13 @@ Local and network file systems (atomic rename):
    it, otherwise two renames, between which ``OUTPUT`` is briefly absent) and
    then removed.
 
-Object stores (no atomic rename): delete a stale ``_SUCCESS`` first, write data
-files under their deterministic names, delete every other object under
-``OUTPUT``, then write ``_SUCCESS`` last.  Readers must gate on ``_SUCCESS``.
-The lock is a conditional create (``xb``) of ``.NAME.zscore.lock``.
+Object stores (no atomic rename): once the lock is held, mark ``OUTPUT`` as
+zscore's (``_zscore_output.json``, kept for good) and delete a stale
+``_SUCCESS``, write data files under their deterministic names, delete every
+other object under ``OUTPUT``, then write ``_SUCCESS`` last.  Readers must gate
+on ``_SUCCESS``.  The marker lets a retry replace what a failed run left (see
+:mod:`pipeline.targets`).  The lock is a conditional create (``xb``) of
+``.NAME.zscore.lock``.
 
 This module knows nothing about statistics.
 """
@@ -43,6 +46,7 @@ from .location import Location, resolve
 from .lock import Lock
 
 SUCCESS = "_SUCCESS"
+MARKER = "_zscore_output.json"
 
 
 # -------------------------------------------------------------- small files
@@ -142,6 +146,10 @@ class Commit:
             if self.out.local:
                 os.makedirs(self.target.path)
             else:
+                # The marker first: a run killed after the delete still leaves a prefix
+                # that the next run knows to be zscore's.
+                self.out.fs.pipe_file(self.out.join(MARKER), json.dumps(
+                    {"written_by": "zscore", "run_id": self.run_id}).encode())
                 with contextlib.suppress(FileNotFoundError):
                     self.out.fs.rm(self.out.join(SUCCESS))
         except OSError as exc:
@@ -189,7 +197,7 @@ class Commit:
         for name, content in (extra or {}).items():
             self._write(name, content)
         if not self.out.local:
-            keep = expected | set(extra or ()) | {SUCCESS}
+            keep = expected | set(extra or ()) | {SUCCESS, MARKER}
             stale = sorted(r for r in written if r not in keep)
             if stale:
                 fs.rm([posixpath.join(root, r) for r in stale])

@@ -100,9 +100,7 @@ def scan(loc: Location, filters: Sequence[str] = ()) -> Listing:
     parsed = parse_all(filters)
     lister = _LocalLister(loc) if is_local(fs) else None
     try:
-        if not fs.exists(loc.path):
-            raise InputError(f"input {loc.display} does not exist")
-        if fs.isfile(loc.path):
+        if _is_file(loc):
             if parsed:
                 raise InputError(f"--filter {parsed[0].text!r} needs a directory of hive "
                                  f"partitions, but the input {loc.display} is one file")
@@ -145,6 +143,21 @@ def scan(loc: Location, filters: Sequence[str] = ()) -> Listing:
                         f"{files[keys.index(next(k for k in keys if k != keys[0]))].rel}; "
                         "every file must sit under the same key=value directories")
     return Listing(files=files, links=tuple(lister.links) if lister is not None else ())
+
+
+def _is_file(loc: Location) -> bool:
+    """Whether the input is one file (else a directory); it must exist and be reachable."""
+    if is_local(loc.fs):
+        try:  # not os.path.exists: it says "absent" for a path it may not look at
+            return stat.S_ISREG(os.stat(loc.path).st_mode)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageError(f"cannot read the input {loc.display}: {os_error_text(exc)}",
+                               path=loc.display) from None
+    elif loc.fs.exists(loc.path):
+        return bool(loc.fs.isfile(loc.path))
+    raise InputError(f"input {loc.display} does not exist")
 
 
 def _remote_ls(fs: Any, directory: str) -> list[dict[str, Any]]:

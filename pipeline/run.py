@@ -33,7 +33,7 @@ from .fit import check_options, fit_dataset, open_cache, without_keys
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .location import resolve
-from .targets import MARKER, check, claim
+from .targets import check
 from .transform import Plan, check_transform_options
 from .write import Written, write_dataset
 
@@ -156,9 +156,7 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
     with session_for(client) as session:
         console = session.console
         timings.started(session)
-        commit = Commit(out, overwrite=overwrite, warn=session.warn)
-        marker = claim(out, commit.run_id)
-        with commit:
+        with Commit(out, overwrite=overwrite, warn=session.warn) as commit:
             if fit:
                 store = open_cache(cache, opts, session.warn)
                 dataset, chosen = inspect(inp, session.mapper, features, exclude,
@@ -187,8 +185,6 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                                  written, command="run" if fit else "transform",
                                  filters=filters)
             extra = {STATS_NAME: stats_json}
-            if not out.local:
-                extra[MARKER] = marker
             if histograms is not None:
                 extra.update(_report_files(fitted, histograms, manifest, mode))
                 timings.lap("report")

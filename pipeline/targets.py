@@ -34,14 +34,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .commit import SUCCESS
+from .commit import MARKER, SUCCESS
 from .errors import OutputError, StorageError, storage_error
 from .location import Location
 
-#: Written into an object-store ``OUTPUT`` before a run deletes its ``_SUCCESS``,
-#: and kept: it tells the next run that what is there without a ``_SUCCESS`` is
-#: what a failed zscore run left (never published), which it may replace.
-MARKER = "_zscore_output.json"
 CACHE_DIRS = ("footers", "moments")
 _MANIFEST_KEYS = ("run_id", "command", "tool_version", "files")
 _SHOWN = 5
@@ -99,23 +95,6 @@ def check(inp: Location, links: Sequence[tuple[str, str]] = (), *,
         _check_cache(cache, sources, output, stats, ids)
 
 
-def claim(output: Location, run_id: str) -> bytes:
-    """Mark an object-store ``OUTPUT`` as zscore's before a run starts changing it.
-
-    Returns the marker's content, to be kept among the published files (see
-    :data:`MARKER`).  Local outputs need no marker: they are published by rename.
-    """
-    content = json.dumps({"written_by": "zscore", "run_id": run_id,
-                          "note": "a zscore run writes here; readers gate on _SUCCESS"}).encode()
-    if not output.local:
-        try:
-            output.fs.pipe_file(output.join(MARKER), content)
-        except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
-            raise storage_error(exc, "cannot write", f"{output.display.rstrip('/')}/{MARKER}"
-                                ) from None
-    return content
-
-
 # ------------------------------------------------------------------ output
 def _check_output(out: Location, overwrite: bool, sources: list[_Place], ids: _Identity
                   ) -> None:
@@ -137,7 +116,10 @@ def _check_contents(out: Location, overwrite: bool) -> None:
     """``OUTPUT`` may be absent, empty, or a zscore output (replaced with ``overwrite``).
 
     A zscore output is one holding a ``_SUCCESS`` that is a zscore manifest, or,
-    on object stores, the :data:`MARKER` of a run that failed before publishing.
+    on object stores, the marker (``_zscore_output.json``) that every run writes
+    before it deletes ``_SUCCESS``: without ``_SUCCESS`` such a prefix holds what a
+    failed run left, never published, and is replaced even without ``overwrite``
+    (the retry of a failed first run is the same command).
     Anything else (a Spark output with its empty ``_SUCCESS``, a home directory)
     is never deleted.
     """

@@ -239,4 +239,14 @@ def test_an_unreadable_directory_is_exit_1_naming_it(tmp_path):
     assert r.returncode == 1, r.stderr
     assert r.stderr.splitlines()[-1] == (
         f"zscore: error: cannot list the input: {src}/day=2: Permission denied")
+    # An input behind a directory we may not search exists: it is not "missing".
+    os.chmod(tmp_path, 0o600)
+    try:
+        r = run_unprivileged("fit", src, "--stats", tmp_path.parent / f"{tmp_path.name}.json")
+    finally:
+        os.chmod(tmp_path, 0o755)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        f"zscore: error: cannot read the input {src}: Permission denied")
     assert not (tmp_path / "s.json").exists()
+    assert not (tmp_path.parent / f"{tmp_path.name}.json").exists()
