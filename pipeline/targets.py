@@ -104,6 +104,9 @@ def _check_output(out: Location, overwrite: bool, sources: list[_Place], ids: _I
             raise OutputError(f"output {out.display} {how} {src.text}; choose an output "
                               "outside the input", path=out.display)
     _check_bucket(out, "output", whole_bucket_ok=False)
+    if out.local:
+        # Writability is proven by the lock, created beside OUTPUT before any data is read.
+        _check_parent(out, f"output {out.display}", writable=False)
     try:
         _check_contents(out, overwrite)
     except OutputError:

@@ -257,3 +257,38 @@ def test_a_single_input_file_and_a_link_to_one(src, tmp_path, capsys):
                    "day >= 2026-01-01") == (
         f"--filter 'day >= 2026-01-01' needs a directory of hive partitions, but the input "
         f"{part} is one file")
+
+
+def test_an_input_linking_into_the_old_output_is_not_overwritten(src, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert zscore(capsys, "run", src, out, "-q")[0] == 0
+    # The input now links to a file of the output: replacing the output would delete it.
+    (src / "day=2026-01-01" / "part-9.parquet").symlink_to(out / "day=2026-01-01" /
+                                                            "part-0.parquet")
+    before = snapshot(out)
+    assert refused(capsys, "run", src, out, "--overwrite") == (
+        f"output {out} contains {out}/day=2026-01-01/part-0.parquet, which the input {src} "
+        "links to (from day=2026-01-01/part-9.parquet); choose an output outside the input")
+    assert snapshot(out) == before
+
+
+def test_relative_paths_trailing_slashes_and_a_parent_that_is_a_file(src, tmp_path, capsys,
+                                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert refused(capsys, "run", "in/", "./in/day=2026-01-01/../x/") == (
+        "output ./in/day=2026-01-01/../x/ lies inside the input in/; choose an output outside "
+        "the input")
+    assert refused(capsys, "run", "in", f"{tmp_path}/in/") == (
+        f"output {tmp_path}/in/ is the input in; choose an output outside the input")
+    (tmp_path / "blocker").write_text("a file")
+    assert refused(capsys, "run", "in", "blocker/out") == (
+        f"output blocker/out cannot be created: {tmp_path / 'blocker'} is not a directory")
+    assert sorted(os.listdir(tmp_path)) == ["blocker", "in"]
+
+
+def test_transform_may_read_its_statistics_from_the_output_it_replaces(src, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert zscore(capsys, "run", src, out, "-q")[0] == 0
+    code, _, err = zscore(capsys, "transform", src, out, "--stats", out / "_stats.json",
+                          "--overwrite", "-q")
+    assert code == 0, err
