@@ -215,10 +215,16 @@ def _place(loc: Location) -> _Place:
 
 
 def _check_parent(loc: Location, name: str, writable: bool = True) -> None:
-    """The nearest existing directory above ``loc`` is a directory this user may write."""
+    """``loc`` is no link loop and the nearest existing directory above it is a directory
+    this user may write."""
+    if os.path.islink(loc.path):  # a link left by realpath: it loops (or nests too deep)
+        raise OutputError(f"{name} is a symbolic link loop; remove it", path=loc.display)
     parent = os.path.dirname(loc.path)
     while not os.path.lexists(parent):
         parent = os.path.dirname(parent)
+    if os.path.islink(parent):
+        raise OutputError(f"{name} cannot be created: {parent} is a symbolic link loop",
+                          path=loc.display)
     if not os.path.isdir(parent):
         raise OutputError(f"{name} cannot be created: {parent} is not a directory",
                           path=loc.display)

@@ -292,3 +292,16 @@ def test_transform_may_read_its_statistics_from_the_output_it_replaces(src, tmp_
     code, _, err = zscore(capsys, "transform", src, out, "--stats", out / "_stats.json",
                           "--overwrite", "-q")
     assert code == 0, err
+
+
+def test_link_loops_as_destinations_are_refused(src, tmp_path, capsys):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert refused(capsys, "run", src, tmp_path / "loop") == (
+        f"output {tmp_path / 'loop'} is a symbolic link loop; remove it")
+    assert refused(capsys, "fit", src, "--stats", tmp_path / "loop") == (
+        f"statistics file {tmp_path / 'loop'} is a symbolic link loop; remove it")
+    assert refused(capsys, "fit", src, "--stats", tmp_path / "s.json", "--cache",
+                   tmp_path / "loop" / "c") == (
+        f"cache {tmp_path / 'loop' / 'c'} cannot be created: {tmp_path / 'loop'} is a symbolic "
+        "link loop")
+    assert sorted(os.listdir(tmp_path)) == ["in", "loop"]
