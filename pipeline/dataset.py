@@ -149,12 +149,17 @@ def _is_file(loc: Location) -> bool:
     """Whether the input is one file (else a directory); it must exist and be reachable."""
     if is_local(loc.fs):
         try:  # not os.path.exists: it says "absent" for a path it may not look at
-            return stat.S_ISREG(os.stat(loc.path).st_mode)
+            mode = os.stat(loc.path).st_mode
         except FileNotFoundError:
-            pass
+            raise InputError(f"input {loc.display} does not exist") from None
         except OSError as exc:
             raise StorageError(f"cannot read the input {loc.display}: {os_error_text(exc)}",
                                path=loc.display) from None
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            kind = next((k for test, k in _SPECIAL if test(mode)), "not a regular file")
+            raise DataError(f"input {loc.display} is {kind}, not a directory or a Parquet file",
+                            path=loc.display)
+        return stat.S_ISREG(mode)
     elif loc.fs.exists(loc.path):
         return bool(loc.fs.isfile(loc.path))
     raise InputError(f"input {loc.display} does not exist")

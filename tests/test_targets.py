@@ -305,3 +305,16 @@ def test_link_loops_as_destinations_are_refused(src, tmp_path, capsys):
         f"cache {tmp_path / 'loop' / 'c'} cannot be created: {tmp_path / 'loop'} is a symbolic "
         "link loop")
     assert sorted(os.listdir(tmp_path)) == ["in", "loop"]
+
+
+def test_stats_given_as_a_link_is_written_through_it(src, tmp_path, capsys):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "s.json").symlink_to(tmp_path / "store" / "s.json")  # dangling until written
+    for _ in range(2):  # created, then replaced: the link stays a link
+        code, _, err = zscore(capsys, "fit", src, "--stats", tmp_path / "s.json", "-q")
+        assert code == 0, err
+        assert (tmp_path / "s.json").is_symlink()
+        assert json.loads((tmp_path / "store" / "s.json").read_text())["features"]
+    os.mkfifo(tmp_path / "pipe")
+    assert refused(capsys, "fit", tmp_path / "pipe", "--stats", tmp_path / "t.json") == (
+        f"input {tmp_path / 'pipe'} is a named pipe, not a directory or a Parquet file")
