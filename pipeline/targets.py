@@ -30,12 +30,13 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .commit import MARKER, SUCCESS
-from .errors import OutputError, StorageError, storage_error
+from .errors import OutputError, StorageError, os_error_text, storage_error
 from .location import Location
 
 CACHE_DIRS = ("footers", "moments")
@@ -50,7 +51,7 @@ class _Place:
     text: str  # how messages name it: "the input in/", "/data/x, which the input links to"
 
 
-def input_places(inp: Location, links: Sequence[tuple[str, str]] = ()) -> list[_Place]:
+def _input_places(inp: Location, links: Sequence[tuple[str, str]] = ()) -> list[_Place]:
     """The input and every real target of the symbolic links its listing followed."""
     places = [_Place(inp.fs, inp.path, f"the input {inp.display}")]
     places += [_Place(inp.fs, target, f"{target}, which the input {inp.display} links to "
@@ -86,7 +87,7 @@ def check(inp: Location, links: Sequence[tuple[str, str]] = (), *,
         A destination's directory may not be written (exit code 1).
     """
     ids = _Identity()
-    sources = input_places(inp, links)
+    sources = _input_places(inp, links)
     if output is not None:
         _check_output(output, overwrite, sources, ids)
     if stats is not None:
@@ -228,9 +229,16 @@ def _check_parent(loc: Location, name: str, writable: bool = True) -> None:
     if not os.path.isdir(parent):
         raise OutputError(f"{name} cannot be created: {parent} is not a directory",
                           path=loc.display)
-    if writable and not os.access(parent, os.W_OK | os.X_OK):
-        raise StorageError(f"cannot write {name}: {parent}: Permission denied",
-                           path=loc.display)
+    if writable:
+        # A real probe, not os.access: that says yes to root on /sys, ignores read-only
+        # mounts seen through some file systems, ACLs and NFS root squashing.
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".zscore-probe-", dir=parent)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise StorageError(f"cannot write {name}: {parent}: {os_error_text(exc)}",
+                               path=loc.display) from None
 
 
 def _check_bucket(loc: Location, name: str, whole_bucket_ok: bool = True) -> None:

@@ -198,6 +198,17 @@ def test_a_stats_directory_without_write_permission_fails_before_compute(src, tm
     assert not (tmp_path / "out").exists() and os.listdir(locked) == []
 
 
+def test_a_stats_directory_that_refuses_files_even_to_root_fails_before_compute(src, tmp_path,
+                                                                                capsys):
+    # /sys takes no new files, whoever asks; os.access would still say yes to root.
+    code, _, err = zscore(capsys, "run", src, tmp_path / "out", "--stats", "/sys/zscore/s.json")
+    assert code == 1, err
+    last = err.splitlines()[-1]
+    assert last.startswith("zscore: error: cannot write statistics file /sys/zscore/s.json: "
+                           "/sys: ") and "features (" not in err
+    assert not (tmp_path / "out").exists() and not os.path.exists("/sys/zscore")
+
+
 # ------------------------------------------------------- --overwrite replaces only ours
 def test_overwrite_refuses_a_directory_zscore_did_not_write(src, tmp_path, capsys):
     out = tmp_path / "out"
