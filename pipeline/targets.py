@@ -108,6 +108,11 @@ def _check_output(out: Location, overwrite: bool, sources: list[_Place], ids: _I
     if out.local:
         # Writability is proven by the lock, created beside OUTPUT before any data is read.
         _check_parent(out, f"output {out.display}", writable=False)
+        if os.path.ismount(out.path):
+            raise OutputError(f"output {out.display} is a mount point, which cannot be "
+                              "replaced by renaming a finished directory into its place (how "
+                              "zscore publishes); give a directory inside it, e.g. "
+                              f"{out.display.rstrip('/')}/out", path=out.display)
     try:
         _check_contents(out, overwrite)
     except OutputError:

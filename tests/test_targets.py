@@ -329,3 +329,22 @@ def test_stats_given_as_a_link_is_written_through_it(src, tmp_path, capsys):
     os.mkfifo(tmp_path / "pipe")
     assert refused(capsys, "fit", tmp_path / "pipe", "--stats", tmp_path / "t.json") == (
         f"input {tmp_path / 'pipe'} is a named pipe, not a directory or a Parquet file")
+
+
+def test_a_mount_point_as_output_is_refused_before_compute(src, tmp_path, capsys):
+    mnt = tmp_path / "volume"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root / CAP_SYS_ADMIN)")
+    try:
+        # Before, the run computed everything, then rename() said EBUSY: exit 1, every retry.
+        assert refused(capsys, "run", src, mnt) == (
+            f"output {mnt} is a mount point, which cannot be replaced by renaming a finished "
+            "directory into its place (how zscore publishes); give a directory inside it, e.g. "
+            f"{mnt}/out")
+        code, _, err = zscore(capsys, "run", src, mnt / "out", "-q")  # the remedy
+        assert code == 0, err
+        assert sorted(os.listdir(mnt)) == ["out"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
