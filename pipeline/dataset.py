@@ -94,30 +94,12 @@ def scan(loc: Location, filters: Sequence[str] = ()) -> Listing:
     StorageError
         A directory that cannot be read (permission refused): never skipped.
     """
-    from .partitions import parse_all, walk
+    from .partitions import parse_all
 
-    fs = loc.fs
     parsed = parse_all(filters)
-    lister = _LocalLister(loc) if is_local(fs) else None
+    lister = _LocalLister(loc) if is_local(loc.fs) else None
     try:
-        if _is_file(loc):
-            if parsed:
-                raise InputError(f"--filter {parsed[0].text!r} needs a directory of hive "
-                                 f"partitions, but the input {loc.display} is one file")
-            # A single file keeps the name it was given (a link's own name, as below).
-            name = posixpath.basename(loc.display.rstrip("/")) or posixpath.basename(loc.path)
-            entries = {posixpath.join(posixpath.dirname(loc.path), name):
-                       {**fs.info(loc.path), "name": loc.path}}
-            root = posixpath.dirname(loc.path)
-        elif lister is not None:
-            entries = walk(lister, loc.path, parsed)
-            root = loc.path
-        elif parsed:
-            entries = walk(partial(_remote_ls, fs), loc.path, parsed)
-            root = loc.path
-        else:
-            entries = fs.find(loc.path, detail=True, withdirs=False)
-            root = loc.path
+        entries, root = _entries(loc, parsed, lister)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
@@ -143,6 +125,27 @@ def scan(loc: Location, filters: Sequence[str] = ()) -> Listing:
                         f"{files[keys.index(next(k for k in keys if k != keys[0]))].rel}; "
                         "every file must sit under the same key=value directories")
     return Listing(files=files, links=tuple(lister.links) if lister is not None else ())
+
+
+def _entries(loc: Location, parsed: Sequence[Any], lister: _LocalLister | None
+             ) -> tuple[dict[str, dict[str, Any]], str]:
+    """Every file under ``loc`` (path -> fsspec info) and the root relative paths start at."""
+    from .partitions import walk
+
+    fs = loc.fs
+    if _is_file(loc):
+        if parsed:
+            raise InputError(f"--filter {parsed[0].text!r} needs a directory of hive "
+                             f"partitions, but the input {loc.display} is one file")
+        # A single file keeps the name it was given (a link's own name, as inside a directory).
+        name = posixpath.basename(loc.display.rstrip("/")) or posixpath.basename(loc.path)
+        root = posixpath.dirname(loc.path)
+        return {posixpath.join(root, name): {**fs.info(loc.path), "name": loc.path}}, root
+    if lister is not None:
+        return walk(lister, loc.path, parsed), loc.path
+    if parsed:
+        return walk(partial(_remote_ls, fs), loc.path, parsed), loc.path
+    return fs.find(loc.path, detail=True, withdirs=False), loc.path
 
 
 def _is_file(loc: Location) -> bool:
