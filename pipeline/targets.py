@@ -14,9 +14,10 @@ Before any compute each destination is checked:
 * against each other: statistics or a cache inside ``OUTPUT`` would be
   replaced by the publish, or published as data;
 * for what is already there: ``OUTPUT`` must be absent, empty, or a zscore
-  output (replaced only with ``overwrite``); the statistics file must not be a
-  directory; the directories above a file must be directories the user may
-  write (local disks).
+  output (replaced only with ``overwrite``), and no mount point (it is published
+  by renaming a directory into its place); the statistics file must not be a
+  directory; no destination may be a link loop or sit under a file; the
+  statistics file's directory must take a new file (probed, local disks).
 
 On object stores paths compare by bucket and prefix, and "checked" means that
 the URL resolves and its bucket exists and answers: permissions there are only
