@@ -89,8 +89,8 @@ def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      default="preserve", show_default=True,
                      help="preserve: float32 stays float32, the rest becomes float64."),
         click.option("--overwrite", is_flag=True,
-                     help="Replace an existing OUTPUT (atomically, once the new one is "
-                          "complete)."),
+                     help="Replace an existing zscore OUTPUT (atomically, once the new one "
+                          "is complete); other non-empty directories are never replaced."),
         click.option("--unseen", type=click.Choice(["global", "null", "error"]),
                      default="global", show_default=True,
                      help="With per-key statistics: what a key not seen at fit time gets."),

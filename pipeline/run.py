@@ -80,7 +80,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     mode, dtype
         As for :func:`pipeline.apply`.
     overwrite : bool
-        Replace an existing non-empty ``output`` (atomically on local disks).
+        Replace an existing zscore output at ``output`` (atomically on local
+        disks); a non-empty directory zscore did not write is never replaced.
     report : bool
         Write ``output/_report/`` (histograms before and after, see
         :mod:`pipeline.report`); skipped with a note when matplotlib is missing.
