@@ -91,8 +91,8 @@ def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="preserve: floats keep their (widest stored) type, integers become "
                           "float64."),
         click.option("--overwrite", is_flag=True,
-                     help="Replace an existing OUTPUT (atomically, once the new one is "
-                          "complete)."),
+                     help="Replace an existing zscore OUTPUT (atomically, once the new one "
+                          "is complete); other non-empty directories are never replaced."),
         click.option("--unseen", type=click.Choice(["global", "null", "error"]),
                      default="global", show_default=True,
                      help="With per-key statistics: what a key not seen at fit time gets."),
@@ -168,7 +168,8 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
         stats, dataset, _ = fit_path(input, features=kw["features"], exclude=kw["exclude"],
                                      ddof=kw["ddof"], inf=kw["inf"], filters=kw["filters"],
                                      cache=kw["cache"], group_by=kw["group_by"],
-                                     session=session, storage_options=opts)
+                                     session=session, stats_path=stats_path,
+                                     storage_options=opts)
     stats.save(stats_path, opts)
     _say(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
          f"{len(dataset.files)} files; statistics: {stats_path}")

@@ -13,10 +13,13 @@ Local and network file systems (atomic rename):
    it, otherwise two renames, between which ``OUTPUT`` is briefly absent) and
    then removed.
 
-Object stores (no atomic rename): delete a stale ``_SUCCESS`` first, write data
-files under their deterministic names, delete every other object under
-``OUTPUT``, then write ``_SUCCESS`` last.  Readers must gate on ``_SUCCESS``.
-The lock is a conditional create (``xb``) of ``.NAME.zscore.lock``.
+Object stores (no atomic rename): once the lock is held, mark ``OUTPUT`` as
+zscore's (``_zscore_output.json``, kept for good) and delete a stale
+``_SUCCESS``, write data files under their deterministic names, delete every
+other object under ``OUTPUT``, then write ``_SUCCESS`` last.  Readers must gate
+on ``_SUCCESS``.  The marker lets a retry replace what a failed run left (see
+:mod:`pipeline.targets`).  The lock is a conditional create (``xb``) of
+``.NAME.zscore.lock``.
 
 This module knows nothing about statistics.
 """
@@ -43,6 +46,7 @@ from .location import Location, resolve
 from .lock import Lock
 
 SUCCESS = "_SUCCESS"
+MARKER = "_zscore_output.json"
 
 
 # -------------------------------------------------------------- small files
@@ -104,39 +108,6 @@ def fsync_dir(path: str) -> None:
             os.close(fd)
 
 
-# ------------------------------------------------------------------- checks
-def check_target(inp: Location, out: Location, overwrite: bool) -> None:
-    """Refuse, before anything is written, an output that would overwrite or overlap data.
-
-    Raises
-    ------
-    OutputError
-        ``OUTPUT`` is the input, lies inside it or contains it; or it exists, is
-        not empty and ``overwrite`` is false; or it is a file.
-    """
-    same_fs = type(inp.fs) is type(out.fs)
-    a, b = inp.path.rstrip("/") + "/", out.path.rstrip("/") + "/"
-    if same_fs and (a == b or b.startswith(a) or a.startswith(b)):
-        how = "is" if a == b else "lies inside" if b.startswith(a) else "contains"
-        raise OutputError(f"output {out.display} {how} the input {inp.display}; "
-                          "choose an output outside the input", path=out.display)
-    fs = out.fs
-    try:
-        if not fs.exists(out.path):
-            return
-        if fs.isfile(out.path):
-            raise OutputError(f"output {out.display} is a file; give a directory path",
-                              path=out.display)
-        if fs.ls(out.path) and not overwrite:
-            raise OutputError(f"output {out.display} exists and is not empty; pass "
-                              "--overwrite to replace it or choose another path",
-                              path=out.display)
-    except OutputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
-        raise storage_error(exc, "cannot inspect output", out.display) from None
-
-
 # ------------------------------------------------------------------ publish
 class Commit:
     """Stage, check and publish one run's output; see the module docstring.
@@ -175,6 +146,10 @@ class Commit:
             if self.out.local:
                 os.makedirs(self.target.path)
             else:
+                # The marker first: a run killed after the delete still leaves a prefix
+                # that the next run knows to be zscore's.
+                self.out.fs.pipe_file(self.out.join(MARKER), json.dumps(
+                    {"written_by": "zscore", "run_id": self.run_id}).encode())
                 with contextlib.suppress(FileNotFoundError):
                     self.out.fs.rm(self.out.join(SUCCESS))
         except OSError as exc:
@@ -222,7 +197,7 @@ class Commit:
         for name, content in (extra or {}).items():
             self._write(name, content)
         if not self.out.local:
-            keep = expected | set(extra or ()) | {SUCCESS}
+            keep = expected | set(extra or ()) | {SUCCESS, MARKER}
             stale = sorted(r for r in written if r not in keep)
             if stale:
                 fs.rm([posixpath.join(root, r) for r in stale])

@@ -13,10 +13,12 @@ This module lists files, reads their footers (on the cluster, through a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import posixpath
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +28,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .cluster import breadcrumb
-from .errors import DataError, InputError, exception_text, storage_error
+from .errors import (
+    DataError,
+    InputError,
+    StorageError,
+    exception_text,
+    os_error_text,
+    storage_error,
+)
 from .location import Location, is_local
 from .schema import Schema, validate
 
@@ -58,47 +67,59 @@ def partition_of(rel: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What listing a dataset found: its data files and the symbolic links followed.
+
+    ``links`` holds ``(relative path of the link, real path of its target)``
+    for every link met (local file systems only): the input extends to those
+    targets, and nothing may be written there either.
+    """
+
+    files: list[SourceFile]
+    links: tuple[tuple[str, str], ...] = ()
+
+
 def list_files(loc: Location, filters: Sequence[str] = ()) -> list[SourceFile]:
-    """Every data file under ``loc``, sorted by relative path.
+    """Every data file under ``loc``, sorted by relative path (see :func:`scan`)."""
+    return scan(loc, filters).files
+
+
+def scan(loc: Location, filters: Sequence[str] = ()) -> Listing:
+    """List every data file under ``loc``, sorted by relative path.
 
     ``filters`` are ``--filter`` expressions on hive keys (see
     :mod:`pipeline.partitions`); directories they exclude are not even listed.
+    On local file systems symbolic links are followed: a linked file or
+    directory counts as what it points to, at the link's relative path.
 
     Raises
     ------
     InputError
-        If ``loc`` does not exist, a filter is bad, or no data file is left.
+        If ``loc`` does not exist, a filter is bad, no data file is left, or a
+        link is broken, loops, or a file is not a regular file.
+    StorageError
+        A directory that cannot be read (permission refused): never skipped.
     """
-    from .partitions import parse_all, walk
+    from .partitions import parse_all
 
-    fs = loc.fs
     parsed = parse_all(filters)
+    lister = _LocalLister(loc) if is_local(loc.fs) else None
     try:
-        if not fs.exists(loc.path):
-            raise InputError(f"input {loc.display} does not exist")
-        if fs.isfile(loc.path):
-            info = fs.info(loc.path)
-            entries = {loc.path: info}
-            root = posixpath.dirname(loc.path)
-        elif parsed:
-            entries = walk(fs, loc.path, parsed, lambda name: name.startswith((".", "_")))
-            root = loc.path
-        else:
-            entries = fs.find(loc.path, detail=True, withdirs=False)
-            root = loc.path
+        entries, root = _entries(loc, parsed, lister)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
         raise storage_error(exc, "cannot list input", loc.display) from None
     files = []
     prefix = root.rstrip("/") + "/"
-    for path, info in entries.items():
-        path = path if not is_local(fs) else os.path.abspath(path)
-        rel = path[len(prefix):] if path.startswith(prefix) else posixpath.basename(path)
+    for key, info in entries.items():
+        rel = key[len(prefix):] if key.startswith(prefix) else posixpath.basename(key)
         if hidden(rel) or info.get("type", "file") != "file":
             continue
-        files.append(SourceFile(rel=rel, path=path, size=int(info.get("size") or 0),
-                                version=_version(info), partition=partition_of(rel)))
+        files.append(SourceFile(rel=rel, path=info.get("name", key),
+                                size=int(info.get("size") or 0), version=_version(info),
+                                partition=partition_of(rel)))
     _check_names(files)
     if not files:
         which = " matching " + " and ".join(f"--filter {f!r}" for f in filters) if filters \
@@ -111,7 +132,125 @@ def list_files(loc: Location, filters: Sequence[str] = ()) -> list[SourceFile]:
         raise DataError(f"hive partition keys differ between {files[0].rel} and "
                         f"{files[keys.index(next(k for k in keys if k != keys[0]))].rel}; "
                         "every file must sit under the same key=value directories")
-    return files
+    return Listing(files=files, links=tuple(lister.links) if lister is not None else ())
+
+
+def _entries(loc: Location, parsed: Sequence[Any], lister: _LocalLister | None
+             ) -> tuple[dict[str, dict[str, Any]], str]:
+    """Every file under ``loc`` (path -> fsspec info) and the root relative paths start at."""
+    from .partitions import walk
+
+    fs = loc.fs
+    if _is_file(loc):
+        if parsed:
+            raise InputError(f"--filter {parsed[0].text!r} needs a directory of hive "
+                             f"partitions, but the input {loc.display} is one file")
+        # A single file keeps the name it was given (a link's own name, as inside a directory).
+        name = posixpath.basename(loc.display.rstrip("/")) or posixpath.basename(loc.path)
+        root = posixpath.dirname(loc.path)
+        return {posixpath.join(root, name): {**fs.info(loc.path), "name": loc.path}}, root
+    if lister is not None:
+        return walk(lister, loc.path, parsed), loc.path
+    if parsed:
+        return walk(partial(_remote_ls, fs), loc.path, parsed), loc.path
+    return fs.find(loc.path, detail=True, withdirs=False), loc.path
+
+
+def _is_file(loc: Location) -> bool:
+    """Whether the input is one file (else a directory); it must exist and be reachable."""
+    if is_local(loc.fs):
+        try:  # not os.path.exists: it says "absent" for a path it may not look at
+            mode = os.stat(loc.path).st_mode
+        except FileNotFoundError:
+            raise InputError(f"input {loc.display} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read the input {loc.display}: {os_error_text(exc)}",
+                               path=loc.display) from None
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            kind = next((k for test, k in _SPECIAL if test(mode)), "not a regular file")
+            raise DataError(f"input {loc.display} is {kind}, not a directory or a Parquet file",
+                            path=loc.display)
+        return stat.S_ISREG(mode)
+    elif loc.fs.exists(loc.path):
+        return bool(loc.fs.isfile(loc.path))
+    raise InputError(f"input {loc.display} does not exist")
+
+
+def _remote_ls(fs: Any, directory: str) -> list[dict[str, Any]]:
+    return [info for info in fs.ls(directory, detail=True)
+            if not hidden(posixpath.basename(info["name"].rstrip("/")))]
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+            (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+class _LocalLister:
+    """Lists one local directory the way its files will be read: symbolic links followed.
+
+    fsspec reports a link as "other" and never descends into a linked directory,
+    which dropped linked data without a word; here a link is what it points to.
+    A broken link, a link loop or a special file is an error naming it, and so is
+    a directory that cannot be read: nothing is skipped silently.
+    """
+
+    def __init__(self, loc: Location):
+        self.root = loc.path
+        self.display = loc.display
+        self.links: list[tuple[str, str]] = []
+
+    def where(self, path: str) -> str:
+        rel = posixpath.relpath(path, self.root)
+        return self.display if rel == "." else posixpath.join(self.display, rel)
+
+    def __call__(self, directory: str) -> list[dict[str, Any]]:
+        try:
+            with os.scandir(directory) as it:
+                entries = [e for e in it if not hidden(e.name)]
+            return [info for e in entries if (info := self._info(e, directory)) is not None]
+        except OSError as exc:
+            # The entry being listed or followed, else the directory itself.
+            where = self.where(exc.filename) if isinstance(exc.filename, str) else \
+                self.where(directory)
+            raise StorageError(f"cannot list the input: {where}: {os_error_text(exc)}",
+                               path=where) from None
+
+    def _info(self, entry: os.DirEntry[str], directory: str) -> dict[str, Any] | None:
+        path = entry.path
+        try:
+            if entry.is_symlink():
+                st = self._follow(path, directory)
+            else:
+                st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            return None  # removed while we listed: not part of the input any more
+        if stat.S_ISDIR(st.st_mode):
+            return {"name": path, "type": "directory"}
+        if stat.S_ISREG(st.st_mode):
+            return {"name": path, "type": "file", "size": st.st_size, "mtime": st.st_mtime}
+        kind = next((k for test, k in _SPECIAL if test(st.st_mode)), "not a regular file")
+        raise DataError(f"{self.where(path)} is {kind}, not a Parquet file; remove it or "
+                        "rename it to start with '_' or '.'", path=self.where(path))
+
+    def _follow(self, path: str, directory: str) -> os.stat_result:
+        where = self.where(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise DataError(f"{where} is a broken symbolic link (to {os.readlink(path)}); "
+                            "restore its target or remove it", path=where) from None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise DataError(f"{where} is a symbolic link loop; remove it", path=where) from None
+        target = os.path.realpath(path)
+        if stat.S_ISDIR(st.st_mode):
+            here = os.path.realpath(directory)
+            if here == target or here.startswith(target.rstrip("/") + "/"):
+                raise DataError(f"{where} is a symbolic link to {target}, which contains the "
+                                "link itself: a loop; remove it", path=where)
+        self.links.append((posixpath.relpath(path, self.root), target))
+        return st
 
 
 def _check_names(files: Sequence[SourceFile]) -> None:
@@ -223,7 +362,7 @@ Mapper = Callable[..., list[Any]]
 
 def inspect(loc: Location, mapper: Mapper, features: str | Sequence[str] | None = None,
             exclude: str | Sequence[str] = (), origin: str = "--features",
-            filters: Sequence[str] = (), cache: Any = None,
+            filters: Sequence[str] = (), cache: Any = None, listing: Listing | None = None,
             warn: Callable[[str], None] | None = None) -> tuple[Dataset, list[str]]:
     """List ``loc`` (pruned by ``filters``), read every footer through ``mapper``,
     validate, and select features.
@@ -234,9 +373,10 @@ def inspect(loc: Location, mapper: Mapper, features: str | Sequence[str] | None 
     ``mapper(fn, items, label=...)`` runs ``fn(batch)`` over batches of ``items``
     (on the cluster) and returns the per-item results in order.  With a
     :class:`~pipeline.cache.Cache`, only files new or changed since it was filled
-    are opened.
+    are opened.  ``listing``: the result of :func:`scan` when the caller already
+    listed ``loc`` (to check its destinations first).
     """
-    files = list_files(loc, filters)
+    files = (listing or scan(loc, filters)).files
     keys = tuple(k for k, _ in files[0].partition)
     fs = loc.fs
     known = cache.footers(files) if cache is not None else {}

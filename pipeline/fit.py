@@ -310,15 +310,18 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
     if not isinstance(source, str | os.PathLike):
         return _fit_frame(source, features=features, exclude=exclude, ddof=ddof, inf=inf,
                           client=client)
-    from .dataset import inspect
+    from .dataset import inspect, scan
     from .location import resolve
+    from .targets import check
 
     opts = dict(storage_options or {})
     loc = resolve(source, opts)
+    listing = scan(loc, filters)
+    check(loc, listing.links, cache=resolve(cache, opts) if cache else None)
     with session_for(client) as session:
         store = open_cache(cache, opts, session.warn)
         dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
-                                  cache=store, warn=session.warn)
+                                  cache=store, listing=listing, warn=session.warn)
         chosen = without_keys(chosen, group_by, explicit=features is not None)
         return fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,
                            cache=store, group_by=group_by)

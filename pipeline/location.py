@@ -17,7 +17,11 @@ from .errors import InputError
 class Location:
     """A resolved path: the fsspec filesystem, the path inside it, and the URL as given.
 
-    ``display`` is the URL without any credentials, for messages and artifacts.
+    On local file systems ``path`` is the real path (symbolic links and ``..``
+    resolved, as the kernel will): every overlap check, lock and staging
+    directory is then about the place data really lands, whatever the spelling.
+    ``display`` is the URL as given without any credentials, for messages and
+    artifacts.
     """
 
     fs: Any
@@ -71,7 +75,7 @@ def resolve(url: str | os.PathLike[str], storage_options: dict[str, Any] | None 
     except (ValueError, TypeError) as exc:
         raise InputError(f"cannot open {redact(text)}: {redact(str(exc))}") from None
     if is_local(fs):
-        path = os.path.abspath(path)
+        path = os.path.realpath(path)
     return Location(fs=fs, path=path.rstrip("/") or "/", display=redact(text))
 
 

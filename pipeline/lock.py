@@ -36,8 +36,10 @@ class Lock:
         parent, name = posixpath.split(out.path.rstrip("/"))
         self.fs = out.fs
         self.path = posixpath.join(parent, f".{name}.zscore.lock")
-        self.display = posixpath.join(posixpath.dirname(out.display.rstrip("/")),
-                                      f".{name}.zscore.lock")
+        # Local paths carry no secret; the real path names the lock even when OUTPUT
+        # was given through a symbolic link.
+        self.display = self.path if out.local else posixpath.join(
+            posixpath.dirname(out.display.rstrip("/")), f".{name}.zscore.lock")
         self.run_id = run_id
         self.warn = warn or (lambda msg: None)
         self._stop = threading.Event()

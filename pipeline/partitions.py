@@ -87,9 +87,13 @@ def allowed(filters: Sequence[Filter], values: Sequence[str]) -> set[str]:
     return keep
 
 
-def walk(fs: Any, root: str, filters: Sequence[Filter], is_hidden: Callable[[str], bool]
+def walk(ls: Callable[[str], list[dict[str, Any]]], root: str, filters: Sequence[Filter]
          ) -> dict[str, dict[str, Any]]:
     """Every file under ``root`` (path -> info), skipping partitions the filters exclude.
+
+    ``ls(directory)`` lists one directory as fsspec info dicts (``name``,
+    ``type``), hidden names already left out; on local disks it follows
+    symbolic links (see :mod:`pipeline.dataset`).
 
     Raises
     ------
@@ -105,13 +109,10 @@ def walk(fs: Any, root: str, filters: Sequence[Filter], is_hidden: Callable[[str
     while pending:
         directory = pending.pop()
         children: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for info in fs.ls(directory, detail=True):
+        for info in ls(directory):
             path = info["name"].rstrip("/")
-            name = posixpath.basename(path)
-            if is_hidden(name):
-                continue
             if info.get("type") == "directory":
-                key, eq, value = name.partition("=")
+                key, eq, value = posixpath.basename(path).partition("=")
                 children[key if eq else ""].append((value, path))
             else:
                 found[path] = info

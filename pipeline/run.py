@@ -3,13 +3,17 @@
 Order of a run, chosen so that nothing is written until the input is known to
 be good and nothing is visible until everything is written:
 
-1. resolve paths; refuse an output that exists (without ``--overwrite``) or
-   overlaps the input; load ``--stats`` for ``transform``;
+1. resolve paths and list the input (symbolic links followed); check every
+   destination (:mod:`pipeline.targets`): nothing inside the input, no
+   destination inside another, an output that is absent, empty or (with
+   ``--overwrite``) a zscore output; load ``--stats`` for ``transform``;
 2. take the output's lock (see :mod:`pipeline.commit`);
-3. list the input and validate every footer on the cluster;
+3. validate every footer on the cluster;
 4. fit (``run`` only): one read of the feature columns;
 5. transform: one read of every column and one write, into staging;
-6. check, write ``_stats.json`` and ``_SUCCESS`` (the manifest), publish.
+6. write ``--stats`` (if asked), then ``_stats.json`` and ``_SUCCESS`` (the
+   manifest), and publish: a failure at any step before publishes nothing, so
+   exit code 0 is the only one that comes with a published output.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from typing import Any
 
 from .artifact import FittedStats, now_iso, tool_version
 from .cluster import Session, session_for
-from .commit import Commit, check_target
-from .dataset import Dataset, inspect
+from .commit import Commit
+from .dataset import Dataset, inspect, scan
 from .errors import exception_text
 from .fit import check_options, fit_dataset, open_cache, without_keys
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .location import resolve
+from .targets import check
 from .transform import Plan, check_transform_options
 from .write import Written, write_dataset
 
@@ -76,7 +81,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     mode, dtype
         As for :func:`pipeline.apply`.
     overwrite : bool
-        Replace an existing non-empty ``output`` (atomically on local disks).
+        Replace an existing zscore output at ``output`` (atomically on local
+        disks); a non-empty directory zscore did not write is never replaced.
     report : bool
         Write ``output/_report/`` (histograms before and after, see
         :mod:`pipeline.report`); skipped with a note when matplotlib is missing.
@@ -140,7 +146,10 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
     opts = dict(storage_options or {})
     check_options(ddof, inf)
     inp, out = resolve(input, opts), resolve(output, opts)
-    check_target(inp, out, overwrite)
+    listing = scan(inp, filters)
+    check(inp, listing.links, output=out, overwrite=overwrite,
+          stats=resolve(stats_path, opts) if stats_path is not None else None,
+          cache=resolve(cache, opts) if cache else None)
     fitted: FittedStats | None = None
     check_transform_options(mode, dtype)
     if not fit:
@@ -153,7 +162,7 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
             if fit:
                 store = open_cache(cache, opts, session.warn)
                 dataset, chosen = inspect(inp, session.mapper, features, exclude,
-                                          filters=filters, cache=store,
+                                          filters=filters, cache=store, listing=listing,
                                           warn=session.warn)
                 chosen = without_keys(chosen, group_by, explicit=features is not None)
                 timings.lap("footers")
@@ -167,7 +176,8 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                 spec = features if features else fitted.names
                 dataset, chosen = inspect(inp, session.mapper, spec, exclude,
                                           origin="--features" if features else "statistics",
-                                          filters=filters, warn=session.warn)
+                                          filters=filters, listing=listing,
+                                          warn=session.warn)
                 timings.lap("footers")
             assert fitted is not None
             plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen,
@@ -186,9 +196,9 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                 histograms = histograms if drawn else None
                 timings.lap("report")
             manifest["timings"] = timings.seconds
+            if stats_path is not None:  # before publishing: if it fails, nothing is published
+                fitted.save(stats_path, opts)
             commit.publish([w.rel for w in written], manifest, extra)
-        if stats_path is not None:
-            fitted.save(stats_path, opts)
     return RunResult(stats=fitted, output=out.display, files=len(written),
                      timings=timings.seconds,
                      rows=sum(w.rows for w in written), bytes=sum(w.bytes for w in written),
@@ -250,16 +260,23 @@ def process_age() -> float | None:
 
 def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int = 0,
              inf: str = "error", filters: Sequence[str] = (), cache: str | None = None,
-             group_by: Any = (), session: Session,
+             group_by: Any = (), session: Session, stats_path: Any = None,
              storage_options: Mapping[str, Any] | None = None
              ) -> tuple[FittedStats, Dataset, list[str]]:
-    """The ``zscore fit`` job on an open session: validate, then fit."""
+    """The ``zscore fit`` job on an open session: check destinations, validate, then fit.
+
+    ``stats_path`` (where the caller will save the result) is checked before
+    anything is computed, as is ``cache`` (see :mod:`pipeline.targets`).
+    """
     check_options(ddof, inf)
     opts = dict(storage_options or {})
     loc = resolve(input, opts)
+    listing = scan(loc, filters)
+    check(loc, listing.links, stats=resolve(stats_path, opts) if stats_path is not None else None,
+          cache=resolve(cache, opts) if cache else None)
     store = open_cache(cache, opts, session.warn)
     dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
-                              cache=store, warn=session.warn)
+                              cache=store, listing=listing, warn=session.warn)
     chosen = without_keys(chosen, group_by, explicit=features is not None)
     session.console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
     stats = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,

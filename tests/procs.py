@@ -129,3 +129,16 @@ def run_zscore(*args, timeout: float = 120, env: dict[str, str] | None = None
                ) -> subprocess.CompletedProcess:
     return subprocess.run(zscore_cmd(*args), capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def run_unprivileged(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``zscore`` without the power to ignore file permissions.
+
+    As root (CI) the process keeps uid 0, so it can still reach the checkout and
+    its venv wherever they live, but loses CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH:
+    mode bits then apply to it as to any user.
+    """
+    cmd = zscore_cmd(*args)
+    if os.geteuid() == 0:
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

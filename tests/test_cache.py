@@ -97,10 +97,45 @@ def test_concurrent_fits_share_a_cache(data, tmp_path, capsys):
     assert "warning: cache" not in err and "6 of 6 files' moments reused" in err
 
 
-def test_an_unwritable_cache_is_a_warning(data, tmp_path, capsys):
-    # A cache directory that cannot be created is a warning, not a failure.
+def test_an_unwritable_cache_is_a_warning_a_misplaced_one_an_error(data, tmp_path, capsys):
+    # A cache the user may not write only costs speed: a warning, the fit goes on.
+    from procs import run_unprivileged
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    r = run_unprivileged("fit", data, "--stats", tmp_path / "u.json", "--cache", locked / "c")
+    assert r.returncode == 0, r.stderr
+    full, _ = fit_json(capsys, data, tmp_path)
+    assert json.loads((tmp_path / "u.json").read_text())["features"] == full
+    assert f"cannot write to the cache {locked / 'c'}" in r.stderr
+    # A cache path through a file is a mistake no retry fixes: exit 2 before compute.
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    stats, err = fit_json(capsys, data, tmp_path, "--cache", blocker / "cache")
+    assert main(["fit", str(data), "--stats", str(tmp_path / "s.json"), "--cache",
+                 str(blocker / "cache")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"zscore: error: cache {blocker / 'cache'} cannot be created: {blocker} is not a "
+        "directory")
+
+
+def test_a_linked_file_is_identified_by_its_target(data, tmp_path, capsys):
+    import numpy as np
+
+    cache = tmp_path / "cache"
+    store = tmp_path / "store"
+    store.mkdir()
+    linked = data / "day=2026-01-02" / "part-1.parquet"
+    linked.rename(store / "v1.parquet")
+    linked.symlink_to(store / "v1.parquet")
     full, _ = fit_json(capsys, data, tmp_path)
-    assert stats == full and "cannot write to the cache" in err
+    cached, err = fit_json(capsys, data, tmp_path, "--cache", cache)
+    assert cached == full and "0 of 6 files' moments reused, 6 read" in err
+    # Touching the link itself changes nothing; rewriting its target is a change.
+    os.utime(linked, follow_symlinks=False)
+    again, err = fit_json(capsys, data, tmp_path, "--cache", cache)
+    assert again == full and "6 of 6 files' moments reused, 0 read" in err
+    pq.write_table(make_table(2500, 7 * 10**6, np.random.default_rng(5)), store / "v1.parquet",
+                   use_dictionary=["city"])
+    cached, err = fit_json(capsys, data, tmp_path, "--cache", cache)
+    full, _ = fit_json(capsys, data, tmp_path)
+    assert cached == full and "5 of 6 files' moments reused, 1 read" in err

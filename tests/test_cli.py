@@ -145,8 +145,9 @@ def test_output_exists_or_overlaps_input(datasets, tmp_path, capsys):
     (tmp_path / "out" / "keep.txt").write_text("precious")
     code, _, err = zscore(capsys, "run", src, tmp_path / "out")
     assert code == 2 and error_line(err) == (
-        f"zscore: error: output {tmp_path / 'out'} exists and is not empty; pass --overwrite "
-        "to replace it or choose another path")
+        f"zscore: error: output {tmp_path / 'out'} is not empty and is not a zscore output (1 "
+        "entry: keep.txt); zscore replaces only an empty directory or its own output: empty it "
+        "or choose another path")
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
     for target, how in [(src, "is"), (src / "day=2026-01-01" / "z", "lies inside"),
                         (src.parent, "contains")]:
@@ -158,8 +159,8 @@ def test_output_exists_or_overlaps_input(datasets, tmp_path, capsys):
 
 def test_overwrite_replaces_the_old_output(datasets, tmp_path, capsys):
     src = datasets.sample()
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.parquet").write_text("old")
+    assert zscore(capsys, "run", src, tmp_path / "out", "--no-report")[0] == 0
+    (tmp_path / "out" / "old.parquet").write_text("old")  # a zscore output, plus a stray file
     code, _, err = zscore(capsys, "run", src, tmp_path / "out", "--overwrite")
     assert code == 0, err
     assert not (tmp_path / "out" / "old.parquet").exists()

@@ -207,3 +207,40 @@ def test_permission_denied_exits_1_naming_the_path(medium, tmp_path):
     assert r.stderr.splitlines()[-1] == (
         f"zscore: error: cannot create lock {shared / '.out.zscore.lock'}: Permission denied")
     assert os.listdir(shared) == []
+
+
+def test_statistics_that_cannot_be_saved_publish_nothing_and_the_retry_works(medium, tmp_path):
+    # Checked before compute, the --stats directory breaks only while the run transforms:
+    # the statistics are saved before OUTPUT is published, so the failure publishes nothing.
+    sdir = tmp_path / "stats"
+    sdir.mkdir()
+    run = start_zscore("run", medium, tmp_path / "out", "--stats", sdir / "s.json")
+    wait_for(transform_started(tmp_path), 60, "the transform to start")
+    sdir.rmdir()
+    sdir.write_text("a file now")
+    code, _, err = run.wait()
+    assert code == 1, err
+    assert err.splitlines()[-1] == f"zscore: error: cannot write {sdir / 's.json'}: File exists"
+    assert not (tmp_path / "out").exists() and staging(tmp_path) == []
+    sdir.unlink()
+    sdir.mkdir()
+    r = run_zscore("run", medium, tmp_path / "out", "--stats", sdir / "s.json")
+    assert r.returncode == 0, r.stderr
+    assert (sdir / "s.json").read_bytes() == (tmp_path / "out" / "_stats.json").read_bytes()
+
+
+def test_a_run_through_a_link_and_one_through_the_real_path_share_one_lock(medium, reference,
+                                                                          tmp_path):
+    real = tmp_path / "disk" / "out"
+    real.parent.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    first = start_zscore("run", medium, tmp_path / "link", "--workers", 1)  # slower: overlap
+    lock = real.parent / ".out.zscore.lock"
+    wait_for(lock.exists, 60, "the lock beside the link's target")
+    second = run_zscore("run", medium, real)
+    assert second.returncode == 1, second.stderr
+    assert second.stderr.splitlines()[-1].startswith(f"zscore: error: output is locked by {lock}")
+    code, _, err = first.wait()
+    assert code == 0, err
+    assert (tmp_path / "link").is_symlink() and data_files(real) == data_files(reference)
+    assert sorted(os.listdir(tmp_path)) == ["disk", "link"] and os.listdir(real.parent) == ["out"]

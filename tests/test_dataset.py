@@ -235,3 +235,135 @@ def test_a_zero_row_file_is_mirrored_and_a_directory_named_x_parquet_is_a_direct
     assert pq.read_table(tmp_path / "out" / "b.parquet").num_rows == 0
     assert pq.read_table(tmp_path / "out" / "x.parquet" / "part-0.parquet").column(
         "x").to_pylist() == [pytest.approx(2 / (8 / 3) ** 0.5, rel=1e-15)]  # (5 - 3) / σ
+
+
+# ------------------------------------------------------------ links: nothing skipped
+def _linked_input(tmp_path):
+    """in/: a.parquet (a file), b.parquet -> a file outside, c.parquet -> a.parquet,
+    sub -> a directory outside holding d.parquet."""
+    src, ext = tmp_path / "in", tmp_path / "elsewhere"
+    (ext / "dir").mkdir(parents=True)
+    src.mkdir()
+    pq.write_table(pa.Table.from_pandas(_df(10)), src / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(_df(20)), ext / "b.parquet")
+    pq.write_table(pa.Table.from_pandas(_df(30)), ext / "dir" / "d.parquet")
+    (src / "b.parquet").symlink_to(ext / "b.parquet")
+    (src / "c.parquet").symlink_to("a.parquet")
+    (src / "sub").symlink_to(ext / "dir")
+    return src, ext
+
+
+def test_linked_files_and_directories_are_listed_as_what_they_point_to(tmp_path):
+    import os
+
+    from pipeline.dataset import scan
+
+    src, ext = _linked_input(tmp_path)
+    listing = scan(resolve(src))
+    assert [f.rel for f in listing.files] == ["a.parquet", "b.parquet", "c.parquet",
+                                              "sub/d.parquet"]
+    by_rel = {f.rel: f for f in listing.files}
+    target = os.stat(ext / "b.parquet")
+    assert by_rel["b.parquet"].size == target.st_size  # the target's identity, not the link's
+    assert by_rel["b.parquet"].version == repr(target.st_mtime)
+    assert sorted(listing.links) == [("b.parquet", str(ext / "b.parquet")),
+                                     ("c.parquet", str(src / "a.parquet")),
+                                     ("sub", str(ext / "dir"))]
+    # The input itself given as a link: the same files.
+    (tmp_path / "inlink").symlink_to(src)
+    assert [f.rel for f in list_files(resolve(tmp_path / "inlink"))] == list(by_rel)
+
+
+def test_linked_files_are_mirrored_as_regular_files(tmp_path, capsys):
+    import shutil
+
+    from conftest import snapshot
+
+    from pipeline.cli import main
+
+    src, _ = _linked_input(tmp_path)
+    plain = tmp_path / "plain"
+    shutil.copytree(src, plain, symlinks=False)  # the same data, links dereferenced
+    before = snapshot(src)
+    assert main(["run", str(src), str(tmp_path / "out"), "-q"]) == 0
+    assert "70 rows in 4 files" in capsys.readouterr().out
+    assert main(["run", str(plain), str(tmp_path / "ref"), "-q"]) == 0
+    got, want = snapshot(tmp_path / "out"), snapshot(tmp_path / "ref")
+    data = sorted(k for k in got if not k.startswith("_"))
+    assert data == ["a.parquet", "b.parquet", "c.parquet", "sub/d.parquet"]
+    assert all(got[k] == want[k] for k in data)
+    assert not any((tmp_path / "out" / k).is_symlink() for k in data)
+    assert not (tmp_path / "out" / "sub").is_symlink()
+    assert snapshot(src) == before
+
+
+def _broken(src, tmp):
+    (src / "x.parquet").symlink_to(tmp / "gone.parquet")
+    return f"{src}/x.parquet is a broken symbolic link (to {tmp / 'gone.parquet'}); restore " \
+           "its target or remove it"
+
+
+def _loop_to_an_ancestor(src, tmp):
+    (src / "day=1" / "up").symlink_to(tmp)
+    return f"{src}/day=1/up is a symbolic link to {tmp}, which contains the link itself: a " \
+           "loop; remove it"
+
+
+def _link_cycle(src, tmp):
+    (src / "day=1" / "p.parquet").symlink_to(src / "day=1" / "q.parquet")
+    (src / "day=1" / "q.parquet").symlink_to(src / "day=1" / "p.parquet")
+    return f"{src}/day=1/p.parquet is a symbolic link loop; remove it"
+
+
+def _named_pipe(src, tmp):
+    import os
+
+    os.mkfifo(src / "day=1" / "stream.parquet")
+    return f"{src}/day=1/stream.parquet is a named pipe, not a Parquet file; remove it or " \
+           "rename it to start with '_' or '.'"
+
+
+@pytest.mark.parametrize("make", [_broken, _loop_to_an_ancestor, _link_cycle, _named_pipe])
+def test_broken_links_loops_and_special_files_are_errors_naming_them(tmp_path, capsys, make):
+    from pipeline.cli import main
+
+    src = tmp_path / "in"
+    (src / "day=1").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(_df()), src / "day=1" / "a.parquet")
+    (src / "day=1" / ".#a.parquet").symlink_to("nowhere")  # hidden (an editor's lock): ignored
+    message = make(src, tmp_path)
+    with pytest.raises(DataError) as info:
+        list_files(resolve(src))
+    assert str(info.value) == message
+    assert main(["fit", str(src), "--stats", str(tmp_path / "s.json")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"zscore: error: {message}"
+
+
+def test_an_unreadable_directory_is_exit_1_naming_it(tmp_path):
+    import os
+
+    from procs import run_unprivileged
+
+    src = tmp_path / "in"
+    for day in (1, 2):
+        (src / f"day={day}").mkdir(parents=True)
+        pq.write_table(pa.Table.from_pandas(_df()), src / f"day={day}" / "a.parquet")
+    os.chmod(src / "day=2", 0)
+    try:
+        r = run_unprivileged("fit", src, "--stats", tmp_path / "s.json")
+    finally:
+        os.chmod(src / "day=2", 0o755)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        f"zscore: error: cannot list the input: {src}/day=2: Permission denied")
+    # An input behind a directory we may not search exists: it is not "missing".
+    os.chmod(tmp_path, 0o600)
+    try:
+        r = run_unprivileged("fit", src, "--stats", tmp_path.parent / f"{tmp_path.name}.json")
+    finally:
+        os.chmod(tmp_path, 0o755)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        f"zscore: error: cannot read the input {src}: Permission denied")
+    assert not (tmp_path / "s.json").exists()
+    assert not (tmp_path.parent / f"{tmp_path.name}.json").exists()

@@ -84,3 +84,28 @@ def test_fit_and_transform_a_window_through_the_cli(hourly, tmp_path, capsys):
     written = sorted(p.relative_to(tmp_path / "o").as_posix()
                      for p in (tmp_path / "o").rglob("*.parquet"))
     assert written == [f"day=2026-02-01/hour={h}/part-0.parquet" for h in (10, 23, 9)]
+
+
+def test_linked_partitions_are_followed_and_filtered_like_the_others(hourly, tmp_path):
+    import shutil
+
+    from pipeline.errors import DataError
+
+    root = tmp_path / "d"
+    shutil.copytree(hourly, root)
+    ext = tmp_path / "archive" / "hour=9"
+    ext.mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1.0, 2.0]}), ext / "part-0.parquet")
+    (root / "day=2026-03-01").mkdir()
+    (root / "day=2026-03-01" / "hour=9").symlink_to(ext)  # a partition kept elsewhere
+    (root / "day=2026-03-01" / "hour=10").mkdir()
+    (root / "day=2026-03-01" / "hour=10" / "part-0.parquet").symlink_to(ext / "part-0.parquet")
+    assert rels(root, "day >= 2026-02-01", "hour <= 10") == [
+        "day=2026-02-01/hour=10/part-0.parquet", "day=2026-02-01/hour=9/part-0.parquet",
+        "day=2026-03-01/hour=10/part-0.parquet", "day=2026-03-01/hour=9/part-0.parquet"]
+    assert rels(root, "day >= 2026-03-01", "hour > 9") == ["day=2026-03-01/hour=10/part-0.parquet"]
+    (root / "day=2026-01-01" / "hour=23" / "again").symlink_to(root)
+    with pytest.raises(DataError, match="day=2026-01-01/hour=23/again is a symbolic link to .*"
+                                        "which contains the link itself: a loop"):
+        rels(root, "day == 2026-01-01")
+    assert len(rels(root, "day == 2026-01-02")) == 3  # the loop sits in a pruned partition

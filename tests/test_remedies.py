@@ -136,8 +136,7 @@ def test_drop_the_cache_or_the_group_by(tmp_path, capsys):
 
 def test_overwrite_an_existing_output(datasets, tmp_path, capsys):
     src = datasets.sample()
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.parquet").write_bytes(b"old")
+    assert zscore(capsys, "run", src, tmp_path / "out", "--no-report")[0] == 0
     line = refused(capsys, "run", src, tmp_path / "out", "--no-report")
     fix = remedy(line, r"pass (--overwrite)")
     code, _, err = zscore(capsys, "run", src, tmp_path / "out", "--no-report", *fix)
@@ -184,7 +183,7 @@ def test_a_directory_where_a_file_belongs(datasets, tmp_path, capsys):
                    "path of a file"
     src = datasets.write("tiny", {"a.parquet": pa.table({"x": [1.0, 2.0]})})
     line = refused(capsys, "fit", src, "--stats", tmp_path / "adir")
-    assert line.endswith("Is a directory; give the path of a file")
+    assert line.endswith("is a directory; give the path of a file")
     assert zscore(capsys, "fit", src, "--stats", tmp_path / "adir" / "s.json")[0] == 0
     assert zscore(capsys, "inspect", tmp_path / "adir" / "s.json")[0] == 0
 

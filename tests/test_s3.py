@@ -261,3 +261,87 @@ def test_secrets_in_endpoint_urls_and_query_strings_are_scrubbed_from_errors(s3,
     stats = fs.cat_file("zsb/s7.json").decode()
     assert json.loads(stats)["input"]["path"] == f"http://***@{host}/zsb/in7/{one}"
     _no_secret(r.stdout, r.stderr, stats)
+
+
+def _corrupt_middle(fs, key: str) -> bytes:
+    """Overwrite 2 KiB in the middle of an object's pages; return the original bytes."""
+    good = fs.cat_file(key)
+    data = bytearray(good)
+    footer = int.from_bytes(data[-8:-4], "little")
+    mid = (len(data) - footer) // 2
+    data[mid:mid + 2048] = os.urandom(2048)
+    fs.pipe_file(key, bytes(data))
+    return good
+
+
+def test_overwrite_keeps_foreign_prefixes_and_a_failed_first_run_is_retried(s3, fs,
+                                                                           local_reference):
+    src, ref = local_reference
+    _upload(fs, src, "zsb/in6")
+    # Not ours: a Spark-style output with its empty _SUCCESS is never deleted.
+    fs.pipe_file("zsb/foreign/_SUCCESS", b"")
+    fs.pipe_file("zsb/foreign/part-00000.csv", b"precious")
+    r = run_zscore("run", "s3://zsb/in6", "s3://zsb/foreign", "--overwrite", "--no-report",
+                   env=s3)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == (
+        "zscore: error: output s3://zsb/foreign is not empty and is not a zscore output (2 "
+        "entries: _SUCCESS, part-00000.csv); its _SUCCESS was not written by zscore; zscore "
+        "replaces only an empty directory or its own output: empty it or choose another path")
+    assert _objects(fs, "zsb/foreign") == {"_SUCCESS": b"", "part-00000.csv": b"precious"}
+    # A first run that fails part-way leaves files and no _SUCCESS; the same command, retried
+    # once the input is fixed, replaces them (nothing had been published).
+    rel = "day=2026-01-02/part-1.parquet"
+    good = _corrupt_middle(fs, f"zsb/in6/{rel}")
+    args = ("run", "s3://zsb/in6", "s3://zsb/out6", "--exclude", "id,label", "--no-report")
+    r = run_zscore(*args, env=s3)
+    assert r.returncode == 2 and f"cannot read {rel}" in r.stderr.splitlines()[-1]
+    left = _objects(fs, "zsb/out6")
+    assert "_SUCCESS" not in left and "_zscore_output.json" in left
+    fs.pipe_file(f"zsb/in6/{rel}", good)
+    r = run_zscore(*args, env=s3)
+    assert r.returncode == 0, r.stderr
+    got = _objects(fs, "zsb/out6")
+    assert {k: v for k, v in got.items() if not k.startswith("_")} == \
+        {k: v for k, v in snapshot(ref).items() if not k.startswith("_")}
+    # A published output is replaced only with --overwrite; a failed rewrite can be retried.
+    r = run_zscore(*args, env=s3)
+    assert r.returncode == 2 and r.stderr.splitlines()[-1] == (
+        "zscore: error: output s3://zsb/out6 exists and holds a zscore output; pass "
+        "--overwrite to replace it or choose another path")
+    _corrupt_middle(fs, f"zsb/in6/{rel}")
+    assert run_zscore(*args, "--overwrite", env=s3).returncode == 2
+    assert "_SUCCESS" not in _objects(fs, "zsb/out6")
+    fs.pipe_file(f"zsb/in6/{rel}", good)
+    r = run_zscore(*args, "--overwrite", env=s3)
+    assert r.returncode == 0, r.stderr
+
+
+def test_object_store_destinations_are_checked_before_compute(s3, fs, local_reference):
+    src, _ = local_reference
+    _upload(fs, src, "zsb/in7")
+    fs.mkdir("zsb-empty")
+    cases = [
+        (["run", "s3://zsb/in7", "s3://zsb-empty"], "output s3://zsb-empty is a whole bucket; "
+         "give a prefix inside it, e.g. s3://zsb-empty/out (its lock goes beside it)"),
+        (["run", "s3://zsb/in7", "s3://zsb/in7/z"], "output s3://zsb/in7/z lies inside the "
+         "input s3://zsb/in7; choose an output outside the input"),
+        (["run", "s3://zsb/in7", "s3://zsb/o7", "--stats", "s3://zsb/o7/s.json"],
+         "statistics file s3://zsb/o7/s.json lies inside the output s3://zsb/o7, which "
+         "publishing replaces (the statistics are saved as s3://zsb/o7/_stats.json anyway); "
+         "write it elsewhere"),
+        (["fit", "s3://zsb/in7", "--stats", "s3://no-such-bucket/s.json"],
+         "statistics file s3://no-such-bucket/s.json: bucket 'no-such-bucket' does not exist "
+         "or is not visible with these credentials; create it or fix the URL"),
+        (["fit", "s3://zsb/in7", "--stats", "s3://zsb/s7.json", "--cache", "s3://zsb/in7/c"],
+         "cache s3://zsb/in7/c would write s3://zsb/in7/c/footers, which lies inside the input "
+         "s3://zsb/in7; choose a cache outside the input"),
+    ]
+    before = _objects(fs, "zsb/in7")
+    for args, message in cases:
+        r = run_zscore(*args, "--no-report" if args[0] == "run" else "-q", env=s3)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.splitlines()[-1] == f"zscore: error: {message}"
+        assert "features (" not in r.stderr
+    assert _objects(fs, "zsb/in7") == before
+    assert not fs.exists("zsb/o7") and not fs.exists("zsb/s7.json")
