@@ -173,7 +173,7 @@ class Lock:
             reason = self._stale(info, modified)
             if reason is None:
                 raise LockedError(self._busy(info, modified), path=self.display)
-            self.warn(f"breaking stale lock {self.display} of {_describe(info)}: {reason}")
+            self.warn(f"breaking stale lock {self.display}, {_describe(info)}: {reason}")
             try:
                 self.fs.rm(self.path)
             except FileNotFoundError:
@@ -226,10 +226,11 @@ class Lock:
         held = self._holder()
         if held is not None and held[0].get("run_id") == self.run_id and not self.lost:
             return
-        holder = _describe(held[0]) if held is not None else "nobody"
-        raise LockedError(f"this run lost its lock {self.display} (it is now held by "
-                          f"{holder}): another run broke it while this one stalled for more "
-                          f"than {self.stale:g} s; nothing was published", path=self.display)
+        now = "it was removed" if held is None else f"it is now {_describe(held[0])}" \
+            if held[0] else "it cannot be read now"
+        raise LockedError(f"this run lost its lock {self.display} ({now}): another run broke "
+                          f"it while this one stalled for more than {self.stale:g} s; nothing "
+                          "was published", path=self.display)
 
     def release(self) -> None:
         self._stop.set()
@@ -271,6 +272,6 @@ def _create_local(path: str, content: bytes, run_id: str) -> bool:
 
 def _describe(info: dict[str, Any]) -> str:
     if not info:
-        return "an unknown run (unreadable lock)"
+        return "which cannot be read"
     return (f"held by run {info.get('run_id', '?')} (pid {info.get('pid', '?')} on "
             f"{info.get('host', '?')})")
