@@ -56,15 +56,15 @@ def parse_memory(text: str | None) -> int | str | None:
     """
     if text is None or text == "auto":
         return text
-    from dask.utils import format_bytes, parse_bytes
+    from dask.utils import parse_bytes
 
     try:
         size = int(parse_bytes(text))
     except (ValueError, TypeError):
         raise ValueError(f"{text!r} is not a size such as 2GiB or 500MB") from None
     if 0 < size < MIN_MEMORY:
-        raise ValueError(f"{text} is less than the {format_bytes(MIN_MEMORY)} a worker needs "
-                         "(it uses about 200 MB before reading any data)")
+        raise ValueError(f"{text} is less than the {MIN_MEMORY >> 20}MiB a worker needs (it "
+                         "uses about 200 MB before reading any data)")
     if size < 0:
         raise ValueError(f"{text!r} is negative")
     return size
@@ -99,6 +99,8 @@ def check_address(address: str) -> str:
 
 def quiet_dask_logs() -> None:
     """Silence Dask's loggers, including children that its config gives their own level."""
+    import distributed  # noqa: F401 - its modules' loggers must exist to be silenced
+
     for name in list(logging.root.manager.loggerDict):
         if name.split(".")[0] in _DISTRIBUTED_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)

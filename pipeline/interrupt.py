@@ -50,6 +50,7 @@ class _State:
         self.critical = 0  # depth of publishing() sections
         self.published: str | None = None  # what was published, once it was
         self.pending: int | None = None  # a signal that arrived inside or after publication
+        self.stop: int | None = None  # a signal that stops the run (Interrupted was raised)
         self.ignoring = False  # Interrupted was raised (its clean-up runs), or the end is near
 
 
@@ -64,7 +65,30 @@ def _handler(signum: int, frame: Any) -> None:
             _state.pending = signum
         return
     _state.ignoring = True
+    _state.stop = signum
     raise Interrupted(signum)
+
+
+def check() -> None:
+    """Raise :class:`Interrupted` if a signal stopped the run and the run went on regardless.
+
+    Python runs a signal handler wherever the main thread happens to be, including
+    a garbage collector callback or a ``__del__`` method, where an exception is
+    printed as "ignored" and dropped: the run would go on, and publish.  Hence
+    these checks where the run moves forward (each task result, each phase, and
+    before publishing).
+    """
+    if _state.stop is not None and not _state.published:
+        raise Interrupted(_state.stop)
+
+
+def _unraisable(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def quiet(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, Interrupted):
+            return  # dropped where it was raised; check() raises it again
+        hook(unraisable)
+
+    return quiet
 
 
 def install() -> Callable[[], None]:
@@ -73,6 +97,8 @@ def install() -> Callable[[], None]:
     _state.reset()
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable(hook)
     previous = {}
     for sig in SIGNALS:
         old = signal.getsignal(sig)
@@ -83,6 +109,7 @@ def install() -> Callable[[], None]:
     def restore() -> None:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        sys.unraisablehook = hook
 
     return restore
 
@@ -95,6 +122,7 @@ def publishing() -> Iterator[None]:
     result visible.  If the section ends without it (publication failed or was
     refused), a signal that waited now stops the run.
     """
+    check()
     _state.critical += 1
     try:
         yield
@@ -145,6 +173,7 @@ def checkpoint(phase: str) -> None:
     or the file named by ``ZSCORE_TEST_RESUME`` exists (at most 120 s).  Unset,
     it costs one dictionary lookup.
     """
+    check()
     wanted = os.environ.get("ZSCORE_TEST_PAUSE")
     if not wanted or phase not in wanted.split(","):
         return
@@ -155,3 +184,4 @@ def checkpoint(phase: str) -> None:
         if resume and os.path.exists(resume):
             break
         time.sleep(0.01)  # a signal's handler runs here, in the main thread
+        check()

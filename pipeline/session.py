@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import ClusterError, ZscoreError
-from .interrupt import checkpoint
+from .interrupt import check, checkpoint
 from .progress import Console
 
 MAX_TASKS = 512  # per pass: bounds graph size and scheduler overhead for 10,000s of files
@@ -98,6 +98,7 @@ class Session:
                 progress.update(hi - lo, sum(weights[lo:hi]) if progress.total_bytes else 0,
                                 sum(rows[lo:hi]) if rows else 0)
                 fut.release()
+                check()
         except ZscoreError:
             self._cancel(futures)
             raise

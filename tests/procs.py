@@ -137,16 +137,25 @@ def descendants(pid: int) -> list[int]:
     return [p.pid for p in _children(pid)]
 
 
-def handles(pid: int, sig: int) -> bool:
-    """True once process ``pid`` catches ``sig`` (its handler is installed), from /proc."""
+def _signal_mask(pid: int, field: str, sig: int) -> bool:
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("SigCgt:"):
+                if line.startswith(f"{field}:"):
                     return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
     except OSError:
         pass
     return False
+
+
+def handles(pid: int, sig: int) -> bool:
+    """True once process ``pid`` catches ``sig`` (its handler is installed), from /proc."""
+    return _signal_mask(pid, "SigCgt", sig)
+
+
+def ignores(pid: int, sig: int) -> bool:
+    """True when process ``pid`` ignores ``sig``, from /proc."""
+    return _signal_mask(pid, "SigIgn", sig)
 
 
 def listeners(pids: list[int]) -> list[str]:
