@@ -287,14 +287,27 @@ def test_the_command_line_starts_without_heavy_imports():
     assert callable(pipeline.transform) and callable(pipeline.fit) and callable(pipeline.run)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.1, 0.3, 0.6, 1.0, 1.5])
-def test_sigint_during_start_up_is_one_line_and_130(datasets, tmp_path, delay):
+def mapped(pid: int, name: str) -> bool:
+    """True once a shared object whose path contains ``name`` is loaded in process ``pid``."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return name in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("when", ["importing", 0.0, 0.1, 0.3, 0.6, 1.0, 1.5])
+def test_sigint_during_start_up_is_one_line_and_130(datasets, tmp_path, when):
     src = datasets.sample()
     run = start_zscore("run", src, tmp_path / "out", env={
         "ZSCORE_TEST_PAUSE": "publish", "ZSCORE_TEST_RESUME": str(tmp_path / "resume")})
-    # Alive: zscore's handlers are installed (before that, only the interpreter is starting).
-    wait_for(lambda: handles(run.proc.pid, signal.SIGTERM), 30, "zscore to start")
-    time.sleep(delay)  # not synchronisation: the signal lands at several points of start-up
+    if when == "importing":  # numpy's library is being loaded: Python is importing the heavy part
+        wait_for(lambda: mapped(run.proc.pid, "numpy") or run.proc.poll() is not None, 30,
+                 "numpy to load", interval=0.002)
+    else:
+        # zscore's handlers are installed (before that, only the interpreter is starting)
+        wait_for(lambda: handles(run.proc.pid, signal.SIGTERM), 30, "zscore to start")
+        time.sleep(when)  # not synchronisation: the signal lands at several points of start-up
     run.proc.send_signal(signal.SIGINT)
     code, _, err = run.wait()
     assert code == 130, err
