@@ -9,10 +9,12 @@ workers are threads of this process or, with ``processes=True``, processes.
 
 Bad options fail fast: a worker count below 1, a memory limit below
 :data:`MIN_MEMORY` and an address with an unknown protocol or no port are
-refused before anything starts (exit 2); an unreachable scheduler, one that
-does not answer the Dask handshake (a plain TCP or HTTP server) or one
-without workers fails within Dask's connect timeout
-(``distributed.comm.timeouts.connect``, 30 s by default) with one line (exit 1).
+refused before anything starts (exit 2).  An unreachable scheduler, or one
+that does not answer the Dask handshake (a plain TCP or HTTP server), fails
+within Dask's connect timeout (``distributed.comm.timeouts.connect``, 30 s by
+default); a scheduler without workers, at the start or later, within
+``distributed.scheduler.no-workers-timeout`` (300 s when unset; see
+:func:`~pipeline.session.no_workers_timeout`).  One line, exit 1.
 
 :class:`~pipeline.session.Session` (re-exported here) runs the passes.  This
 module holds no pipeline logic.
@@ -30,7 +32,14 @@ from typing import Any
 from .errors import ClusterError, InputError
 from .interrupt import checkpoint
 from .progress import Console
-from .session import BREADCRUMBS, MAX_TASKS, Session, breadcrumb, plan_batches
+from .session import (
+    BREADCRUMBS,
+    MAX_TASKS,
+    Session,
+    breadcrumb,
+    no_workers_timeout,
+    plan_batches,
+)
 
 __all__ = ["BREADCRUMBS", "MAX_TASKS", "MIN_MEMORY", "Session", "breadcrumb", "check_address",
            "connect", "parse_memory", "plan_batches", "session_for"]
@@ -154,7 +163,7 @@ def connect(scheduler: str | None = None, *, workers: int | None = None,
         if workers is not None or memory_limit is not None:
             console.warn("--workers and --memory-limit size the embedded cluster; they are "
                          f"ignored with the scheduler {address}")
-        with _remote(address, _timeout(timeout)) as client:
+        with _remote(address, _timeout(timeout), no_workers_timeout()) as client:
             session = Session(client, console, local=False, dashboard=client.dashboard_link)
             session.startup_seconds = time.time() - t0
             console.info(f"scheduler {address}, {session.nthreads} worker threads, dashboard "
@@ -197,8 +206,8 @@ def _timeout(timeout: float | None) -> float:
 
 
 @contextlib.contextmanager
-def _remote(address: str, timeout: float) -> Iterator[Any]:
-    """A client of the scheduler at ``address`` that has at least one worker."""
+def _remote(address: str, timeout: float, wait: float) -> Iterator[Any]:
+    """A client of the scheduler at ``address`` that has a worker (waiting ``wait`` s for one)."""
     from distributed import Client
 
     _handshake(address, timeout)
@@ -211,11 +220,12 @@ def _remote(address: str, timeout: float) -> Iterator[Any]:
                            "and that the scheduler is running") from None
     try:
         try:
-            client.wait_for_workers(1, timeout=timeout)
+            client.wait_for_workers(1, timeout=wait)
         except (TimeoutError, OSError):
             raise ClusterError(f"the Dask scheduler at {address} has no workers (waited "
-                               f"{timeout:g} s); start workers, or check that they can reach "
-                               "it") from None
+                               f"{wait:g} s); start workers, or check that they can reach it "
+                               "(distributed.scheduler.no-workers-timeout sets how long to "
+                               "wait)") from None
         yield client
     finally:
         with contextlib.suppress(Exception):

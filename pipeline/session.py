@@ -10,6 +10,8 @@ pipeline logic.
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -31,6 +33,10 @@ class Session:
         self.local = local
         self.dashboard = dashboard
         self.startup_seconds = 0.0  # set by connect(): starting or reaching the cluster
+        # An embedded cluster keeps its workers (nannies restart dead ones); an external
+        # one can lose them all, and Dask then waits for new ones for ever.
+        self.no_workers_seconds = None if local else no_workers_timeout()
+        self._stalled: ZscoreError | None = None
 
     @property
     def nthreads(self) -> int:
@@ -62,7 +68,8 @@ class Session:
         ZscoreError
             The first error a task raised (a :class:`~pipeline.errors.DataError`
             names its file), or :class:`~pipeline.errors.ClusterError` when a task
-            kept killing its workers or the scheduler went away.
+            kept killing its workers, the scheduler went away, or it had no workers
+            for longer than :func:`no_workers_timeout`.
         """
         from distributed import as_completed
 
@@ -86,19 +93,20 @@ class Session:
         results: list[Any] = [None] * len(items)
         try:
             checkpoint(label)
-            for fut in as_completed(futures, loop=self.client.loop):
-                lo, hi = index[fut.key]
-                if fut.status != "finished":
-                    raise self._failure(fut, items[lo:hi], describe)
-                batch = fut.result()
-                results[lo:hi] = batch
-                if on_result is not None:
-                    for item, res in zip(items[lo:hi], batch, strict=True):
-                        on_result(item, res)
-                progress.update(hi - lo, sum(weights[lo:hi]) if progress.total_bytes else 0,
-                                sum(rows[lo:hi]) if rows else 0)
-                fut.release()
-                check()
+            with _NoWorkers(self, futures):
+                for fut in as_completed(futures, loop=self.client.loop):
+                    lo, hi = index[fut.key]
+                    if fut.status != "finished":
+                        raise self._failure(fut, items[lo:hi], describe)
+                    batch = fut.result()
+                    results[lo:hi] = batch
+                    if on_result is not None:
+                        for item, res in zip(items[lo:hi], batch, strict=True):
+                            on_result(item, res)
+                    progress.update(hi - lo, sum(weights[lo:hi]) if progress.total_bytes else 0,
+                                    sum(rows[lo:hi]) if rows else 0)
+                    fut.release()
+                    check()
         except ZscoreError:
             self._cancel(futures)
             raise
@@ -139,6 +147,8 @@ class Session:
 
     def _failure(self, fut: Any, batch: list[Any], describe: Callable[[Any], str] | None
                  ) -> BaseException:
+        if self._stalled is not None:
+            return self._stalled
         names = [describe(i) if describe else _name(i) for i in batch]
         shown = ", ".join(names[:3]) + (f" (and {len(names) - 3} more)" if len(names) > 3
                                         else "")
@@ -160,6 +170,66 @@ class Session:
             return self._lost()
         text = " ".join(str(exc).split())[:300]
         return ClusterError(f"a task reading {shown} failed: {kind}: {text}")
+
+
+NO_WORKERS_SECONDS = 300.0  # when Dask's distributed.scheduler.no-workers-timeout is unset
+
+
+def no_workers_timeout() -> float:
+    """How long a run waits while its cluster has no worker at all (then it fails, exit 1).
+
+    Dask's own ``distributed.scheduler.no-workers-timeout`` (for example
+    ``DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT=10m``), else 300 s: long enough
+    for an adaptive cluster to start a worker, short of hanging for ever.
+    """
+    import dask
+    from dask.utils import parse_timedelta
+
+    value = dask.config.get("distributed.scheduler.no-workers-timeout", None)
+    seconds = parse_timedelta(value, default="seconds") if value is not None else None
+    return float(seconds) if seconds else NO_WORKERS_SECONDS
+
+
+class _NoWorkers:
+    """While a pass runs: cancel it once the cluster has had no worker for too long."""
+
+    def __init__(self, session: Session, futures: list[Any]):
+        self.session, self.futures = session, futures
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _NoWorkers:
+        if self.session.no_workers_seconds:
+            self._thread = threading.Thread(target=self._watch, name="zscore-workers",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        session, limit = self.session, float(self.session.no_workers_seconds or 0)
+        since: float | None = None
+        while not self._done.wait(1.0):
+            try:
+                workers = len(session.client.nthreads())
+            except Exception:  # noqa: BLE001 - a lost scheduler is the pass's own error
+                continue
+            if workers:
+                since = None
+                continue
+            since = since or time.monotonic()
+            if time.monotonic() - since > limit:
+                address = getattr(session.client.scheduler, "address", None) or "?"
+                session._stalled = ClusterError(
+                    f"the Dask scheduler {address} has had no workers for {limit:g} s; nothing "
+                    "was published; rerun when it has workers (distributed.scheduler."
+                    "no-workers-timeout sets how long to wait)")
+                session._cancel(self.futures)
+                return
 
 
 BREADCRUMBS = "zscore-reading"

@@ -104,22 +104,35 @@ class Running:
                                      stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, **(env or {})}, start_new_session=group)
         self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._out: list[str] = []
+        self._readers = [threading.Thread(target=self._read, daemon=True),
+                         threading.Thread(target=self._read_out, daemon=True)]
+        for t in self._readers:
+            t.start()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line)
 
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        self._out.append(self.proc.stdout.read())
+
     def saw(self, text: str) -> bool:
         return any(text in line for line in self.lines)
 
     def wait(self, timeout: float = 120) -> tuple[int, str, str]:
-        out = self.proc.stdout.read() if self.proc.stdout else ""
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return code, out, "".join(self.lines)
+        """Exit code, stdout, stderr; the process is killed if it outlives ``timeout``."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        for t in self._readers:
+            t.join(timeout=10)
+        return code, "".join(self._out), "".join(self.lines)
 
 
 def start_zscore(*args, env: dict[str, str] | None = None, group: bool = False) -> Running:

@@ -198,6 +198,7 @@ def silent_server(answer: bytes | None):
 
 
 FAST = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}
+NO_WORKERS = {"DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": "3s"}
 
 
 @pytest.mark.parametrize("answer, message", [
@@ -253,7 +254,7 @@ def test_scheduler_without_workers_fails_within_the_timeout(datasets, tmp_path):
         address = json.loads(sched_file.read_text())["address"]
         t0 = time.monotonic()
         r = run_zscore("run", datasets.sample(), tmp_path / "out", "--scheduler", address,
-                       env=FAST, timeout=60)
+                       env=NO_WORKERS, timeout=60)
         elapsed = time.monotonic() - t0
     finally:
         scheduler.terminate()
@@ -261,6 +262,29 @@ def test_scheduler_without_workers_fails_within_the_timeout(datasets, tmp_path):
     assert r.returncode == 1 and elapsed < 20
     assert r.stderr.splitlines()[-1] == (
         f"zscore: error: the Dask scheduler at {address} has no workers (waited 3 s); start "
-        "workers, or check that they can reach it")
+        "workers, or check that they can reach it (distributed.scheduler.no-workers-timeout "
+        "sets how long to wait)")
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_all_workers_lost_mid_run_fails_within_the_timeout(big, tmp_path):
+    """Dask waits for ever for new workers; zscore gives up after no-workers-timeout."""
+    with dask_cluster(tmp_path) as c:
+        run = start_zscore("run", big, tmp_path / "out", "--scheduler", c.address,
+                           env=NO_WORKERS)
+        wait_for(lambda: run.saw("features ("), 60, "the fit to start")
+        for worker in c.workers:  # each `dask worker` (nanny) and the process it runs tasks in
+            for child in descendants(worker.pid):
+                os.kill(child, signal.SIGKILL)
+            worker.kill()
+        t0 = time.monotonic()
+        code, _, err = run.wait(timeout=90)
+        assert time.monotonic() - t0 < 30
+        assert c.scheduler.poll() is None  # the scheduler itself is fine
+    assert code == 1, err
+    assert err.splitlines()[-1] == (
+        f"zscore: error: the Dask scheduler {c.address} has had no workers for 3 s; nothing "
+        "was published; rerun when it has workers (distributed.scheduler.no-workers-timeout "
+        "sets how long to wait)")
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
