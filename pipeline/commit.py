@@ -8,10 +8,14 @@ Local and network file systems (atomic rename):
    (never inside ``OUTPUT``: readers choke on foreign subdirectories), each file
    through a temporary name and ``os.replace``.
 3. The run checks the staging directory, writes ``_SUCCESS`` (the manifest)
-   last, then publishes with one rename.  With ``--overwrite`` the old output is
-   swapped out atomically (``renameat2(RENAME_EXCHANGE)`` where Linux offers
-   it, otherwise two renames, between which ``OUTPUT`` is briefly absent) and
-   then removed.
+   last, checks that it still holds its lock, then publishes with one rename.
+   With ``--overwrite`` the old output is swapped out atomically
+   (``renameat2(RENAME_EXCHANGE)`` where Linux offers it, otherwise two
+   renames, between which ``OUTPUT`` is briefly absent, and the old output is
+   put back if the second fails) and then removed.
+
+Publication runs inside :func:`pipeline.interrupt.publishing`: a signal never
+cuts it in two, and one that arrives after it lets the run finish (exit 0).
 
 Object stores (no atomic rename): delete a stale ``_SUCCESS`` first, write data
 files under their deterministic names, delete every other object under
