@@ -145,6 +145,7 @@ def _publish(stats: Any, path: str, opts: dict[str, Any]) -> None:
     with interrupt.publishing():
         stats.save(path, opts)
         interrupt.mark_published(redact(path))
+    interrupt.checkpoint("published")
 
 
 def _session(kw: dict[str, Any], console: Console) -> Any:

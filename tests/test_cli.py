@@ -339,3 +339,23 @@ def test_signal_to_the_process_group_with_worker_processes(datasets, tmp_path, w
     wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
                              for p in workers), 30, "the workers to exit")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("phase, code", [("fit", 143), ("published", 0)])
+def test_fit_stopped_before_or_after_saving_says_which(datasets, tmp_path, phase, code):
+    stats = tmp_path / "s.json"
+    run = start_zscore("fit", datasets.sample(), "--stats", stats, env={
+        "ZSCORE_TEST_PAUSE": phase, "ZSCORE_TEST_RESUME": str(tmp_path / "resume")})
+    paused(run, phase)
+    run.proc.send_signal(signal.SIGTERM)
+    got, out, err = run.wait()
+    assert got == code, err
+    assert "Traceback" not in err
+    if code:
+        assert error_line(err) == "zscore: error: stopped by SIGTERM; nothing was published"
+        assert os.listdir(tmp_path) == []
+    else:
+        assert f"zscore: warning: SIGTERM arrived after {stats} was published; the run " \
+               "completed" in err
+        assert out.startswith("fitted 10 features on 24,000 rows in 6 files")
+        assert set(json.loads(stats.read_text())["features"]) >= {"f_normal", "f_skewed"}
