@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import ClusterError, InputError
@@ -282,18 +282,27 @@ def _local(workers: int | None, memory_limit: str | None, processes: bool, conso
         raise InputError(f"memory limit {exc}") from None
     with contextlib.ExitStack() as stack:
         try:
-            cluster = stack.enter_context(LocalCluster(
+            cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=processes,
                 # Loopback only, everywhere: without these, threads-mode workers open their
                 # HTTP server (/health, /metrics) on 0.0.0.0 and [::].
                 host="127.0.0.1" if processes else None, dashboard_address="127.0.0.1:0",
                 worker_dashboard_address="127.0.0.1:0",
                 memory_limit="auto" if limit is None else limit,
-                silence_logs=logging.ERROR if not console.verbose else logging.INFO))
-            client = stack.enter_context(Client(cluster, set_as_default=False))
+                silence_logs=logging.ERROR if not console.verbose else logging.INFO)
+            stack.callback(_quietly, cluster.close)
+            client = Client(cluster, set_as_default=False)
+            stack.callback(_quietly, client.close)
         except (OSError, RuntimeError) as exc:
             raise ClusterError(f"cannot start the local Dask cluster: {exc}") from None
         yield cluster, client
+
+
+def _quietly(close: Callable[[], Any]) -> None:
+    # Shutting the embedded cluster down is not part of the job: a failure there must neither
+    # turn a published run into an error nor replace the error that ended a failed one.
+    with contextlib.suppress(Exception):
+        close()
 
 
 def _local_dashboard(cluster: Any) -> str | None:

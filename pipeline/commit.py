@@ -42,7 +42,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .dataset import hidden
-from .errors import OutputError, StorageError, os_error_text, storage_error
+from .errors import OutputError, StorageError, ZscoreError, os_error_text, storage_error
 from .interrupt import checkpoint, mark_published, publishing
 from .location import Location, resolve
 from .lock import Lock
@@ -216,6 +216,7 @@ class Commit:
         ``extra`` maps hidden relative names (``_stats.json``) to their content;
         ``_SUCCESS`` (the JSON ``manifest``) is written after everything else.
         """
+        self.lock.check()  # first: a run that lost its lock may have lost its staging too
         expected = set(files)
         fs, root = self.target.fs, self.target.path
         written = {_rel(p, root) for p in fs.find(root)} if fs.exists(root) else set()
@@ -302,6 +303,10 @@ class Commit:
         try:
             if not self.published:
                 self._remove_staging()
+                if isinstance(exc, ZscoreError):
+                    # A run whose lock another run broke fails on its vanished staging
+                    # directory; the lock is what to report.
+                    self.lock.check()
         finally:
             self.lock.release()
 

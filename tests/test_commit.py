@@ -400,12 +400,14 @@ def test_bad_lock_stale_setting_is_exit_2_in_one_line(small_outputs, tmp_path, v
     assert not (tmp_path / "out").exists() and staging(tmp_path) == []
 
 
-def test_run_whose_lock_was_broken_while_it_stalled_publishes_nothing(small_outputs, tmp_path):
+@pytest.mark.parametrize("phase", ["transform", "publish"])
+def test_run_whose_lock_was_broken_while_it_stalled_publishes_nothing(small_outputs, tmp_path,
+                                                                      phase):
     """A stalls (SIGSTOP: every thread, its heartbeat too) until B breaks its lock and publishes."""
     src, reference, old = small_outputs
     out, lock = tmp_path / "out", tmp_path / ".out.zscore.lock"
-    a = start_zscore("run", src, out, "--mode", "center", env=pause_at(tmp_path, "publish"))
-    paused(a, "publish")
+    a = start_zscore("run", src, out, "--mode", "center", env=pause_at(tmp_path, phase))
+    paused(a, phase)
     a_id = json.loads(lock.read_text())["run_id"]
     os.kill(a.proc.pid, signal.SIGSTOP)
     try:
