@@ -108,13 +108,13 @@ class Session:
                     fut.release()
                     check()
         except ZscoreError:
-            self._cancel(futures)
+            self._stop(futures, progress)
             raise
         except (OSError, TimeoutError):  # distributed's CommClosedError is an OSError
-            self._cancel(futures)
+            self._stop(futures, progress)
             raise self._lost() from None
         except BaseException:
-            self._cancel(futures)
+            self._stop(futures, progress)
             raise
         progress.close()
         return results
@@ -139,6 +139,10 @@ class Session:
         address = getattr(self.client.scheduler, "address", None) or "?"
         return ClusterError(f"lost the connection to the Dask scheduler {address}; nothing "
                             "was published; rerun when the cluster is back")
+
+    def _stop(self, futures: list[Any], progress: Any) -> None:
+        progress.abort()
+        self._cancel(futures)
 
     def _cancel(self, futures: list[Any]) -> None:
         if self.client.status == "running":

@@ -21,7 +21,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import snapshot
-from procs import descendants, handles, ignores, paused, run_zscore, start_zscore, wait_for
+from procs import (
+    descendants,
+    handles,
+    ignores,
+    paused,
+    run_zscore,
+    start_zscore,
+    wait_for,
+    zscore_cmd,
+)
 
 from pipeline.cli import main
 from pipeline.stats import exact_reference
@@ -359,3 +368,34 @@ def test_fit_stopped_before_or_after_saving_says_which(datasets, tmp_path, phase
                "completed" in err
         assert out.startswith("fitted 10 features on 24,000 rows in 6 files")
         assert set(json.loads(stats.read_text())["features"]) >= {"f_normal", "f_skewed"}
+
+
+def test_on_a_terminal_the_error_gets_its_own_line(datasets, tmp_path):
+    """Stopped mid-pass, the progress bar's line is ended before the error is printed."""
+    import pty
+    import select
+
+    src = datasets.sample("medium", rows=1_500_000, days=4, files_per_day=10)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(zscore_cmd("run", src, tmp_path / "out"), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    seen, sent = b"", False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not select.select([leader], [], [], 0.1)[0]:
+            continue
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: zscore exited
+            break
+        seen += chunk
+        if not sent and b"transform  [" in seen:
+            proc.send_signal(signal.SIGINT)  # while the bar is drawn mid-pass
+            sent = True
+    os.close(leader)
+    assert proc.wait(timeout=60) == 130
+    text = seen.decode()
+    bar, error = text.rsplit("zscore: error: ", 1)
+    assert error.strip() == "stopped by SIGINT; nothing was published"
+    assert bar.endswith("\n") and "ETA" in bar.rsplit("\r", 2)[-2], repr(text[-300:])
