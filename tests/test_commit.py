@@ -24,6 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import test_s3
 from conftest import data_files, snapshot
 from procs import handles, paused, run_zscore, start_zscore, wait_for, zscore_cmd
 
@@ -425,3 +426,31 @@ def test_run_whose_lock_was_broken_while_it_stalled_publishes_nothing(small_outp
         "while this one stalled for more than 120 s; nothing was published"]
     assert data_files(out) == data_files(reference)  # B's output, untouched by A
     assert staging(tmp_path) == []
+
+
+s3, fs = test_s3.s3, test_s3.fs  # the moto server's fixtures
+
+
+def test_heartbeat_on_s3_never_takes_back_a_broken_lock(s3, fs, small_outputs, tmp_path):
+    """On an object store the heartbeat rewrites the lock: never once another run holds it."""
+    src, _, _ = small_outputs
+    test_s3._upload(fs, src, "zsb/hb")
+    lock = "zsb/.hbout.zscore.lock"
+    a = start_zscore("run", "s3://zsb/hb", "s3://zsb/hbout", "--no-report", env={
+        **s3, "ZSCORE_LOCK_STALE_SECONDS": "4", **pause_at(tmp_path, "transform")})
+    paused(a, "transform")  # its heartbeat runs every second (a quarter of the stale age)
+    assert json.loads(fs.cat_file(lock))["pid"] == a.proc.pid
+    theirs = json.dumps({"host": "elsewhere", "pid": 7, "run_id": "theirs",
+                         "started": time.time()}).encode()
+    fs.pipe_file(lock, theirs)  # another run broke A's lock and took it
+    time.sleep(2.5)  # an observation window: two of A's heartbeats, which must not touch it
+    assert fs.cat_file(lock) == theirs
+    (tmp_path / "resume").touch()
+    code, _, err = a.wait()
+    assert code == 1
+    assert error_lines(err) == [
+        "zscore: error: this run lost its lock s3://zsb/.hbout.zscore.lock (it is now held by "
+        "run theirs (pid 7 on elsewhere)): another run broke it while this one stalled for "
+        "more than 4 s; nothing was published"]
+    fs.invalidate_cache()
+    assert fs.cat_file(lock) == theirs and not fs.exists("zsb/hbout/_SUCCESS")
