@@ -32,14 +32,7 @@ from typing import Any
 from .errors import ClusterError, InputError
 from .interrupt import checkpoint
 from .progress import Console
-from .session import (
-    BREADCRUMBS,
-    MAX_TASKS,
-    Session,
-    breadcrumb,
-    no_workers_timeout,
-    plan_batches,
-)
+from .session import BREADCRUMBS, MAX_TASKS, Session, breadcrumb, plan_batches
 
 __all__ = ["BREADCRUMBS", "MAX_TASKS", "MIN_MEMORY", "Session", "breadcrumb", "check_address",
            "connect", "parse_memory", "plan_batches", "session_for"]
@@ -163,7 +156,7 @@ def connect(scheduler: str | None = None, *, workers: int | None = None,
         if workers is not None or memory_limit is not None:
             console.warn("--workers and --memory-limit size the embedded cluster; they are "
                          f"ignored with the scheduler {address}")
-        with _remote(address, _timeout(timeout), no_workers_timeout()) as client:
+        with _remote(address, _timeout(timeout)) as client:
             session = Session(client, console, local=False, dashboard=client.dashboard_link)
             session.startup_seconds = time.time() - t0
             console.info(f"scheduler {address}, {session.nthreads} worker threads, dashboard "
@@ -206,8 +199,8 @@ def _timeout(timeout: float | None) -> float:
 
 
 @contextlib.contextmanager
-def _remote(address: str, timeout: float, wait: float) -> Iterator[Any]:
-    """A client of the scheduler at ``address`` that has a worker (waiting ``wait`` s for one)."""
+def _remote(address: str, timeout: float) -> Iterator[Any]:
+    """A client of the scheduler at ``address`` (its workers are watched pass by pass)."""
     from distributed import Client
 
     _handshake(address, timeout)
@@ -219,13 +212,6 @@ def _remote(address: str, timeout: float, wait: float) -> Iterator[Any]:
                            f"{' '.join(str(exc).split())[:200]}; check the address "
                            "and that the scheduler is running") from None
     try:
-        try:
-            client.wait_for_workers(1, timeout=wait)
-        except (TimeoutError, OSError):
-            raise ClusterError(f"the Dask scheduler at {address} has no workers (waited "
-                               f"{wait:g} s); start workers, or check that they can reach it "
-                               "(distributed.scheduler.no-workers-timeout sets how long to "
-                               "wait)") from None
         yield client
     finally:
         with contextlib.suppress(Exception):
