@@ -9,15 +9,10 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import sys
+import types
+from typing import TYPE_CHECKING
 
-try:
-    __version__ = version("zscore")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
-
-from .artifact import FeatureStats, FittedStats
-from .compose import diff, merge
 from .errors import (
     ArtifactError,
     ClusterError,
@@ -28,24 +23,65 @@ from .errors import (
     StorageError,
     ZscoreError,
 )
-from .fit import fit
-from .run import RunResult, run, transform_dataset
-from .stats import Moments
 
-_FRAMES = ("apply", "inverse_transform", "transform")
-# Importing .run loaded the submodule pipeline.transform, which Python binds as this
-# package's attribute 'transform': it would shadow the lazy front end below
-# (pipeline.transform(ddf, stats) was "'module' object is not callable").
-globals().pop("transform", None)
+if TYPE_CHECKING:
+    from .artifact import FeatureStats, FittedStats
+    from .compose import diff, merge
+    from .fit import fit
+    from .frames import apply, inverse_transform, transform
+    from .run import RunResult, run, transform_dataset
+    from .stats import Moments
+
+    __version__: str
+
+# Everything else loads on first use: `import pipeline` stays cheap, so that the command line
+# installs its signal handlers before numpy, pyarrow and Dask are imported (a Ctrl-C during
+# start-up then gets zscore's one-line message, not a traceback from an import), and the
+# command line never needs pandas (the frames module).
+_LAZY = {"FeatureStats": "artifact", "FittedStats": "artifact", "diff": "compose",
+         "merge": "compose", "fit": "fit", "RunResult": "run", "run": "run",
+         "transform_dataset": "run", "Moments": "stats", "apply": "frames",
+         "inverse_transform": "frames", "transform": "frames"}
 
 
 def __getattr__(name: str) -> object:
-    # The pandas/Dask front ends load on first use: the command line never needs pandas.
-    if name in _FRAMES:
-        from . import frames
+    if name == "__version__":
+        globals()[name] = _version()
+        return globals()[name]
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    from importlib import import_module
 
-        return getattr(frames, name)
-    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def _version() -> str:
+    # importlib.metadata costs tens of milliseconds (zipfile, email): only when asked.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("zscore")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+class _Package(types.ModuleType):
+    """``pipeline.fit``, ``.run`` and ``.transform`` are functions, never the submodules.
+
+    Loading a submodule makes the import system bind it as an attribute of the
+    package, which would hide the function of the same name.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -2,24 +2,25 @@
 
 Exit codes: 0 success; 2 usage errors, bad input, bad data, bad artifacts (do
 not retry); 1 anything else (a retry may help); 3 ``zscore diff`` found drift;
-130 / 143 when stopped by SIGINT / SIGTERM (nothing is published).  Errors are
-one line on stderr.
+130 / 143 / 129 when stopped by SIGINT / SIGTERM / SIGHUP before publishing
+(nothing is published; see :mod:`pipeline.interrupt`).  Errors are one line on
+stderr.
+
+Heavy modules (numpy, pyarrow, Dask) are imported inside the commands, after
+:func:`main` has installed its signal handlers: a signal during start-up then
+stops zscore with its one-line message rather than a traceback from an import.
 """
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from . import __version__
-from .artifact import FittedStats
-from .display import drift_table, run_summary, stats_table
+from . import interrupt
 from .errors import Interrupted, ZscoreError, exception_text
 from .progress import Console, printable, scrub_log_records
 
@@ -29,15 +30,38 @@ EXIT_DRIFT = 3
 
 
 # ------------------------------------------------------------------ options
+class _Checked(click.ParamType):
+    """A text option checked by a function of :mod:`pipeline.cluster` (ValueError: refused).
+
+    The value passes through unchanged: the library checks it again (for Python callers).
+    """
+
+    def __init__(self, name: str, check: str):
+        self.name = name
+        self._check = check
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from . import cluster
+
+        try:
+            getattr(cluster, self._check)(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return value
+
+
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--scheduler", metavar="ADDRESS", default=None,
+        click.option("--scheduler", type=_Checked("address", "check_address"),
+                     metavar="ADDRESS", default=None,
                      help="Existing Dask scheduler (tcp://host:8786, tls://...). "
                           "Default: $DASK_SCHEDULER_ADDRESS, else an embedded local cluster."),
-        click.option("--workers", type=int, default=None, metavar="N",
+        click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Workers of the embedded cluster (default: number of cores)."),
-        click.option("--memory-limit", default=None, metavar="SIZE",
-                     help="Memory per embedded worker, e.g. 2GiB (default: RAM / workers)."),
+        click.option("--memory-limit", type=_Checked("size", "parse_memory"), default=None,
+                     metavar="SIZE",
+                     help="Memory per embedded worker, e.g. 2GiB, at least 512MiB "
+                          "(default: RAM / workers; 0: no limit)."),
         click.option("--processes/--threads", default=False,
                      help="Embedded workers as processes on 127.0.0.1, or threads of this "
                           "process (default, fastest start)."),
@@ -121,6 +145,16 @@ def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _publish(stats: Any, path: str, opts: dict[str, Any]) -> None:
+    """Save a command's artifact: its publication (a signal from here on lets it finish)."""
+    from .location import redact
+
+    with interrupt.publishing():
+        stats.save(path, opts)
+        interrupt.mark_published(redact(path))
+    interrupt.checkpoint("published")
+
+
 def _session(kw: dict[str, Any], console: Console) -> Any:
     from .cluster import connect
 
@@ -134,7 +168,7 @@ def _console(kw: dict[str, Any]) -> Console:
 
 # ----------------------------------------------------------------- commands
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="zscore")
+@click.version_option(package_name="zscore", prog_name="zscore")  # read only if asked
 def cli() -> None:
     """Exact global z-score normalization of partitioned Parquet datasets on Dask.
 
@@ -160,6 +194,7 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
     Example:
       zscore fit data/train --stats stats.json --exclude label --ddof 0
     """
+    from .display import stats_table
     from .run import fit_path
 
     console = _console(kw)
@@ -170,7 +205,7 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
                                      cache=kw["cache"], group_by=kw["group_by"],
                                      session=session, stats_path=stats_path,
                                      storage_options=opts)
-    stats.save(stats_path, opts)
+    _publish(stats, stats_path, opts)
     _say(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
          f"{len(dataset.files)} files; statistics: {stats_path}")
     if not kw["quiet"]:
@@ -194,6 +229,8 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
     Example:
       zscore transform data/val data/val_z --stats stats.json --mode standard
     """
+    from .artifact import FittedStats
+    from .display import run_summary
     from .run import transform_dataset
 
     console = _console(kw)
@@ -227,6 +264,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
     Example:
       zscore run data/train data/train_z --exclude label --workers 4
     """
+    from .display import run_summary
     from .run import run as run_job
 
     console = _console(kw)
@@ -251,6 +289,9 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
     Example:
       zscore inspect stats.json
     """
+    from .artifact import FittedStats
+    from .display import stats_table
+
     stats = FittedStats.load(stats_path, _storage_options(storage_option))
     src = stats.input
     _say(f"statistics {stats_path}: format {stats.format_version}, ddof {stats.ddof}, "
@@ -275,11 +316,13 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
     Example:
       zscore merge jan.json feb.json -o jan-feb.json
     """
+    from .artifact import FittedStats
     from .compose import merge as merge_stats
+    from .display import stats_table
 
     opts = _storage_options(storage_option)
     merged = merge_stats([FittedStats.load(p, opts) for p in stats_paths], names=stats_paths)
-    merged.save(output, opts)
+    _publish(merged, output, opts)
     _say(f"merged {len(stats_paths)} statistics ({merged.input.get('rows', 0):,} rows) "
          f"into {output}")
     click.echo(stats_table(merged))
@@ -304,7 +347,9 @@ def diff(old_path: str, new_path: str, max_shift: float, max_ratio: float, as_js
     """
     import json
 
+    from .artifact import FittedStats
     from .compose import diff as diff_stats
+    from .display import drift_table
 
     opts = _storage_options(storage_option)
     drifts = diff_stats(FittedStats.load(old_path, opts), FittedStats.load(new_path, opts),
@@ -368,29 +413,41 @@ def sample(directory: str, rows: int, days: int, files_per_day: int, seed: int) 
 
 
 # --------------------------------------------------------------------- main
-def _on_signal(signum: int, frame: Any) -> None:
-    # Once: a second signal must not interrupt the clean-up (staging removal, lock release).
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    name = signal.Signals(signum).name
-    raise Interrupted(f"stopped by {name}; nothing was published", signum=signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``zscore`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
+    restore = interrupt.install()
+    try:
+        try:
+            code = _main(args)
+            interrupt.hold()
+        except Interrupted as exc:  # arrived while another outcome was being reported
+            interrupt.hold()
+            _error(str(exc))
+            code = exc.exit_code
+        late = interrupt.late_signal()
+        if late and code == 0:
+            # The run was published before the signal could stop it: say so, and exit 0,
+            # because OUTPUT now holds this run (a retry would fail on "exists").
+            click.echo(f"zscore: warning: {late} arrived after {interrupt.published()} was "
+                       "published; the run completed", err=True)
+        return code
+    finally:
+        restore()
+
+
+def _main(args: list[str]) -> int:
     verbose = "-v" in args or "--verbose" in args
     scrub_log_records()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM,
-                                                                    signal.SIGINT)}
     try:
         rv = cli.main(args=args, prog_name="zscore", standalone_mode=False)
         return rv if isinstance(rv, int) else 0  # click returns Exit's code here
+    except Interrupted as exc:
+        _error(str(exc))
+        return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):  # SIGINT with Python's own handler
         _error("stopped by SIGINT; nothing was published")
         return 130
     except click.UsageError as exc:
@@ -404,9 +461,6 @@ def main(argv: list[str] | None = None) -> int:
     except ZscoreError as exc:
         _error(str(exc))
         return exc.exit_code
-    except KeyboardInterrupt:
-        _error("stopped by SIGINT; nothing was published")
-        return 130
     except OSError as exc:
         _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         return EXIT_OTHER
@@ -417,9 +471,6 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"internal error {type(exc).__name__}: {exception_text(exc, 300)} "
                "(this is a bug; rerun with --verbose for the traceback and report it)")
         return EXIT_OTHER
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _error(text: str) -> None:

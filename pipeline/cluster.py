@@ -3,14 +3,21 @@
 The address is chosen as dask does: an explicit ``--scheduler`` wins, then the
 ``DASK_SCHEDULER_ADDRESS`` environment variable, then an embedded cluster
 started for this run and shut down at its end.  The embedded cluster never
-listens beyond this machine: its workers are threads of this process (no
-network at all) or, with ``processes=True``, processes on 127.0.0.1; its
-dashboard listens on 127.0.0.1 only.
+listens beyond this machine: the scheduler, its dashboard and every worker's
+HTTP server (``/health``, ``/metrics``) listen on 127.0.0.1 only, whether the
+workers are threads of this process or, with ``processes=True``, processes.
 
-:class:`Session` runs one pass: it batches files into a bounded number of
-tasks, shows progress, returns results in input order, and turns cluster
-failures into :mod:`pipeline.errors` exceptions that name the files involved.
-This module holds no pipeline logic.
+Bad options fail fast: a worker count below 1, a memory limit below
+:data:`MIN_MEMORY` and an address with an unknown protocol or no port are
+refused before anything starts (exit 2).  An unreachable scheduler, or one
+that does not answer the Dask handshake (a plain TCP or HTTP server), fails
+within Dask's connect timeout (``distributed.comm.timeouts.connect``, 30 s by
+default); a scheduler without workers, at the start or later, within
+``distributed.scheduler.no-workers-timeout`` (300 s when unset; see
+:func:`~pipeline.session.no_workers_timeout`).  One line, exit 1.
+
+:class:`~pipeline.session.Session` (re-exported here) runs the passes.  This
+module holds no pipeline logic.
 """
 
 from __future__ import annotations
@@ -19,232 +26,83 @@ import contextlib
 import logging
 import os
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import ClusterError, InputError, ZscoreError
+from .errors import ClusterError, InputError
+from .interrupt import checkpoint
 from .progress import Console
+from .session import BREADCRUMBS, MAX_TASKS, Session, breadcrumb, plan_batches
 
-MAX_TASKS = 512  # per pass: bounds graph size and scheduler overhead for 10,000s of files
+__all__ = ["BREADCRUMBS", "MAX_TASKS", "MIN_MEMORY", "Session", "breadcrumb", "check_address",
+           "connect", "parse_memory", "plan_batches", "session_for"]
 
 _DISTRIBUTED_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
 
 
+# A worker uses about 200 MB before it reads any data (measured: a --processes worker idles
+# at 165 MB RSS, the threads-mode process at 200 MB), and Dask pauses it at 80 % of its limit:
+# below this a run does not slow down, it never ends.
+MIN_MEMORY = 512 << 20
+
+
 def parse_memory(text: str | None) -> int | str | None:
-    """``"1GiB"`` -> bytes (as dask parses it); ``None`` and ``"auto"`` pass through."""
+    """``"1GiB"`` -> bytes (as dask parses it); ``None`` and ``"auto"`` pass through.
+
+    ``"0"`` means no limit, as for ``dask worker``.
+
+    Raises
+    ------
+    ValueError
+        Not a size, or a size below :data:`MIN_MEMORY`.
+    """
     if text is None or text == "auto":
         return text
     from dask.utils import parse_bytes
 
     try:
-        return int(parse_bytes(text))
+        size = int(parse_bytes(text))
     except (ValueError, TypeError):
-        raise InputError(f"--memory-limit {text!r} is not a size such as 2GiB or 500MB"
+        raise ValueError(f"{text!r} is not a size such as 2GiB or 500MB") from None
+    if 0 < size < MIN_MEMORY:
+        raise ValueError(f"{text} is less than the {MIN_MEMORY >> 20}MiB a worker needs (it "
+                         "uses about 200 MB before reading any data)")
+    if size < 0:
+        raise ValueError(f"{text!r} is negative")
+    return size
+
+
+def check_address(address: str) -> str:
+    """The scheduler ``address`` with its protocol (``tcp://`` by default), if well formed.
+
+    Raises
+    ------
+    ValueError
+        Unknown protocol, no host, or no port.
+    """
+    from distributed.comm.addressing import parse_address, unparse_address
+    from distributed.comm.registry import backends, get_backend
+
+    scheme, loc = parse_address(address.strip())
+    try:
+        backend = get_backend(scheme)
+    except ValueError:
+        known = ", ".join(f"{k}://" for k in sorted(backends) if k != "inproc")
+        raise ValueError(f"unknown protocol {scheme}:// in {address!r} (known: {known})"
                          ) from None
-
-
-class Session:
-    """One client connection plus the console; runs batched passes over files."""
-
-    def __init__(self, client: Any, console: Console | None = None, *, local: bool = False,
-                 dashboard: str | None = None):
-        self.client = client
-        self.console = console or Console.library()
-        self.local = local
-        self.dashboard = dashboard
-        self.startup_seconds = 0.0  # set by connect(): starting or reaching the cluster
-
-    @property
-    def nthreads(self) -> int:
-        try:
-            return max(1, sum(self.client.nthreads().values()))
-        except Exception:  # noqa: BLE001 - only a sizing hint
-            return 1
-
-    def warn(self, text: str) -> None:
-        self.console.warn(text)
-
-    def mapper(self, fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], *,
-               label: str) -> list[Any]:
-        """``dataset.inspect``'s mapper: :meth:`map` without weights."""
-        return self.map(fn, items, label=label)
-
-    def map(self, fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], *, label: str,
-            weights: Sequence[int] | None = None, rows: Sequence[int] | None = None,
-            describe: Callable[[Any], str] | None = None,
-            on_result: Callable[[Any, Any], None] | None = None) -> list[Any]:
-        """Run ``fn(batch) -> per-item results`` over batches of ``items`` on the cluster.
-
-        Returns the per-item results in the order of ``items``.  ``describe``
-        names an item (a file) in error messages; ``on_result(item, result)`` is
-        called on the client as results arrive (in completion order).
-
-        Raises
-        ------
-        ZscoreError
-            The first error a task raised (a :class:`~pipeline.errors.DataError`
-            names its file), or :class:`~pipeline.errors.ClusterError` when a task
-            kept killing its workers or the scheduler went away.
-        """
-        from distributed import as_completed
-
-        items = list(items)
-        if not items:
-            return []
-        batches = plan_batches(list(weights) if weights is not None else None, self.nthreads,
-                               len(items))
-        weights = list(weights) if weights is not None else [1] * len(items)
-        token = uuid.uuid4().hex[:8]
-        futures = []
-        index = {}
-        for b, (lo, hi) in enumerate(batches):
-            fut = self.client.submit(fn, items[lo:hi], key=f"zscore-{label}-{token}-{b:05d}",
-                                     pure=False, retries=0)
-            futures.append(fut)
-            index[fut.key] = (lo, hi)
-        progress = self.console.progress(label, len(items),
-                                         sum(weights) if weights and max(weights) > 1 else 0,
-                                         total_rows=sum(rows) if rows else 0)
-        results: list[Any] = [None] * len(items)
-        try:
-            for fut in as_completed(futures, loop=self.client.loop):
-                lo, hi = index[fut.key]
-                if fut.status != "finished":
-                    raise self._failure(fut, items[lo:hi], describe)
-                batch = fut.result()
-                results[lo:hi] = batch
-                if on_result is not None:
-                    for item, res in zip(items[lo:hi], batch, strict=True):
-                        on_result(item, res)
-                progress.update(hi - lo, sum(weights[lo:hi]) if progress.total_bytes else 0,
-                                sum(rows[lo:hi]) if rows else 0)
-                fut.release()
-        except ZscoreError:
-            self._cancel(futures)
-            raise
-        except (OSError, TimeoutError):  # distributed's CommClosedError is an OSError
-            self._cancel(futures)
-            raise self._lost() from None
-        except BaseException:
-            self._cancel(futures)
-            raise
-        progress.close()
-        return results
-
-    def _culprit(self) -> str | None:
-        """The file that workers which died were reading most often (see :func:`breadcrumb`)."""
-        from collections import Counter
-
-        try:
-            events = self.client.get_events(BREADCRUMBS)
-            alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
-        except Exception:  # noqa: BLE001 - best effort: fall back to Dask's guess
-            return None
-        last: dict[str, str] = {}
-        for _, msg in events:
-            if isinstance(msg, dict) and "worker" in msg:
-                last[msg["worker"]] = msg["file"]
-        dead = Counter(f for w, f in last.items() if w not in alive)
-        return dead.most_common(1)[0][0] if dead else None
-
-    def _lost(self) -> ClusterError:
-        address = getattr(self.client.scheduler, "address", None) or "?"
-        return ClusterError(f"lost the connection to the Dask scheduler {address}; nothing "
-                            "was published; rerun when the cluster is back")
-
-    def _cancel(self, futures: list[Any]) -> None:
-        if self.client.status == "running":
-            with contextlib.suppress(Exception):
-                self.client.cancel(futures, force=True)
-
-    def _failure(self, fut: Any, batch: list[Any], describe: Callable[[Any], str] | None
-                 ) -> BaseException:
-        names = [describe(i) if describe else _name(i) for i in batch]
-        shown = ", ".join(names[:3]) + (f" (and {len(names) - 3} more)" if len(names) > 3
-                                        else "")
-        try:
-            exc = fut.exception()
-        except Exception as e:  # noqa: BLE001 - a cancelled future raises here
-            exc = e
-        if isinstance(exc, ZscoreError):
-            return exc
-        kind = type(exc).__name__
-        if kind == "KilledWorker":
-            culprit = self._culprit()
-            if culprit:
-                shown = culprit
-            return ClusterError(f"the task reading {shown} killed its worker repeatedly "
-                                "(crash or out of memory on that input); check the file or "
-                                "give workers more memory with --memory-limit")
-        if kind in ("CancelledError", "FutureCancelledError") or fut.status == "cancelled":
-            return self._lost()
-        text = " ".join(str(exc).split())[:300]
-        return ClusterError(f"a task reading {shown} failed: {kind}: {text}")
-
-
-BREADCRUMBS = "zscore-reading"
-
-
-def breadcrumb(rel: str) -> None:
-    """Tell the scheduler which file this worker starts reading (kept if the worker dies).
-
-    When a task keeps killing its workers, Dask blames whichever tasks were on the
-    dying workers, innocent ones included; the last breadcrumb of each dead
-    worker names the file that really killed it.  A no-op outside a Dask worker.
-    """
     try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return
-    try:
-        worker.log_event(BREADCRUMBS, {"file": rel, "worker": worker.address})
-    except Exception:  # noqa: BLE001 - a breadcrumb must never fail a task
-        pass
-
-
-def _name(item: Any) -> str:
-    """A file's relative path for messages (items are SourceFiles or tuples starting with one)."""
-    first = item[0] if isinstance(item, tuple) and item else item
-    return str(getattr(first, "rel", None) or item)
-
-
-BYTES_PER_TASK = 32 << 20  # enough work per task that its ~3 ms of scheduling is noise
-ITEMS_PER_TASK = 64  # for unweighted items (footers): a few ms of work each
-
-
-def plan_batches(weights: Sequence[int] | None, nthreads: int, n: int | None = None
-                 ) -> list[tuple[int, int]]:
-    """Split ``n`` items (``len(weights)``) into contiguous ``(lo, hi)`` batches.
-
-    As many tasks as the work is worth (bytes / ``BYTES_PER_TASK``, or items /
-    ``ITEMS_PER_TASK``), but at least ``8 * nthreads`` for load balance and
-    progress, at most ``MAX_TASKS``, and never more than there are items.  Cuts
-    fall where the running weight crosses an equal share.
-    """
-    n = len(weights) if weights is not None else int(n or 0)
-    if weights is None or not sum(weights):
-        weights, worth = [1] * n, -(-n // ITEMS_PER_TASK)
-    else:
-        worth = -(-sum(weights) // BYTES_PER_TASK)
-    tasks = min(n, MAX_TASKS, max(8 * nthreads, worth))
-    if tasks == n:
-        return [(i, i + 1) for i in range(n)]
-    total = float(sum(weights))
-    bounds = [0]
-    acc = 0.0
-    for i, wi in enumerate(weights):
-        acc += wi
-        if acc >= total * len(bounds) / tasks and i + 1 < n and len(bounds) < tasks:
-            bounds.append(i + 1)
-    bounds.append(n)
-    return [(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False) if hi > lo]
+        host, _ = backend.get_address_host_port(loc)
+    except ValueError:
+        host = ""
+    if not host:
+        raise ValueError(f"{address!r} is not an address like tcp://host:8786")
+    return unparse_address(scheme, loc)
 
 
 def quiet_dask_logs() -> None:
     """Silence Dask's loggers, including children that its config gives their own level."""
+    import distributed  # noqa: F401 - its modules' loggers must exist to be silenced
+
     for name in list(logging.root.manager.loggerDict):
         if name.split(".")[0] in _DISTRIBUTED_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
@@ -259,7 +117,8 @@ def default_workers() -> int:
 @contextlib.contextmanager
 def connect(scheduler: str | None = None, *, workers: int | None = None,
             memory_limit: str | None = None, processes: bool = False,
-            console: Console | None = None, timeout: float = 20) -> Iterator[Session]:
+            console: Console | None = None, timeout: float | None = None
+            ) -> Iterator[Session]:
     """A :class:`Session` on an existing scheduler or an embedded local cluster.
 
     Parameters
@@ -270,62 +129,166 @@ def connect(scheduler: str | None = None, *, workers: int | None = None,
     workers : int, optional
         Embedded cluster size (default: the number of cores).
     memory_limit : str, optional
-        Per embedded worker, e.g. ``"1GiB"``.
+        Per embedded worker, e.g. ``"1GiB"``; at least :data:`MIN_MEMORY`.
     processes : bool
-        Embedded workers as processes on 127.0.0.1 instead of threads.
+        Embedded workers as processes instead of threads of this process.
+    timeout : float, optional
+        Seconds to reach a scheduler and find a worker there (default: Dask's
+        ``distributed.comm.timeouts.connect``).
+
+    Raises
+    ------
+    InputError
+        A malformed address or option (nothing was started).
+    ClusterError
+        The scheduler cannot be reached, does not speak Dask, or has no workers;
+        or the local cluster cannot start.
     """
     console = console or Console.library()
     t0 = time.time()
-    address = scheduler or os.environ.get("DASK_SCHEDULER_ADDRESS") or None
-    from distributed import Client, LocalCluster
-
+    address = _address(scheduler)
     if not console.verbose:
         # zscore reports failures itself, in one line; Dask's own error logs would repeat
         # them as multi-line noise in Airflow logs.  --verbose shows them.
         quiet_dask_logs()
-
+    checkpoint("startup")
     if address:
         if workers is not None or memory_limit is not None:
             console.warn("--workers and --memory-limit size the embedded cluster; they are "
                          f"ignored with the scheduler {address}")
-        try:
-            client = Client(address, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError, RuntimeError, ValueError) as exc:
-            # RuntimeError: e.g. a tcp:// address while the config requires encryption.
-            raise ClusterError(f"cannot connect to the Dask scheduler at {address}: "
-                               f"{' '.join(str(exc).split())[:200]}; check the address "
-                               "and that the scheduler is running") from None
-        try:
+        with _remote(address, _timeout(timeout)) as client:
             session = Session(client, console, local=False, dashboard=client.dashboard_link)
             session.startup_seconds = time.time() - t0
             console.info(f"scheduler {address}, {session.nthreads} worker threads, dashboard "
                          f"{session.dashboard}")
             yield session
-        finally:
-            with contextlib.suppress(Exception):
-                client.close(timeout=5)
         return
-    n = workers or default_workers()
-    if n < 1:
-        raise InputError(f"--workers must be at least 1, not {n}")
-    limit = parse_memory(memory_limit)
-    kwargs: dict[str, Any] = {"host": "127.0.0.1"} if processes else {}
-    with contextlib.ExitStack() as stack:
-        try:
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=processes,
-                dashboard_address="127.0.0.1:0", memory_limit=limit if limit else "auto",
-                silence_logs=logging.ERROR if not console.verbose else logging.INFO,
-                **kwargs))
-            client = stack.enter_context(Client(cluster, set_as_default=False))
-        except (OSError, RuntimeError) as exc:
-            raise ClusterError(f"cannot start the local Dask cluster: {exc}") from None
+    with _local(workers, memory_limit, processes, console) as (cluster, client):
         dashboard = _local_dashboard(cluster)
-        console.info(f"local Dask cluster: {n} worker {'processes' if processes else 'threads'}"
+        console.info(f"local Dask cluster: {len(cluster.workers)} worker "
+                     f"{'processes' if processes else 'threads'}"
                      + (f", dashboard {dashboard}" if dashboard else ""))
         session = Session(client, console, local=True, dashboard=dashboard)
         session.startup_seconds = time.time() - t0
         yield session
+
+
+def _address(scheduler: str | None) -> str | None:
+    """The scheduler to use (explicit, else ``DASK_SCHEDULER_ADDRESS``), checked; None: embedded."""
+    if scheduler:
+        origin, address = "scheduler address", scheduler
+    elif os.environ.get("DASK_SCHEDULER_ADDRESS", "").strip():
+        origin, address = "DASK_SCHEDULER_ADDRESS", os.environ["DASK_SCHEDULER_ADDRESS"]
+    else:
+        return None
+    try:
+        return check_address(address)
+    except ValueError as exc:
+        raise InputError(f"{origin}: {exc}" + ("; fix or unset it" if origin.isupper() else "")
+                         ) from None
+
+
+def _timeout(timeout: float | None) -> float:
+    if timeout is not None:
+        return float(timeout)
+    import dask
+    from dask.utils import parse_timedelta
+
+    return float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"),
+                                 default="seconds") or 30)
+
+
+@contextlib.contextmanager
+def _remote(address: str, timeout: float) -> Iterator[Any]:
+    """A client of the scheduler at ``address`` (its workers are watched pass by pass)."""
+    from distributed import Client
+
+    _handshake(address, timeout)
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, RuntimeError, ValueError) as exc:
+        # RuntimeError: e.g. a tcp:// address while the config requires encryption.
+        raise ClusterError(f"cannot connect to the Dask scheduler at {address}: "
+                           f"{' '.join(str(exc).split())[:200]}; check the address "
+                           "and that the scheduler is running") from None
+    try:
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.close(timeout=5)
+
+
+def _handshake(address: str, timeout: float) -> None:
+    """Open and close one connection to ``address``, all of it within ``timeout`` seconds.
+
+    Dask's own connect bounds the TCP connection but not its handshake: a server
+    that accepts and never answers hangs ``Client()`` for ever, and one that
+    answers in another protocol (HTTP) makes it try to allocate exabytes.
+    """
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+    from distributed.security import Security
+
+    args = Security().get_connection_args("client")
+
+    async def probe() -> None:
+        comm = await comm_connect(address, timeout=timeout, **args)
+        await comm.close()
+
+    try:
+        # A little longer than Dask's connect timeout, so that a refused connection is
+        # reported as such (an OSError, below) rather than as a silent server.
+        asyncio.run(asyncio.wait_for(probe(), timeout + 2))
+    except TimeoutError:  # ours
+        raise ClusterError(f"{address} accepted the connection but did not answer as a Dask "
+                           f"scheduler within {timeout:g} s; check the address and port"
+                           ) from None
+    except OSError as exc:
+        raise ClusterError(f"cannot connect to the Dask scheduler at {address}: "
+                           f"{' '.join(str(exc).split())[:200]}; check the address and that "
+                           "the scheduler is running") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a foreign protocol makes Dask raise
+        raise ClusterError(f"{address} answered, but not as a Dask scheduler "
+                           f"({type(exc).__name__}); check the address and port") from None
+
+
+@contextlib.contextmanager
+def _local(workers: int | None, memory_limit: str | None, processes: bool, console: Console
+           ) -> Iterator[tuple[Any, Any]]:
+    """An embedded LocalCluster listening on 127.0.0.1 only, and its client."""
+    from distributed import Client, LocalCluster
+
+    n = default_workers() if workers is None else workers
+    if n < 1:
+        raise InputError(f"the number of workers must be at least 1, not {n}")
+    try:
+        limit = parse_memory(memory_limit)
+    except ValueError as exc:
+        raise InputError(f"memory limit {exc}") from None
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=processes,
+                # Loopback only, everywhere: without these, threads-mode workers open their
+                # HTTP server (/health, /metrics) on 0.0.0.0 and [::].
+                host="127.0.0.1" if processes else None, dashboard_address="127.0.0.1:0",
+                worker_dashboard_address="127.0.0.1:0",
+                memory_limit="auto" if limit is None else limit,
+                silence_logs=logging.ERROR if not console.verbose else logging.INFO)
+            stack.callback(_quietly, cluster.close)
+            client = Client(cluster, set_as_default=False)
+            stack.callback(_quietly, client.close)
+        except (OSError, RuntimeError) as exc:
+            raise ClusterError(f"cannot start the local Dask cluster: {exc}") from None
+        yield cluster, client
+
+
+def _quietly(close: Callable[[], Any]) -> None:
+    # Shutting the embedded cluster down is not part of the job: a failure there must neither
+    # turn a published run into an error nor replace the error that ended a failed one.
+    with contextlib.suppress(Exception):
+        close()
 
 
 def _local_dashboard(cluster: Any) -> str | None:

@@ -8,10 +8,14 @@ Local and network file systems (atomic rename):
    (never inside ``OUTPUT``: readers choke on foreign subdirectories), each file
    through a temporary name and ``os.replace``.
 3. The run checks the staging directory, writes ``_SUCCESS`` (the manifest)
-   last, then publishes with one rename.  With ``--overwrite`` the old output is
-   swapped out atomically (``renameat2(RENAME_EXCHANGE)`` where Linux offers
-   it, otherwise two renames, between which ``OUTPUT`` is briefly absent) and
-   then removed.
+   last, checks that it still holds its lock, then publishes with one rename.
+   With ``--overwrite`` the old output is swapped out atomically
+   (``renameat2(RENAME_EXCHANGE)`` where Linux offers it, otherwise two
+   renames, between which ``OUTPUT`` is briefly absent, and the old output is
+   put back if the second fails) and then removed.
+
+Publication runs inside :func:`pipeline.interrupt.publishing`: a signal never
+cuts it in two, and one that arrives after it lets the run finish (exit 0).
 
 Object stores (no atomic rename): once the lock is held, mark ``OUTPUT`` as
 zscore's (``_zscore_output.json``, kept for good) and delete a stale
@@ -41,7 +45,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .dataset import hidden
-from .errors import OutputError, StorageError, os_error_text, storage_error
+from .errors import OutputError, StorageError, ZscoreError, os_error_text, storage_error
+from .interrupt import checkpoint, mark_published, publishing
 from .location import Location, resolve
 from .lock import Lock
 
@@ -137,11 +142,12 @@ class Commit:
         else:
             self.target = out
         self.published = False
+        self._old: str | None = None  # the replaced output, removed once published
 
     # -------------------------------------------------------------- enter
     def __enter__(self) -> Commit:
-        self.lock.acquire()
         try:
+            self.lock.acquire()
             self._clean_stale()
             if self.out.local:
                 os.makedirs(self.target.path)
@@ -152,12 +158,14 @@ class Commit:
                     {"written_by": "zscore", "run_id": self.run_id}).encode())
                 with contextlib.suppress(FileNotFoundError):
                     self.out.fs.rm(self.out.join(SUCCESS))
+            checkpoint("locked")
         except OSError as exc:
             self.lock.release()
             raise StorageError(f"cannot prepare output {self.out.display}: "
                                f"{os_error_text(exc)} ({getattr(exc, 'filename', '')})",
                                path=self.out.display) from None
-        except BaseException:
+        except BaseException:  # a signal included: the lock, if taken, is released
+            self._remove_staging()
             self.lock.release()
             raise
         return self
@@ -165,10 +173,15 @@ class Commit:
     def _clean_stale(self) -> None:
         if not self.out.local or not os.path.isdir(self._parent):
             return
+        lock_tmp = f".{self._name}.zscore.lock."
         for entry in os.listdir(self._parent):
+            path = os.path.join(self._parent, entry)
             if entry.startswith((f".{self._name}.zscore-staging-", f".{self._name}.zscore-old-")):
                 self.warn(f"removing {entry}, left in {self._parent} by a run that was killed")
-                shutil.rmtree(os.path.join(self._parent, entry), ignore_errors=True)
+                shutil.rmtree(path, ignore_errors=True)
+            elif entry.startswith(lock_tmp) and entry.endswith(".tmp") and _age(path) > 60:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # a lock being created by a run killed at that instant
 
     # ------------------------------------------------------------ publish
     def publish(self, files: Iterable[str], manifest: dict[str, Any],
@@ -178,6 +191,7 @@ class Commit:
         ``extra`` maps hidden relative names (``_stats.json``) to their content;
         ``_SUCCESS`` (the JSON ``manifest``) is written after everything else.
         """
+        self.lock.check()  # first: a run that lost its lock may have lost its staging too
         expected = set(files)
         fs, root = self.target.fs, self.target.path
         written = {_rel(p, root) for p in fs.find(root)} if fs.exists(root) else set()
@@ -201,10 +215,20 @@ class Commit:
             stale = sorted(r for r in written if r not in keep)
             if stale:
                 fs.rm([posixpath.join(root, r) for r in stale])
-        self._write(SUCCESS, (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode())
+        success = (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode()
         if self.out.local:
-            self._swap_in()
-        self.published = True
+            self._write(SUCCESS, success)  # inside staging: not visible yet
+        checkpoint("publish")
+        self.lock.check()
+        with publishing():
+            if self.out.local:
+                self._swap_in()
+            else:
+                self._write(SUCCESS, success)
+                self._mark_published()
+        checkpoint("published")
+        if self._old is not None:
+            shutil.rmtree(self._old, ignore_errors=True)
 
     def _write(self, rel: str, content: bytes) -> None:
         path = self.target.join(rel)
@@ -216,7 +240,12 @@ class Commit:
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {os_error_text(exc)}", path=path) from None
 
+    def _mark_published(self) -> None:
+        self.published = True
+        mark_published(self.out.display)
+
     def _swap_in(self) -> None:
+        """The atomic publication (inside :func:`~pipeline.interrupt.publishing`)."""
         staging, out = self.target.path, self.out.path
         try:
             if os.path.isdir(out) and os.listdir(out):
@@ -224,14 +253,21 @@ class Commit:
                     raise OutputError(f"output {self.out.display} appeared while this run was "
                                       "writing; nothing was published", path=self.out.display)
                 old = posixpath.join(self._parent, f".{self._name}.zscore-old-{self.run_id}")
-                if not _exchange(staging, out):
-                    os.rename(out, old)
-                    os.rename(staging, out)
+                if _exchange(staging, out):
+                    self._mark_published()
+                    self._old = staging  # holds the old output now
                 else:
-                    os.rename(staging, old)
-                shutil.rmtree(old, ignore_errors=True)
+                    os.rename(out, old)
+                    try:
+                        os.rename(staging, out)
+                    except OSError:
+                        os.rename(old, out)  # put the old output back: nothing published
+                        raise
+                    self._mark_published()
+                    self._old = old
             else:
                 os.rename(staging, out)
+                self._mark_published()
             fsync_dir(self._parent)
         except OSError as exc:
             raise StorageError(f"cannot publish {self.out.display}: {os_error_text(exc)}",
@@ -240,15 +276,31 @@ class Commit:
     # --------------------------------------------------------------- exit
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if not self.published and self.out.local:
-                # A task of an aborted run may still be closing a file in there.
-                for _ in range(20):
-                    shutil.rmtree(self.target.path, ignore_errors=True)
-                    if not os.path.exists(self.target.path):
-                        break
-                    time.sleep(0.1)
+            if not self.published:
+                self._remove_staging()
+                if isinstance(exc, ZscoreError):
+                    # A run whose lock another run broke fails on its vanished staging
+                    # directory; the lock is what to report.
+                    self.lock.check()
         finally:
             self.lock.release()
+
+    def _remove_staging(self) -> None:
+        if not self.out.local:
+            return
+        # A task of an aborted run may still be closing a file in there.
+        for _ in range(20):
+            shutil.rmtree(self.target.path, ignore_errors=True)
+            if not os.path.exists(self.target.path):
+                break
+            time.sleep(0.1)
+
+
+def _age(path: str) -> float:
+    try:
+        return time.time() - os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _rel(path: str, root: str) -> str:

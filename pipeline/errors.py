@@ -10,6 +10,7 @@ Exit codes (the contract schedulers script against):
   bad artifacts.  Retrying will not help.
 * ``1`` -- every other :class:`ZscoreError`: infrastructure (cluster lost, disk
   full, a lock held by another run).  A retry may help.
+* ``128 + N`` -- :class:`Interrupted`: stopped by signal N before publishing.
 """
 
 from __future__ import annotations
@@ -84,13 +85,27 @@ class StorageError(ZscoreError):
     """Writing failed for an infrastructure reason (disk full, permissions): exit 1."""
 
 
-class Interrupted(ZscoreError):  # noqa: N818 - it is a signal, not a failure
-    """The run was stopped by a signal; ``exit_code`` is 128 + the signal number."""
+class Interrupted(BaseException):  # noqa: N818 - it is a signal, not a failure
+    """The run was stopped by a signal before it published anything.
 
-    def __init__(self, message: str, *, signum: int = 15, **kw: Any):
-        super().__init__(message, **kw)
+    A ``BaseException``, as ``KeyboardInterrupt`` is: no ``except Exception`` on
+    the way (ours, Dask's, fsspec's) may swallow it.  ``exit_code`` is 128 + the
+    signal number (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP).
+    """
+
+    def __init__(self, signum: int = 15):
+        import signal
+
         self.signum = signum
         self.exit_code = 128 + signum
+        self.message = f"stopped by {signal.Signals(signum).name}; nothing was published"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Interrupted, (self.signum,))
 
 
 def os_error_text(exc: OSError) -> str:

@@ -152,6 +152,7 @@ class Progress:
         self.done_rows = 0
         self.start = time.monotonic()
         self._last = self.start
+        self._drawn = False  # a bar is on the terminal's current line
 
     def update(self, items: int, nbytes: int = 0, rows: int = 0) -> None:
         self.done += items
@@ -165,9 +166,17 @@ class Progress:
                 self._last = now
                 self.console.stream.write("\r" + self._text(bar=True) + "\x1b[K")
                 self.console.stream.flush()
+                self._drawn = True
         elif now - self._last >= LOG_EVERY and self.done < self.total:
             self._last = now
             self.console._line(self._text(bar=False))
+
+    def abort(self) -> None:
+        """The pass failed or was stopped: end the bar's line, so the error has its own."""
+        if self._drawn:
+            self.console.stream.write("\n")
+            self.console.stream.flush()
+            self._drawn = False
 
     def close(self) -> None:
         if self.console.quiet:

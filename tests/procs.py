@@ -98,31 +98,45 @@ def zscore_cmd(*args) -> list[str]:
 class Running:
     """A ``zscore`` process whose stderr lines are collected as they come."""
 
-    def __init__(self, *args, env: dict[str, str] | None = None):
+    def __init__(self, *args, env: dict[str, str] | None = None, group: bool = False):
+        # group: in a process group of its own, for os.killpg (as a terminal's Ctrl-C does)
         self.proc = subprocess.Popen(zscore_cmd(*args), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, **(env or {})}, start_new_session=group)
         self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._out: list[str] = []
+        self._readers = [threading.Thread(target=self._read, daemon=True),
+                         threading.Thread(target=self._read_out, daemon=True)]
+        for t in self._readers:
+            t.start()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line)
 
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        self._out.append(self.proc.stdout.read())
+
     def saw(self, text: str) -> bool:
         return any(text in line for line in self.lines)
 
     def wait(self, timeout: float = 120) -> tuple[int, str, str]:
-        out = self.proc.stdout.read() if self.proc.stdout else ""
-        code = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        return code, out, "".join(self.lines)
+        """Exit code, stdout, stderr; the process is killed if it outlives ``timeout``."""
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        for t in self._readers:
+            t.join(timeout=10)
+        return code, "".join(self._out), "".join(self.lines)
 
 
-def start_zscore(*args, env: dict[str, str] | None = None) -> Running:
-    return Running(*args, env=env)
+def start_zscore(*args, env: dict[str, str] | None = None, group: bool = False) -> Running:
+    return Running(*args, env=env, group=group)
 
 
 def run_zscore(*args, timeout: float = 120, env: dict[str, str] | None = None
@@ -142,3 +156,44 @@ def run_unprivileged(*args, timeout: float = 120) -> subprocess.CompletedProcess
     if os.geteuid() == 0:
         cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every process below ``pid`` (embedded --processes workers, resource tracker)."""
+    return [p.pid for p in _children(pid)]
+
+
+def _signal_mask(pid: int, field: str, sig: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(f"{field}:"):
+                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
+def handles(pid: int, sig: int) -> bool:
+    """True once process ``pid`` catches ``sig`` (its handler is installed), from /proc."""
+    return _signal_mask(pid, "SigCgt", sig)
+
+
+def ignores(pid: int, sig: int) -> bool:
+    """True when process ``pid`` ignores ``sig``, from /proc."""
+    return _signal_mask(pid, "SigIgn", sig)
+
+
+def listeners(pids: list[int]) -> list[str]:
+    """The local addresses (``127.0.0.1:4321``, ``[::]:80``) TCP sockets of ``pids`` listen on."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    wanted = {f"pid={p}," for p in pids}
+    return sorted(line.split()[3] for line in out.splitlines()
+                  if any(w in line for w in wanted))
+
+
+def paused(run: Running, phase: str, timeout: float = 60) -> None:
+    """Wait until ``run`` pauses at ``phase`` (ZSCORE_TEST_PAUSE; see pipeline.interrupt)."""
+    wait_for(lambda: run.saw(f"zscore: test pause at {phase}") or run.proc.poll() is not None,
+             timeout, f"the pause at {phase}")
+    assert run.proc.poll() is None, "".join(run.lines)

@@ -1,16 +1,36 @@
-"""The command line end to end on the embedded cluster: outputs, layout, exit codes, messages."""
+"""The command line end to end on the embedded cluster: outputs, layout, exit codes, messages.
+
+Start-up and cluster options are tried on real ``zscore`` processes: bad options must fail
+at once in one line; SIGINT at several points of start-up, and signals to the whole process
+group with worker processes, must give one line and the signal's exit code.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import snapshot
+from procs import (
+    descendants,
+    handles,
+    ignores,
+    paused,
+    run_zscore,
+    start_zscore,
+    wait_for,
+    zscore_cmd,
+)
 
 from pipeline.cli import main
 from pipeline.stats import exact_reference
@@ -227,3 +247,156 @@ def test_log_lines_and_quiet(datasets, tmp_path, capsys):
     assert code == 0
     assert err.splitlines() == [line for line in err.splitlines() if "warning:" in line]
     assert "feature " not in out and out.startswith("run: 24,000 rows in 6 files")
+
+
+# ------------------------------------------------------------ cluster options
+@pytest.mark.parametrize("args, env, message", [
+    (["--workers", "0"], {},
+     "Invalid value for '--workers': 0 is not in the range x>=1. (see 'zscore run --help')"),
+    (["--memory-limit", "1KiB"], {},
+     "Invalid value for '--memory-limit': 1KiB is less than the 512MiB a worker needs (it "
+     "uses about 200 MB before reading any data) (see 'zscore run --help')"),
+    (["--memory-limit", "lots"], {},
+     "Invalid value for '--memory-limit': 'lots' is not a size such as 2GiB or 500MB (see "
+     "'zscore run --help')"),
+    (["--scheduler", "foo://bar"], {},
+     "Invalid value for '--scheduler': unknown protocol foo:// in 'foo://bar' (known: tcp://, "
+     "tls://, "),
+    (["--scheduler", "tcp://host:port"], {},
+     "Invalid value for '--scheduler': 'tcp://host:port' is not an address like "
+     "tcp://host:8786 (see 'zscore run --help')"),
+    ([], {"DASK_SCHEDULER_ADDRESS": "garbage"},
+     "DASK_SCHEDULER_ADDRESS: 'garbage' is not an address like tcp://host:8786; fix or unset it"),
+], ids=["workers-0", "memory-1KiB", "memory-lots", "unknown-protocol", "no-port", "env"])
+def test_bad_cluster_options_exit_2_at_once(datasets, tmp_path, args, env, message):
+    t0 = time.monotonic()
+    r = run_zscore("run", datasets.sample(), tmp_path / "out", *args, env=env, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert time.monotonic() - t0 < 15  # it used to hang (1KiB) or wait 40 s (foo://bar)
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+    assert error_line(r.stderr).startswith("zscore: error: " + message)
+    assert os.listdir(tmp_path) == []
+
+
+def test_smallest_memory_limit_runs(datasets, tmp_path):
+    """The minimum is enough to run: a limit just above it finishes (below it, it hung)."""
+    r = run_zscore("run", datasets.sample(), tmp_path / "out", "--memory-limit", "512MiB",
+                   timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------- start-up
+def test_the_command_line_starts_without_heavy_imports():
+    """What makes signals during start-up get zscore's one line: nothing heavy before main."""
+    code = ("import sys, pipeline.__main__, pipeline.cli; "
+            "print(sorted(m for m in ('numpy', 'pyarrow', 'dask', 'pandas') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
+    import pipeline
+
+    assert callable(pipeline.transform) and callable(pipeline.fit) and callable(pipeline.run)
+
+
+def mapped(pid: int, name: str) -> bool:
+    """True once a shared object whose path contains ``name`` is loaded in process ``pid``."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return name in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("when", ["importing", 0.0, 0.1, 0.3, 0.6, 1.0, 1.5])
+def test_sigint_during_start_up_is_one_line_and_130(datasets, tmp_path, when):
+    src = datasets.sample()
+    run = start_zscore("run", src, tmp_path / "out", env={
+        "ZSCORE_TEST_PAUSE": "publish", "ZSCORE_TEST_RESUME": str(tmp_path / "resume")})
+    if when == "importing":  # numpy's library is being loaded: Python is importing the heavy part
+        wait_for(lambda: mapped(run.proc.pid, "numpy") or run.proc.poll() is not None, 30,
+                 "numpy to load", interval=0.002)
+    else:
+        # zscore's handlers are installed (before that, only the interpreter is starting)
+        wait_for(lambda: handles(run.proc.pid, signal.SIGTERM), 30, "zscore to start")
+        time.sleep(when)  # not synchronisation: the signal lands at several points of start-up
+    run.proc.send_signal(signal.SIGINT)
+    code, _, err = run.wait()
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert error_line(err) == "zscore: error: stopped by SIGINT; nothing was published"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("when, sig", [("spawning", signal.SIGINT), ("fit", signal.SIGINT),
+                                       ("fit", signal.SIGTERM)])
+def test_signal_to_the_process_group_with_worker_processes(datasets, tmp_path, when, sig):
+    """Ctrl-C (or Airflow's SIGTERM) reaches zscore and its worker processes alike."""
+    run = start_zscore("run", datasets.sample(), tmp_path / "out", "--processes", "--workers", 2,
+                       env={"ZSCORE_TEST_PAUSE": "fit",
+                            "ZSCORE_TEST_RESUME": str(tmp_path / "resume")}, group=True)
+    if when == "spawning":  # a worker runs zscore's code, still importing and starting Dask
+        wait_for(lambda: any(ignores(p, signal.SIGINT) for p in descendants(run.proc.pid)
+                             if "spawn_main" in " ".join(psutil.Process(p).cmdline())),
+                 60, "a worker process")
+    else:
+        paused(run, "fit")
+    workers = descendants(run.proc.pid)
+    os.killpg(run.proc.pid, sig)
+    code, _, err = run.wait()
+    assert code == 128 + sig, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert error_line(err) == (f"zscore: error: stopped by {signal.Signals(sig).name}; nothing "
+                               "was published")
+    wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                             for p in workers), 30, "the workers to exit")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("phase, code", [("fit", 143), ("published", 0)])
+def test_fit_stopped_before_or_after_saving_says_which(datasets, tmp_path, phase, code):
+    stats = tmp_path / "s.json"
+    run = start_zscore("fit", datasets.sample(), "--stats", stats, env={
+        "ZSCORE_TEST_PAUSE": phase, "ZSCORE_TEST_RESUME": str(tmp_path / "resume")})
+    paused(run, phase)
+    run.proc.send_signal(signal.SIGTERM)
+    got, out, err = run.wait()
+    assert got == code, err
+    assert "Traceback" not in err
+    if code:
+        assert error_line(err) == "zscore: error: stopped by SIGTERM; nothing was published"
+        assert os.listdir(tmp_path) == []
+    else:
+        assert f"zscore: warning: SIGTERM arrived after {stats} was published; the run " \
+               "completed" in err
+        assert out.startswith("fitted 10 features on 24,000 rows in 6 files")
+        assert set(json.loads(stats.read_text())["features"]) >= {"f_normal", "f_skewed"}
+
+
+def test_on_a_terminal_the_error_gets_its_own_line(datasets, tmp_path):
+    """Stopped mid-pass, the progress bar's line is ended before the error is printed."""
+    import pty
+    import select
+
+    src = datasets.sample("medium", rows=1_500_000, days=4, files_per_day=10)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(zscore_cmd("run", src, tmp_path / "out"), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    seen, sent = b"", False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not select.select([leader], [], [], 0.1)[0]:
+            continue
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: zscore exited
+            break
+        seen += chunk
+        if not sent and b"transform  [" in seen:
+            proc.send_signal(signal.SIGINT)  # while the bar is drawn mid-pass
+            sent = True
+    os.close(leader)
+    assert proc.wait(timeout=60) == 130
+    text = seen.decode()
+    bar, error = text.rsplit("zscore: error: ", 1)
+    assert error.strip() == "stopped by SIGINT; nothing was published"
+    assert bar.endswith("\n") and "ETA" in bar.rsplit("\r", 2)[-2], repr(text[-300:])

@@ -1,20 +1,36 @@
 """Against a real cluster of processes: ``dask scheduler`` + two ``dask worker`` processes.
 
 Faults are provoked for real: SIGKILL of a worker process found by pid (as the
-scheduler reports it), SIGKILL of the scheduler, an input that kills its worker.
+scheduler reports it), SIGKILL of the scheduler, an input that kills its worker,
+a scheduler without workers, a port where nothing listens, a TCP server that
+never answers and an HTTP server.  The embedded cluster's sockets are read from
+``ss`` while a real run is paused in its transform pass.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
+import subprocess
+import threading
 import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import data_files
-from procs import dask_cluster, run_zscore, start_zscore, wait_for
+from procs import (
+    BIN,
+    dask_cluster,
+    descendants,
+    listeners,
+    paused,
+    run_zscore,
+    start_zscore,
+    wait_for,
+)
 
 from pipeline.cli import main
 
@@ -135,3 +151,140 @@ def test_batches_follow_the_work_and_stay_bounded():
     weights = [1] * 50 + [100] * 10  # cuts follow the weights, not the count
     sums = [sum(weights[lo:hi]) for lo, hi in plan_batches(weights, nthreads=1)]
     assert len(sums) == 8 and max(sums) <= 2 * min(sums)
+
+
+# ----------------------------------------------------------------- loopback only
+@pytest.mark.parametrize("mode", ["--threads", "--processes"])
+def test_embedded_cluster_listens_on_loopback_only(datasets, tmp_path, mode):
+    """Every socket the run listens on, its workers' included, is on 127.0.0.1 or ::1."""
+    src = datasets.sample()
+    run = start_zscore("run", src, tmp_path / "out", mode, "--workers", 2,
+                       env={"ZSCORE_TEST_PAUSE": "transform",
+                            "ZSCORE_TEST_RESUME": str(tmp_path / "resume")})
+    paused(run, "transform")  # the cluster is up and working
+    pids = [run.proc.pid, *descendants(run.proc.pid)]
+    found, in_workers = listeners(pids), listeners(pids[1:])
+    (tmp_path / "resume").touch()
+    code, _, err = run.wait()
+    assert code == 0, err
+    # Threads: the dashboard and each worker's HTTP server (/health, /metrics; the scheduler
+    # and workers talk in-process).  Processes: also the comm ports of the scheduler, the
+    # nannies and the workers.
+    assert len(found) >= (3 if mode == "--threads" else 8), found
+    assert [a for a in found if not a.startswith(("127.0.0.1:", "[::1]:"))] == [], found
+    if mode == "--processes":
+        assert len(in_workers) >= 4, in_workers  # the worker processes' own sockets too
+
+
+# --------------------------------------------------------- schedulers that fail
+def silent_server(answer: bytes | None):
+    """A TCP server on 127.0.0.1 that accepts and then says nothing (or ``answer``)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            if answer is not None:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server, conns
+
+
+FAST = {"DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}
+NO_WORKERS = {"DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": "3s"}
+
+
+@pytest.mark.parametrize("answer, message", [
+    (None, "tcp://127.0.0.1:{port} accepted the connection but did not answer as a Dask "
+           "scheduler within 3 s; check the address and port"),
+    (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4,
+     "tcp://127.0.0.1:{port} answered, but not as a Dask scheduler ({kind}); check the "
+     "address and port"),
+], ids=["silent", "http"])
+def test_a_server_that_is_not_a_scheduler_fails_within_the_timeout(datasets, tmp_path, answer,
+                                                                   message):
+    server, _ = silent_server(answer)
+    port = server.getsockname()[1]
+    try:
+        t0 = time.monotonic()
+        r = run_zscore("run", datasets.sample(), tmp_path / "out", "--scheduler",
+                       f"tcp://127.0.0.1:{port}", env=FAST, timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        server.close()
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+    [line] = [x for x in r.stderr.splitlines() if "error" in x.lower()]
+    kind = line.rsplit("(", 1)[-1].split(")")[0]
+    assert line == "zscore: error: " + message.format(port=port, kind=kind)
+    assert elapsed < 20
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_scheduler_fails_within_the_timeout(datasets, tmp_path):
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.close()  # nothing listens there now: connections are refused
+    t0 = time.monotonic()
+    r = run_zscore("run", datasets.sample(), tmp_path / "out", env={
+        **FAST, "DASK_SCHEDULER_ADDRESS": f"tcp://127.0.0.1:{port}"}, timeout=60)
+    assert r.returncode == 1 and time.monotonic() - t0 < 20
+    assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+    assert r.stderr.splitlines()[-1] == (
+        f"zscore: error: cannot connect to the Dask scheduler at tcp://127.0.0.1:{port}: Timed "
+        f"out trying to connect to tcp://127.0.0.1:{port} after 3 s; check the address and "
+        "that the scheduler is running")
+
+
+def test_scheduler_without_workers_fails_within_the_timeout(datasets, tmp_path):
+    sched_file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen(
+        [BIN / "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", sched_file],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: sched_file.exists() and sched_file.stat().st_size, 30, "scheduler")
+        address = json.loads(sched_file.read_text())["address"]
+        t0 = time.monotonic()
+        r = run_zscore("run", datasets.sample(), tmp_path / "out", "--scheduler", address,
+                       env=NO_WORKERS, timeout=60)
+        elapsed = time.monotonic() - t0
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
+    assert r.returncode == 1 and elapsed < 20
+    assert r.stderr.splitlines()[-1] == (
+        f"zscore: error: the Dask scheduler {address} has had no workers for 3 s; nothing was "
+        "published; rerun when it has workers (distributed.scheduler.no-workers-timeout sets "
+        "how long to wait)")
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_all_workers_lost_mid_run_fails_within_the_timeout(big, tmp_path):
+    """Dask waits for ever for new workers; zscore gives up after no-workers-timeout."""
+    with dask_cluster(tmp_path) as c:
+        run = start_zscore("run", big, tmp_path / "out", "--scheduler", c.address,
+                           env=NO_WORKERS)
+        wait_for(lambda: run.saw("features ("), 60, "the fit to start")
+        for worker in c.workers:  # each `dask worker` (nanny) and the process it runs tasks in
+            for child in descendants(worker.pid):
+                os.kill(child, signal.SIGKILL)
+            worker.kill()
+        t0 = time.monotonic()
+        code, _, err = run.wait(timeout=90)
+        assert time.monotonic() - t0 < 30
+        assert c.scheduler.poll() is None  # the scheduler itself is fine
+    assert code == 1, err
+    assert err.splitlines()[-1] == (
+        f"zscore: error: the Dask scheduler {c.address} has had no workers for 3 s; nothing "
+        "was published; rerun when it has workers (distributed.scheduler.no-workers-timeout "
+        "sets how long to wait)")
+    assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []

@@ -277,11 +277,11 @@ def _corrupt_middle(fs, key: str) -> bytes:
 def test_overwrite_keeps_foreign_prefixes_and_a_failed_first_run_is_retried(s3, fs,
                                                                            local_reference):
     src, ref = local_reference
-    _upload(fs, src, "zsb/in6")
+    _upload(fs, src, "zsb/in8")
     # Not ours: a Spark-style output with its empty _SUCCESS is never deleted.
     fs.pipe_file("zsb/foreign/_SUCCESS", b"")
     fs.pipe_file("zsb/foreign/part-00000.csv", b"precious")
-    r = run_zscore("run", "s3://zsb/in6", "s3://zsb/foreign", "--overwrite", "--no-report",
+    r = run_zscore("run", "s3://zsb/in8", "s3://zsb/foreign", "--overwrite", "--no-report",
                    env=s3)
     assert r.returncode == 2
     assert r.stderr.splitlines()[-1] == (
@@ -292,56 +292,56 @@ def test_overwrite_keeps_foreign_prefixes_and_a_failed_first_run_is_retried(s3, 
     # A first run that fails part-way leaves files and no _SUCCESS; the same command, retried
     # once the input is fixed, replaces them (nothing had been published).
     rel = "day=2026-01-02/part-1.parquet"
-    good = _corrupt_middle(fs, f"zsb/in6/{rel}")
-    args = ("run", "s3://zsb/in6", "s3://zsb/out6", "--exclude", "id,label", "--no-report")
+    good = _corrupt_middle(fs, f"zsb/in8/{rel}")
+    args = ("run", "s3://zsb/in8", "s3://zsb/out8", "--exclude", "id,label", "--no-report")
     r = run_zscore(*args, env=s3)
     assert r.returncode == 2 and f"cannot read {rel}" in r.stderr.splitlines()[-1]
-    left = _objects(fs, "zsb/out6")
+    left = _objects(fs, "zsb/out8")
     assert "_SUCCESS" not in left and "_zscore_output.json" in left
-    fs.pipe_file(f"zsb/in6/{rel}", good)
+    fs.pipe_file(f"zsb/in8/{rel}", good)
     r = run_zscore(*args, env=s3)
     assert r.returncode == 0, r.stderr
-    got = _objects(fs, "zsb/out6")
+    got = _objects(fs, "zsb/out8")
     assert {k: v for k, v in got.items() if not k.startswith("_")} == \
         {k: v for k, v in snapshot(ref).items() if not k.startswith("_")}
     # A published output is replaced only with --overwrite; a failed rewrite can be retried.
     r = run_zscore(*args, env=s3)
     assert r.returncode == 2 and r.stderr.splitlines()[-1] == (
-        "zscore: error: output s3://zsb/out6 exists and holds a zscore output; pass "
+        "zscore: error: output s3://zsb/out8 exists and holds a zscore output; pass "
         "--overwrite to replace it or choose another path")
-    _corrupt_middle(fs, f"zsb/in6/{rel}")
+    _corrupt_middle(fs, f"zsb/in8/{rel}")
     assert run_zscore(*args, "--overwrite", env=s3).returncode == 2
-    assert "_SUCCESS" not in _objects(fs, "zsb/out6")
-    fs.pipe_file(f"zsb/in6/{rel}", good)
+    assert "_SUCCESS" not in _objects(fs, "zsb/out8")
+    fs.pipe_file(f"zsb/in8/{rel}", good)
     r = run_zscore(*args, "--overwrite", env=s3)
     assert r.returncode == 0, r.stderr
 
 
 def test_object_store_destinations_are_checked_before_compute(s3, fs, local_reference):
     src, _ = local_reference
-    _upload(fs, src, "zsb/in7")
+    _upload(fs, src, "zsb/in9")
     fs.mkdir("zsb-empty")
     cases = [
-        (["run", "s3://zsb/in7", "s3://zsb-empty"], "output s3://zsb-empty is a whole bucket; "
+        (["run", "s3://zsb/in9", "s3://zsb-empty"], "output s3://zsb-empty is a whole bucket; "
          "give a prefix inside it, e.g. s3://zsb-empty/out (its lock goes beside it)"),
-        (["run", "s3://zsb/in7", "s3://zsb/in7/z"], "output s3://zsb/in7/z lies inside the "
-         "input s3://zsb/in7; choose an output outside the input"),
-        (["run", "s3://zsb/in7", "s3://zsb/o7", "--stats", "s3://zsb/o7/s.json"],
-         "statistics file s3://zsb/o7/s.json lies inside the output s3://zsb/o7, which "
-         "publishing replaces (the statistics are saved as s3://zsb/o7/_stats.json anyway); "
+        (["run", "s3://zsb/in9", "s3://zsb/in9/z"], "output s3://zsb/in9/z lies inside the "
+         "input s3://zsb/in9; choose an output outside the input"),
+        (["run", "s3://zsb/in9", "s3://zsb/o9", "--stats", "s3://zsb/o9/s.json"],
+         "statistics file s3://zsb/o9/s.json lies inside the output s3://zsb/o9, which "
+         "publishing replaces (the statistics are saved as s3://zsb/o9/_stats.json anyway); "
          "write it elsewhere"),
-        (["fit", "s3://zsb/in7", "--stats", "s3://no-such-bucket/s.json"],
+        (["fit", "s3://zsb/in9", "--stats", "s3://no-such-bucket/s.json"],
          "statistics file s3://no-such-bucket/s.json: bucket 'no-such-bucket' does not exist "
          "or is not visible with these credentials; create it or fix the URL"),
-        (["fit", "s3://zsb/in7", "--stats", "s3://zsb/s7.json", "--cache", "s3://zsb/in7/c"],
-         "cache s3://zsb/in7/c would write s3://zsb/in7/c/footers, which lies inside the input "
-         "s3://zsb/in7; choose a cache outside the input"),
+        (["fit", "s3://zsb/in9", "--stats", "s3://zsb/s9.json", "--cache", "s3://zsb/in9/c"],
+         "cache s3://zsb/in9/c would write s3://zsb/in9/c/footers, which lies inside the input "
+         "s3://zsb/in9; choose a cache outside the input"),
     ]
-    before = _objects(fs, "zsb/in7")
+    before = _objects(fs, "zsb/in9")
     for args, message in cases:
         r = run_zscore(*args, "--no-report" if args[0] == "run" else "-q", env=s3)
         assert r.returncode == 2, r.stderr
         assert r.stderr.splitlines()[-1] == f"zscore: error: {message}"
         assert "features (" not in r.stderr
-    assert _objects(fs, "zsb/in7") == before
-    assert not fs.exists("zsb/o7") and not fs.exists("zsb/s7.json")
+    assert _objects(fs, "zsb/in9") == before
+    assert not fs.exists("zsb/o9") and not fs.exists("zsb/s9.json")
