@@ -27,6 +27,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .artifact import FeatureStats, FittedStats
     from .compose import diff, merge
+    from .estimator import StandardScaler
     from .fit import fit
     from .frames import apply, inverse_transform, transform
     from .run import RunResult, run, transform_dataset
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 _LAZY = {"FeatureStats": "artifact", "FittedStats": "artifact", "diff": "compose",
          "merge": "compose", "fit": "fit", "RunResult": "run", "run": "run",
          "transform_dataset": "run", "Moments": "stats", "apply": "frames",
-         "inverse_transform": "frames", "transform": "frames"}
+         "inverse_transform": "frames", "transform": "frames", "StandardScaler": "estimator"}
 
 
 def __getattr__(name: str) -> object:
@@ -63,7 +64,7 @@ def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("zscore")
+        return version("dask-zscore")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0+unknown"
 
@@ -86,7 +87,8 @@ sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "ArtifactError", "ClusterError", "DataError", "FeatureStats", "FittedStats", "InputError",
-    "LockedError", "Moments", "OutputError", "RunResult", "StorageError", "ZscoreError",
+    "LockedError", "Moments", "OutputError", "RunResult", "StandardScaler", "StorageError",
+    "ZscoreError",
     "__version__", "apply", "diff", "fit", "inverse_transform", "merge", "run", "transform",
     "transform_dataset",
 ]
