@@ -41,21 +41,29 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 from .artifact import FeatureStats, FittedStats, now_iso, tool_version
 from .estimator_data import (
     KEPT_DTYPES,
+    LAZY_KINDS,
     Column,
     ScalerDataError,
     array_columns,
+    container,
+    few,
     fit_dask,
     frame_columns,
     kind_of,
+    lazy_transform,
+    out_dtype,
+    refuse_inf,
+    variance,
 )
 from .kernel import ColumnPlan, scale_array
 from .stats import Moments, std_in_range
 
 OUTPUTS = ("default", "pandas", "polars")
-_LAZY_KINDS = ("parquet", "dask-frame", "dask-array")
 
 
-class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
+# Output containers are chosen by set_output below, not by scikit-learn's wrapper, which
+# would turn a lazy Dask result into a pandas DataFrame.
+class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # type: ignore[call-arg]
                      auto_wrap_output_keys=None):
     """Standardize features by removing the mean and scaling to unit variance, exactly.
 
@@ -78,7 +86,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
     mean_ : ndarray of shape (n_features,) or None
         Correctly rounded means; None when ``with_mean=False`` and ``with_std=False``.
     var_ : ndarray of shape (n_features,) or None
-        ``m2 / (count - ddof)``, 0.0 for a constant feature; None as ``mean_``.
+        ``m2 / (count - ddof)``, 0.0 for a constant feature; None when ``with_std=False``
+        (as scikit-learn does, whatever its documentation says).
     scale_ : ndarray of shape (n_features,) or None
         ``sqrt(var_)``, 1.0 for a constant feature; None when ``with_std=False``.
     n_samples_seen_ : int or ndarray of shape (n_features,)
@@ -103,6 +112,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
     >>> z = StandardScaler().fit_transform(X)                       # doctest: +SKIP
     >>> StandardScaler().fit("data/train").to_stats().save("s.json")  # doctest: +SKIP
     """
+
+    n_features_in_: int
 
     def __init__(self, *, copy: bool = True, with_mean: bool = True, with_std: bool = True,
                  ddof: int = 0, inf: str = "error"):
@@ -132,7 +143,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
             raise ValueError(f"inf must be 'error' or 'null', not {self.inf!r}")
         first = not hasattr(self, "_features")
         kind = kind_of(X)
-        if kind in _LAZY_KINDS:
+        if kind in LAZY_KINDS:
             names, stats = fit_dask(X, ddof=self.ddof, inf=self.inf)
             self._check_lazy_names(names, kind, reset=first)
             new = [stats.features[n].moments for n in names]
@@ -163,8 +174,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
         fitted = list(getattr(self, "feature_names_in_", [])) or None
         if not reset and (len(names) != self.n_features_in_ or
                           (fitted is not None and fitted != names)):
-            raise ScalerDataError(f"X has features {_few(names)}, but the scaler was fitted "
-                                  f"on {_few(self._names())}")
+            raise ScalerDataError(f"X has features {few(names)}, but the scaler was fitted "
+                                  f"on {few(self._names())}")
         self.n_features_in_ = len(names)
         if kind == "dask-array":
             self.__dict__.pop("feature_names_in_", None)
@@ -189,7 +200,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
             infinite = np.isinf(x)
             inf = int(infinite.sum())
             if inf:
-                _refuse_inf(c.name, inf, self.inf)
+                refuse_inf(c.name, inf, self.inf)
                 x = x[~infinite]
         return Moments.from_array(x, missing=missing, inf=inf)
 
@@ -197,7 +208,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
         if m is None:  # pragma: no cover - pipeline.fit always returns moments
             raise ScalerDataError(f"column '{name}' has no moments", column=name)
         if m.inf and self.inf == "error":
-            _refuse_inf(name, m.inf, self.inf)
+            refuse_inf(name, m.inf, self.inf)
         if m.count == 0:
             raise ScalerDataError(f"column '{name}' has no values (all {m.missing + m.inf} are "
                                   "missing); drop the column", column=name)
@@ -220,7 +231,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
             self.n_samples_seen_ = int(counts[0])
         fitted = self.with_mean or self.with_std
         self.mean_ = np.array([f.mean for f in features]) if fitted else None
-        self.var_ = np.array([_variance(f, self.ddof) for f in features]) if fitted else None
+        self.var_ = np.array([variance(f, self.ddof) for f in features]) if self.with_std \
+            else None
         std = np.array([f.std for f in features], dtype=np.float64)
         self.scale_ = np.where(constant, 1.0, std) if self.with_std else None
 
@@ -241,8 +253,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
 
     def _apply(self, X: Any, *, inverse: bool, copy: bool) -> Any:
         kind = kind_of(X)
-        if kind in _LAZY_KINDS:
-            return self._apply_lazy(X, kind, inverse)
+        if kind in LAZY_KINDS:
+            return lazy_transform(self, X, kind, inverse)
         cols = self._columns(X, kind, reset=False)
         into = X if not copy and isinstance(X, np.ndarray) and X.flags.writeable else None
         out = self._scale(cols, inverse, into)
@@ -251,7 +263,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
     def _scale(self, cols: list[Column], inverse: bool, into: np.ndarray | None = None
                ) -> np.ndarray:
         """Every column through the kernel, into one array of the output dtype."""
-        dtype = _out_dtype(cols)
+        dtype = out_dtype(cols)
         n = len(cols[0].values) if cols else 0
         out = into if into is not None and into.dtype == dtype and into.ndim == 2 else \
             np.empty((n, len(cols)), dtype=dtype)
@@ -278,7 +290,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
             infinite = np.isinf(x)
             if infinite.any():
                 if not inverse:
-                    _refuse_inf(c.name, int(infinite.sum()), self.inf)
+                    refuse_inf(c.name, int(infinite.sum()), self.inf)
                 if self.inf == "null":
                     z[infinite] = np.nan
         if dtype == np.float64:
@@ -294,42 +306,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,
         """``set_output``: the result as a pandas or polars DataFrame when asked."""
         config = getattr(self, "_sklearn_output_config", {}).get("transform") or \
             get_config()["transform_output"]
-        if config == "pandas":
-            import pandas as pd
-
-            index = X.index if isinstance(X, pd.DataFrame) else None
-            return pd.DataFrame(out, index=index, columns=self.get_feature_names_out(),
-                                copy=False)
-        if config == "polars":
-            import polars as pl
-
-            return pl.DataFrame(out, schema=list(self.get_feature_names_out()), orient="row")
-        return out
-
-    def _apply_lazy(self, X: Any, kind: str, inverse: bool) -> Any:
-        """A lazy Dask transform: each partition (block) through :meth:`_scale`."""
-        names = self._names()
-        if kind == "parquet":
-            import dask.dataframe as dd
-
-            X, kind = dd.read_parquet(X, columns=names), "dask-frame"
-        if kind == "dask-array":
-            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-                raise ScalerDataError(f"X has shape {X.shape}, but StandardScaler is expecting "
-                                      f"{self.n_features_in_} features as input")
-            X = X.rechunk({1: -1})
-            meta = self._scale(array_columns(X._meta.reshape(0, X.shape[1]), names), inverse)
-            return X.map_blocks(lambda b: self._scale(array_columns(b, names), inverse),
-                                dtype=meta.dtype)
-        missing = [n for n in names if n not in X.columns]
-        if missing:
-            raise ScalerDataError(f"column '{missing[0]}' is not in the Dask DataFrame (it "
-                                  f"has {_few([str(c) for c in X.columns])})", column=missing[0])
-        frame = X[names]
-        return frame.map_partitions(self._frame_part, inverse, meta=self._frame_part(
-            frame._meta, inverse))
+        return container(out, X, config, list(self.get_feature_names_out()))
 
     def _frame_part(self, df: Any, inverse: bool) -> Any:
+        """One pandas partition of a Dask DataFrame, transformed (a DataFrame again)."""
         import pandas as pd
 
         return pd.DataFrame(self._scale(frame_columns(df, self._names()), inverse),
@@ -400,27 +380,3 @@ def _merge(old: FeatureStats, new: Moments | None) -> Moments | None:
         raise ScalerDataError("these statistics have no moments (a hand-written artifact): "
                               "they transform, but partial_fit cannot add to them; refit")
     return old.moments if new is None else old.moments.merge(new)
-
-
-def _refuse_inf(name: str, n: int, policy: str) -> None:
-    if policy == "error":
-        raise ScalerDataError(f"column '{name}' has {n} infinite value(s); fix the data, or "
-                              "pass inf='null' to treat them as missing", column=name)
-
-
-def _variance(f: FeatureStats, ddof: int) -> float:
-    if f.constant:
-        return 0.0
-    if f.moments is None:
-        return f.std * f.std
-    return f.moments.m2 / (f.count - ddof)
-
-
-def _out_dtype(cols: list[Column]) -> np.dtype:
-    """float32 (float16) when every column is, as scikit-learn; float64 otherwise."""
-    dtype = np.result_type(*[c.values.dtype for c in cols]) if cols else np.dtype(np.float64)
-    return dtype if dtype in (np.float32, np.float16) else np.dtype(np.float64)
-
-
-def _few(names: list[str], k: int = 10) -> str:
-    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .artifact import FeatureStats
 from .errors import DataError
 
 
@@ -26,6 +27,7 @@ class ScalerDataError(DataError, ValueError):
     """
 
 
+LAZY_KINDS = ("parquet", "dask-frame", "dask-array")
 # Kept as they are by the input check; anything else (object, bool) becomes float64.
 KEPT_DTYPES = (np.float64, np.float32, np.float16, np.int64, np.int32, np.int16, np.int8,
                np.uint64, np.uint32, np.uint16, np.uint8)
@@ -125,3 +127,66 @@ def fit_dask(X: Any, *, ddof: int, inf: str) -> tuple[list[str], Any]:
     except InputError as exc:
         raise ScalerDataError(str(exc), path=exc.path, column=exc.column) from None
     return list(stats.features), stats
+
+
+def lazy_transform(est: Any, X: Any, kind: str, inverse: bool) -> Any:
+    """A lazy Dask transform of ``est``: each partition (block) through its ``_scale``."""
+    names = est._names()
+    if kind == "parquet":
+        import dask.dataframe as dd
+
+        X, kind = dd.read_parquet(X, columns=names), "dask-frame"
+    if kind == "dask-array":
+        if X.ndim != 2 or X.shape[1] != est.n_features_in_:
+            raise ScalerDataError(f"X has shape {X.shape}, but StandardScaler is expecting "
+                                  f"{est.n_features_in_} features as input")
+        X = X.rechunk({1: -1})
+        meta = est._scale(array_columns(X._meta.reshape(0, X.shape[1]), names), inverse)
+        return X.map_blocks(lambda b: est._scale(array_columns(b, names), inverse),
+                            dtype=meta.dtype)
+    missing = [n for n in names if n not in X.columns]
+    if missing:
+        raise ScalerDataError(f"column '{missing[0]}' is not in the Dask DataFrame (it "
+                              f"has {few([str(c) for c in X.columns])})", column=missing[0])
+    frame = X[names]
+    return frame.map_partitions(est._frame_part, inverse, meta=est._frame_part(
+        frame._meta, inverse))
+
+
+
+def container(out: np.ndarray, X: Any, config: str, names: list[str]) -> Any:
+    """``out`` in the container ``set_output`` asked for (``default``: the ndarray)."""
+    if config == "pandas":
+        import pandas as pd
+
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(out, index=index, columns=names, copy=False)
+    if config == "polars":
+        import polars as pl
+
+        return pl.DataFrame(out, schema=names, orient="row")
+    return out
+
+
+def refuse_inf(name: str, n: int, policy: str) -> None:
+    if policy == "error":
+        raise ScalerDataError(f"column '{name}' has {n} infinite value(s); fix the data, or "
+                              "pass inf='null' to treat them as missing", column=name)
+
+
+def variance(f: FeatureStats, ddof: int) -> float:
+    if f.constant:
+        return 0.0
+    if f.moments is None:
+        return f.std * f.std
+    return f.moments.m2 / (f.count - ddof)
+
+
+def out_dtype(cols: list[Column]) -> np.dtype:
+    """float32 (float16) when every column is, as scikit-learn; float64 otherwise."""
+    dtype = np.result_type(*[c.values.dtype for c in cols]) if cols else np.dtype(np.float64)
+    return dtype if dtype in (np.float32, np.float16) else np.dtype(np.float64)
+
+
+def few(names: list[str], k: int = 10) -> str:
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
