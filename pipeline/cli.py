@@ -168,7 +168,7 @@ def _console(kw: dict[str, Any]) -> Console:
 
 # ----------------------------------------------------------------- commands
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="zscore", prog_name="zscore")  # read only if asked
+@click.version_option(package_name="dask-zscore", prog_name="zscore")  # read only if asked
 def cli() -> None:
     """Exact global z-score normalization of partitioned Parquet datasets on Dask.
 
@@ -178,6 +178,7 @@ def cli() -> None:
       zscore fit data/train --stats stats.json      # fit only
       zscore transform data/val data/val_z --stats stats.json
       zscore inspect stats.json
+      zscore export stats.json --format sql --dialect duckdb
     """
 
 
@@ -363,6 +364,51 @@ def diff(old_path: str, new_path: str, max_shift: float, max_ratio: float, as_js
         click.echo(drift_table(drifts, max_shift, max_ratio))
     if flagged:
         raise click.exceptions.Exit(EXIT_DRIFT)
+
+
+@cli.command()
+@click.argument("stats_path", metavar="STATS.json")
+@click.option("--format", "fmt", type=click.Choice(["sql", "onnx"]), required=True,
+              help="sql: a SELECT for --dialect; onnx: a float64 (or float32) ONNX graph.")
+@click.option("--dialect", type=click.Choice(["duckdb", "postgres", "bigquery", "spark"]),
+              default="duckdb", show_default=True, help="SQL engine (--format sql).")
+@click.option("--mode", type=click.Choice(["standard", "scale", "center"]), default="standard",
+              show_default=True, help="As for zscore transform; recorded in the export.")
+@click.option("--dtype", type=click.Choice(["preserve", "float32", "float64"]),
+              default="preserve", show_default=True,
+              help="Output float type (sql); tensor type of X and Z (onnx).")
+@click.option("--table", default="input_table", show_default=True, metavar="T",
+              help="The SQL FROM item, as written (e.g. read_parquet('data/*.parquet')).")
+@click.option("--features", default=None, metavar="COLS",
+              help="Only these features, in this order (comma-separated).")
+@click.option("-o", "--output", default=None, metavar="FILE",
+              help="Write here (path or URL); default stdout (sql only).")
+@click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
+def export(stats_path: str, fmt: str, output: str | None, storage_option: tuple[str, ...],
+           **kw: Any) -> None:
+    """Export fitted statistics for serving: SQL or ONNX that reproduce the transform.
+
+    \b
+    Examples:
+      zscore export stats.json --format sql --dialect postgres --table features
+      zscore export stats.json --format onnx -o zscore.onnx
+    """
+    from .artifact import FittedStats
+    from .errors import InputError
+    from .exports import export_bytes
+
+    if fmt == "onnx" and output is None:
+        raise InputError("--format onnx writes a binary model: give -o FILE")
+    opts = _storage_options(storage_option)
+    data, n = export_bytes(FittedStats.load(stats_path, opts), fmt, **kw)
+    if output is None:
+        click.echo(data.decode(), nl=False)
+        return
+    import fsspec
+
+    with fsspec.open(output, "wb", **opts) as f:
+        f.write(data)
+    _say(f"wrote {fmt} ({kw['mode']}) of {n} features to {output}")
 
 
 @cli.command()
