@@ -16,9 +16,12 @@ INSTALL := $(UV) pip install --quiet --python $(PY) -c constraints.txt
 
 install: $(STAMP)
 
+# No pip in the environment at first (ensurepip alone takes 3-14 s here): the interpreter's own
+# pip (22.3 or later) puts uv into it.
 $(BASE): constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt uv
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m pip --python $(PY) install --quiet --disable-pip-version-check \
+		-c constraints.txt uv
 	touch $(BASE)
 
 # Reinstall when the project or its pins change.
@@ -26,8 +29,9 @@ $(RUNTIME): $(BASE) pyproject.toml
 	$(INSTALL) -e ".[report]"
 	touch $(RUNTIME)
 
+# pip too: the tests build the wheel, and fetch the deploy tests' wheels, with it.
 $(STAMP): $(RUNTIME)
-	$(INSTALL) -e ".[report,sklearn,onnx,test,dev]"
+	$(INSTALL) pip -e ".[report,sklearn,onnx,test,dev]"
 	touch $(STAMP)
 
 # The main job on the embedded local Dask cluster, on generated sample data.
