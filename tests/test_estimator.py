@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV
@@ -186,6 +186,22 @@ def test_infinite_values_refused_naming_the_column_or_missing():
         StandardScaler(inf="drop").fit(X)
 
 
+def test_copy_false_scales_in_place_and_hand_written_statistics_cannot_grow():
+    X = _ordinary()
+    est = StandardScaler(copy=False).fit(X)
+    expected = StandardScaler().fit(X).transform(X)
+    out = est.transform(X)
+    assert out is X and np.array_equal(X, expected, equal_nan=True)
+    d = est.to_stats().to_dict()
+    for f in d["features"].values():
+        del f["moments"]  # a hand-written artifact: mean and std only
+    est = StandardScaler.from_stats(FittedStats.from_dict(d))
+    # without moments there is no double-double residual: equal within rounding
+    np.testing.assert_allclose(est.transform(_ordinary()), expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="no moments .* partial_fit cannot add to them"):
+        est.partial_fit(_ordinary())
+
+
 # ----------------------------------------------------------- inside scikit-learn
 def test_pipeline_column_transformer_grid_search_and_pickle(tmp_path):
     rng = np.random.default_rng(1)
@@ -213,13 +229,16 @@ def test_dask_dataframe_fit_on_the_client_and_lazy_transform(client):
     df = pd.DataFrame({"a": _ordinary(1000)[:, 0], "big": 1e9 + _ordinary(1000)[:, 2] * 1e-3,
                        "n": np.arange(1000, dtype=np.int64) * 7})
     ddf = dd.from_pandas(df, npartitions=5)
-    est = StandardScaler().fit(ddf)
+    with get_task_stream(client) as fitted:
+        est = StandardScaler().fit(ddf)
+    assert len(fitted.data) >= 5  # one task per partition at least, on the client's workers
     assert est.feature_names_in_.tolist() == ["a", "big", "n"]
     for j, name in enumerate(df.columns):
         mean, var = _exact(df[name].tolist())
         assert _rel(est.mean_[j], mean) < 1e-15 and _rel(est.var_[j], var) < 1e-12
-    z = est.transform(ddf)
-    assert isinstance(z, dd.DataFrame)  # lazy: a graph, nothing computed yet
+    with get_task_stream(client) as lazy:
+        z = est.transform(ddf)
+    assert isinstance(z, dd.DataFrame) and lazy.data == []  # a graph: nothing computed yet
     out = z.compute()
     ref = SkScaler().fit_transform(df[["a", "n"]])
     np.testing.assert_allclose(out[["a", "n"]].to_numpy(), ref, rtol=1e-12, atol=1e-12)
