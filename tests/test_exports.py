@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
 import sqlglot
 
@@ -88,6 +89,18 @@ def test_duckdb_sql_equals_apply(data, mode, dtype):
     _same(out, _apply(table, stats, mode=mode, dtype=dtype), FEATURES)
     header = json.loads(sql.splitlines()[0].removeprefix("-- zscore "))
     assert header["mode"] == mode and header["dtype"] == dtype and header["features"] == FEATURES
+
+
+def test_duckdb_reads_the_sample_dataset_itself(datasets):
+    """The demo's data, read by DuckDB from the Parquet files: the same as apply()."""
+    path = datasets.sample("exports_sample")
+    stats = pipeline.fit(str(path), exclude="id,label")
+    source = f"read_parquet('{path}/**/*.parquet', hive_partitioning = true)"
+    out = duckdb.sql(stats.to_sql("duckdb", table=source)).to_arrow_table().sort_by("id")
+    frame = ds.dataset(path, format="parquet", partitioning="hive").to_table().sort_by("id")
+    want = _apply(frame, stats)
+    assert out.num_rows == want.num_rows == 24_000
+    _same(out, want, list(stats.features))
 
 
 def test_sql_is_exact_on_the_hard_columns(data):
