@@ -105,7 +105,7 @@ def dask_frame(X: Any, names: list[str] | None = None) -> Any:
                                   "reshape it with X.reshape(-1, 1) for one feature")
         cols = names or [f"x{i}" for i in range(X.shape[1])]
         return dd.from_dask_array(X.rechunk({1: -1}), columns=cols)
-    if not hasattr(X, "columns"):
+    if getattr(X, "ndim", 2) != 2:
         raise ScalerDataError("expected 2-d input, got a Dask Series; use series.to_frame()")
     return X
 
