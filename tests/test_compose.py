@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import pipeline
@@ -92,3 +93,38 @@ def test_diff_flags_constant_and_missing_features():
     got = {d.feature: d for d in diff(old, new)}
     assert got["c"].flagged and got["c"].shift == float("inf") and got["c"].ratio == 1.0
     assert got["x"].note == "only in the old statistics" and got["y"].flagged
+
+
+def test_diff_of_epoch_nanoseconds_measures_the_exact_shift(tmp_path, capsys):
+    # At 1.7e18 a float64 mean is a multiple of 256 ns, comparable to sigma (~290 ns):
+    # the shift must come from the exact means, not from the rounded ones.
+    from fractions import Fraction
+
+    rng = np.random.default_rng(1)
+    old = 1_700_000_000_000_000_000 + rng.integers(0, 1000, 5000)
+    new = old + 150
+    for name, values in (("old", old), ("new", new)):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"t": values.astype("int64")}), tmp_path / name / "p.parquet")
+        assert main(["fit", str(tmp_path / name), "--stats", str(tmp_path / f"{name}.json")]) == 0
+    n = len(old)
+    mean = Fraction(sum(int(v) for v in old), n)
+    var = sum((Fraction(int(v)) - mean) ** 2 for v in old) / n
+    exact_shift = Fraction(150) / Fraction(float(var) ** 0.5)
+    drift = diff(FittedStats.load(tmp_path / "old.json"), FittedStats.load(tmp_path / "new.json"))
+    assert abs(drift[0].shift - float(exact_shift)) < 1e-12 * float(exact_shift)
+    assert drift[0].flagged and drift[0].ratio == 1.0
+
+
+def test_merge_keeps_the_narrowest_type_that_holds_every_stored_type(tmp_path):
+    # float16 in one fit and float32 in another merge to float32, as files of one dataset do;
+    # an integer next to a float gives float64.
+    rng = np.random.default_rng(2)
+    stored = {"a": {"h": "float16", "i": "int32"}, "b": {"h": "float32", "i": "float32"}}
+    for name, types in stored.items():
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({c: rng.normal(5, 1, 100).astype(t) for c, t in types.items()}),
+                       tmp_path / name / "p.parquet")
+        assert main(["fit", str(tmp_path / name), "--stats", str(tmp_path / f"{name}.json")]) == 0
+    merged = merge([FittedStats.load(tmp_path / "a.json"), FittedStats.load(tmp_path / "b.json")])
+    assert {k: f.dtype for k, f in merged.features.items()} == {"h": "float32", "i": "float64"}
