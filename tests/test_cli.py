@@ -148,6 +148,11 @@ def bad_inputs(datasets):
     (["--features", "inf"], "zscore: error: column 'inf' has 1 infinite value(s), e.g. in "
                             "a.parquet; fix the data, exclude the column, or pass --inf null "
                             "to treat them as missing"),
+    (["--features", ""], "zscore: error: --features is empty; name the columns to normalize, "
+                         "or leave --features out to normalize every numeric column"),
+    (["--features", " , "], "zscore: error: --features is empty; name the columns to "
+                            "normalize, or leave --features out to normalize every numeric "
+                            "column"),
     (["--mode", "minmax"], "zscore: error: Invalid value for '--mode': 'minmax' is not one of "
                            "'standard', 'scale', 'center'. (see 'zscore run --help')"),
 ])

@@ -138,6 +138,7 @@ def test_select_features_globs_and_order():
     ("txt", "", "column 'txt' is string, not numeric"),
     (None, "zz", "--exclude 'zz' matches no column"),
     ("a1", "a1", "no numeric feature column selected"),
+    ([], "", "--features is empty"),
 ])
 def test_select_features_errors(features, exclude, message):
     s = _schema(a1=pa.int64(), txt=pa.string())
