@@ -50,6 +50,20 @@ class _Checked(click.ParamType):
         return value
 
 
+class _Path(click.ParamType):
+    """A path or URL; an empty one (an unset shell variable) is refused, never taken as '.'."""
+
+    name = "path"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if not str(value).strip():
+            self.fail("is empty; give a path or URL", param, ctx)
+        return value
+
+
+PATH = _Path()
+
+
 def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--scheduler", type=_Checked("address", "check_address"),
@@ -96,7 +110,7 @@ def _fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--group-by", "group_by", default="", metavar="COLS",
                      help="Also fit per key of these columns (e.g. tool,chamber); transforms "
                           "then use each row's key."),
-        click.option("--cache", default=None, metavar="LOCATION",
+        click.option("--cache", type=PATH, default=None, metavar="LOCATION",
                      help="Directory or URL keeping per-file moments: a re-fit reads only new "
                           "or changed files (same statistics, bit for bit)."),
     ]
@@ -182,8 +196,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("input")
-@click.option("--stats", "stats_path", required=True, metavar="STATS.json",
+@click.argument("input", type=PATH)
+@click.option("--stats", "stats_path", type=PATH, required=True, metavar="STATS.json",
               help="Where to write the fitted statistics (path or URL).")
 @_fit_options
 @_common
@@ -213,9 +227,9 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
 
 
 @cli.command()
-@click.argument("input")
-@click.argument("output")
-@click.option("--stats", "stats_path", required=True, metavar="STATS.json",
+@click.argument("input", type=PATH)
+@click.argument("output", type=PATH)
+@click.option("--stats", "stats_path", type=PATH, required=True, metavar="STATS.json",
               help="Fitted statistics to apply (from zscore fit or zscore run).")
 @click.option("--features", default=None, metavar="COLS",
               help="Transform only these of the statistics' features (names or globs).")
@@ -246,9 +260,9 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
 
 
 @cli.command()
-@click.argument("input")
-@click.argument("output")
-@click.option("--stats", "stats_path", default=None, metavar="STATS.json",
+@click.argument("input", type=PATH)
+@click.argument("output", type=PATH)
+@click.option("--stats", "stats_path", type=PATH, default=None, metavar="STATS.json",
               help="Also save the fitted statistics here (they are always in "
                    "OUTPUT/_stats.json).")
 @_fit_options
@@ -280,7 +294,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
 
 
 @cli.command()
-@click.argument("stats_path", metavar="STATS.json")
+@click.argument("stats_path", type=PATH, metavar="STATS.json")
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
 def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
     """Print a statistics artifact as a table.
@@ -305,8 +319,8 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("stats_paths", nargs=-1, required=True, metavar="STATS.json...")
-@click.option("-o", "--output", required=True, metavar="OUT.json",
+@click.argument("stats_paths", type=PATH, nargs=-1, required=True, metavar="STATS.json...")
+@click.option("-o", "--output", type=PATH, required=True, metavar="OUT.json",
               help="Where to write the merged statistics.")
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
 def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, ...]) -> None:
@@ -329,8 +343,8 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
 
 
 @cli.command()
-@click.argument("old_path", metavar="OLD.json")
-@click.argument("new_path", metavar="NEW.json")
+@click.argument("old_path", type=PATH, metavar="OLD.json")
+@click.argument("new_path", type=PATH, metavar="NEW.json")
 @click.option("--max-shift", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Flag a mean that moved by more than this many old sigmas.")
 @click.option("--max-ratio", type=click.FloatRange(min=1), default=1.5, show_default=True,
@@ -366,7 +380,7 @@ def diff(old_path: str, new_path: str, max_shift: float, max_ratio: float, as_js
 
 
 @cli.command()
-@click.argument("output")
+@click.argument("output", type=PATH)
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
 def report(output: str, storage_option: tuple[str, ...]) -> None:
     """Draw OUTPUT/_report/ again from a finished output (reads no data).
@@ -382,7 +396,7 @@ def report(output: str, storage_option: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("directory")
+@click.argument("directory", type=PATH)
 @click.option("--rows", type=click.IntRange(1), default=300_000, show_default=True)
 @click.option("--days", type=click.IntRange(1), default=4, show_default=True,
               help="Hive partitions day=2026-01-01, ...")

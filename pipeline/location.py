@@ -57,6 +57,8 @@ def resolve(url: str | os.PathLike[str], storage_options: dict[str, Any] | None 
         part of the bucket name).
     """
     text = os.fspath(url)
+    if not text.strip():
+        raise InputError("a path is empty; give a file or directory path or a URL")
     remember_options(storage_options or {})
     scheme, userinfo = _userinfo(text)
     if userinfo:
