@@ -4,6 +4,8 @@ An expression is ``KEY OP VALUE`` with OP one of ``== = != < <= > >=``, e.g.
 ``day >= 2026-01-01``.  Values are compared as the partition values look:
 integers as integers (``hour=9`` < ``hour=10``), ISO dates and times as dates
 and times, anything else as text.  Several ``--filter`` are combined with AND.
+Values are compared as Parquet readers show them: percent-escapes in directory names
+are decoded (``city=New%20York`` is ``New York``), as pyarrow, Spark and Dask do.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import datetime as _dt
 import operator
 import posixpath
 import re
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -120,8 +123,9 @@ def walk(ls: Callable[[str], list[dict[str, Any]]], root: str, filters: Sequence
             if key:
                 seen_keys.add(key)
             if key in by_key:
-                keep = allowed(by_key[key], [v for v, _ in entries])
-                entries = [(v, p) for v, p in entries if v in keep]
+                shown = [(urllib.parse.unquote(v), p) for v, p in entries]
+                keep = allowed(by_key[key], [v for v, _ in shown])
+                entries = [(v, p) for v, p in shown if v in keep]
             pending.extend(p for _, p in entries)
     unknown = sorted(set(by_key) - seen_keys)
     if unknown:

@@ -109,3 +109,21 @@ def test_linked_partitions_are_followed_and_filtered_like_the_others(hourly, tmp
                                         "which contains the link itself: a loop"):
         rels(root, "day == 2026-01-01")
     assert len(rels(root, "day == 2026-01-02")) == 3  # the loop sits in a pruned partition
+
+
+def test_escaped_partition_values_are_filtered_as_readers_show_them(tmp_path):
+    # Spark and pyarrow write 'New York' as city=New%20York and read it back decoded: a
+    # filter names the value the user sees in their data, not its escaped directory name.
+    import pyarrow.dataset as ds
+
+    decoded = {"New%20York": "New York", "a%3Db": "a=b", "Z%C3%BCrich": "Zürich",
+               "plain": "plain"}
+    for raw in decoded:
+        (tmp_path / f"city={raw}").mkdir()
+        pq.write_table(pa.table({"x": [1.0]}), tmp_path / f"city={raw}" / "p.parquet")
+    shown = ds.dataset(tmp_path, partitioning="hive").to_table().column("city").to_pylist()
+    assert sorted(shown) == sorted(decoded.values())  # what a reader shows the user
+    for raw, value in decoded.items():
+        assert rels(tmp_path, f"city == {value}") == [f"city={raw}/p.parquet"]
+    assert rels(tmp_path, "city != New York") == sorted(
+        ["city=a%3Db/p.parquet", "city=Z%C3%BCrich/p.parquet", "city=plain/p.parquet"])
