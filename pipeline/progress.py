@@ -52,7 +52,7 @@ def printable(text: str) -> str:
     Credentials are removed first (:func:`pipeline.location.redact`), then control
     characters escaped (:func:`escape`).
     """
-    from .location import redact
+    from .redaction import redact
 
     return escape(redact(text))
 

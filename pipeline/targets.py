@@ -7,7 +7,7 @@ report is part of ``OUTPUT``), the statistics file (``--stats``) and the cache
 Before any compute each destination is checked:
 
 * against the input, on real paths (symbolic links and ``..`` resolved, see
-  :mod:`pipeline.location`) and by device and inode (so that a bind mount or a
+  :mod:`pipeline.storage`) and by device and inode (so that a bind mount or a
   case-insensitive spelling of the input is the input): nothing may be written
   inside the input or inside a directory or file it links to, and no
   destination may contain it;
@@ -21,7 +21,7 @@ Before any compute each destination is checked:
 
 On object stores paths compare by bucket and prefix, and "checked" means that
 the URL resolves and its bucket exists and answers: permissions there are only
-known by writing.  That is why :mod:`pipeline.run` writes the statistics file
+known by writing.  That is why :mod:`pipeline.jobs` writes the statistics file
 before it publishes ``OUTPUT``, and why the output's lock, taken before any
 data is read, is the write probe for ``OUTPUT``.
 """
@@ -36,9 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .commit import MARKER, SUCCESS
-from .errors import OutputError, StorageError, os_error_text, storage_error
-from .location import Location
+from .errors import OutputError, StorageError, option, os_error_text, storage_error
+from .storage import MARKER, SUCCESS, Location
 
 CACHE_DIRS = ("footers", "moments")
 _MANIFEST_KEYS = ("run_id", "command", "tool_version", "files")
@@ -149,7 +148,8 @@ def _check_contents(out: Location, overwrite: bool) -> None:
         if overwrite:
             return
         raise OutputError(f"output {out.display} exists and holds a zscore output; pass "
-                          "--overwrite to replace it or choose another path", path=out.display)
+                          f"{option('overwrite')} to replace it or choose another path",
+                          path=out.display)
     if MARKER in names:
         return  # what a failed zscore run left on an object store: nothing was published
     shown = ", ".join(entries[:_SHOWN]) + (", ..." if len(entries) > _SHOWN else "")
@@ -300,7 +300,7 @@ class _Identity:
 
     @staticmethod
     def local(fs: Any) -> bool:
-        from .location import is_local
+        from .storage import is_local
 
         return is_local(fs)
 

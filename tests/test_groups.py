@@ -99,7 +99,8 @@ def test_unseen_keys(tools, tmp_path, capsys):
         assert abs(Fraction(got) - want) <= Fraction(1, 10**12) * max(1, abs(want))
     out = pipeline.apply(new, stats, unseen="null")["x"]
     assert out.isna().tolist() == [False, True, True]
-    with pytest.raises(DataError, match="key 'Z' of --group-by tool was not seen at fit time"):
+    with pytest.raises(DataError, match="key 'Z' of group_by='tool' was not seen at fit time; "
+                                        "refit, or pass unseen='global' or unseen='null'"):
         pipeline.apply(new, stats, unseen="error")
     stats.save(tmp_path / "s.json")
     src = tmp_path / "new"

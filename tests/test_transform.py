@@ -13,8 +13,8 @@ import pytest
 from pipeline.artifact import FeatureStats, FittedStats, Groups
 from pipeline.errors import ArtifactError, DataError, InputError
 from pipeline.frames import apply, inverse_transform, transform
+from pipeline.plan import Plan, transform_table
 from pipeline.stats import Moments
-from pipeline.transform import Plan, transform_table
 
 
 def _stats(inf="error", **columns) -> FittedStats:
