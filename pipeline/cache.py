@@ -26,7 +26,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from .dataset import Footer, SourceFile
+from .dataset import SourceFile
+from .schema import Footer
 from .stats import Moments
 from .storage import resolve, write_bytes
 

@@ -35,7 +35,7 @@ from .errors import (
     os_error_text,
     storage_error,
 )
-from .schema import Schema, validate
+from .schema import Footer, Schema, validate
 from .storage import Location, hidden, is_local, open_parquet
 from .worker import breadcrumb
 
@@ -287,17 +287,6 @@ def fingerprint(files: Sequence[SourceFile]) -> str:
 
 
 # ------------------------------------------------------------------ footers
-@dataclass(frozen=True)
-class Footer:
-    """What a file's footer says (or why it could not be read)."""
-
-    rel: str
-    rows: int = 0
-    row_groups: tuple[int, ...] = ()
-    schema: pa.Schema | None = None
-    error: str | None = None
-
-
 def read_footer(fs: Any, file: SourceFile) -> Footer:
     """Read one file's footer; never raises for a bad file, the Footer says why."""
     if file.size == 0:

@@ -207,8 +207,8 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
     written, histograms = write_dataset(session, dataset, plan, commit.target, hist)
     timings.lap("transform")
     stats_json = fitted.to_json().encode()
-    manifest = _manifest(commit.run_id, timings.started_iso, dataset, fitted, stats_json, plan,
-                         written, command=options.command, filters=options.filters)
+    manifest = _manifest(commit.run_id, timings.started_iso, job, stats_json, plan, written,
+                         options)
     extra = {STATS_NAME: stats_json}
     if histograms is not None:
         drawn = _report_files(fitted, histograms, manifest, options.mode, session.warn)
@@ -331,15 +331,15 @@ def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms
     return {f"{REPORT_DIR}/{name}": data for name, data in files.items()}
 
 
-def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
-              stats_json: bytes, plan: Plan, written: Sequence[Written], *, command: str,
-              filters: Sequence[str] = ()) -> dict[str, Any]:
+def _manifest(run_id: str, started: str, job: _Fitted, stats_json: bytes, plan: Plan,
+              written: Sequence[Written], options: WriteOptions) -> dict[str, Any]:
+    dataset = job.dataset
     return {
-        "run_id": run_id, "command": command, "tool_version": tool_version(),
+        "run_id": run_id, "command": options.command, "tool_version": tool_version(),
         "started": started, "finished": now_iso(),
         "input": {"path": dataset.location.display, "files": len(dataset.files),
                   "rows": dataset.rows, "bytes": dataset.nbytes,
-                  "fingerprint": dataset.fingerprint, "filters": list(filters)},
+                  "fingerprint": dataset.fingerprint, "filters": list(options.filters)},
         "statistics_sha256": hashlib.sha256(stats_json).hexdigest(),
         "mode": plan.mode, "dtype": plan.dtype, "features": [c.name for c in plan.columns],
         "rows": sum(w.rows for w in written),

@@ -11,20 +11,27 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from .errors import DataError, InputError, option
-
-if TYPE_CHECKING:
-    from .dataset import Footer
 
 MAX_PROBLEMS = 20  # problems listed in one error; the rest are counted
 
 
 def is_numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+@dataclass(frozen=True)
+class Footer:
+    """What a file's footer says (or why it could not be read): read by :mod:`pipeline.dataset`."""
+
+    rel: str
+    rows: int = 0
+    row_groups: tuple[int, ...] = ()
+    schema: pa.Schema | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
