@@ -51,7 +51,7 @@ class Session:
 
     def mapper(self, fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], *,
                label: str) -> list[Any]:
-        """``dataset.inspect``'s mapper: :meth:`map` without weights."""
+        """``dataset.load_dataset``'s mapper: :meth:`map` without weights."""
         return self.map(fn, items, label=label)
 
     def map(self, fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], *, label: str,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import OutputError, StorageError, option, os_error_text, storage_error
-from .storage import MARKER, SUCCESS, Location
+from .storage import MARKER, STATS_NAME, SUCCESS, Location
 
 CACHE_DIRS = ("footers", "moments")
 _MANIFEST_KEYS = ("run_id", "command", "tool_version", "files")
@@ -180,9 +180,10 @@ def _check_stats(stats: Location, sources: list[_Place], out: Location | None,
                               path=stats.display)
     how = _relation(stats.fs, stats.path, _place(out), ids) if out is not None else None
     if out is not None and how is not None:
+        saved = f"{out.display.rstrip('/')}/{STATS_NAME}"
         raise OutputError(f"{name} {how} the output {out.display}, which publishing replaces "
-                          f"(the statistics are saved as {out.display.rstrip('/')}/_stats.json "
-                          "anyway); write it elsewhere", path=stats.display)
+                          f"(the statistics are saved as {saved} anyway); write it elsewhere",
+                          path=stats.display)
     _check_bucket(stats, "statistics file")
     if stats.local:
         if os.path.isdir(stats.path):

@@ -31,9 +31,9 @@ from procs import (
     wait_for,
     zscore_cmd,
 )
+from reference import exact_reference
 
 from pipeline.cli import main
-from pipeline.stats import exact_reference
 
 
 def zscore(capsys, *args: str) -> tuple[int, str, str]:

@@ -11,17 +11,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from distributed import Client, LocalCluster
+from reference import exact_reference
 
 import pipeline
 from pipeline.errors import DataError
-from pipeline.stats import exact_reference
 
 
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
+@pytest.fixture
+def client(cluster):
+    return cluster  # the session's LocalCluster (conftest)
 
 
 def _hostile(n: int, seed: int = 7) -> pd.DataFrame:

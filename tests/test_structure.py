@@ -159,7 +159,6 @@ merged: pipeline.FittedStats = pipeline.merge([stats, stats])
 '''
 
 
-@pytest.mark.slow
 def test_mypy_accepts_a_user_script_calling_the_public_api(tmp_path):
     script = tmp_path / "user.py"
     script.write_text(USER_SCRIPT)
