@@ -28,7 +28,7 @@ test: $(STAMP)
 # The quick subset (tests marked fast): numerics, artifacts, selection, the README's calls,
 # the structural rules; under a minute on 2 cores. `make test` still runs everything.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m fast
+	$(PY) -m pytest -q -m "fast and not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check pipeline tests bench

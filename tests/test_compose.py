@@ -15,6 +15,8 @@ from pipeline.cli import main
 from pipeline.compose import diff, merge
 from pipeline.errors import ArtifactError
 
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
+
 
 @pytest.fixture(scope="module")
 def months(datasets):

@@ -16,6 +16,8 @@ from reference import exact_reference
 import pipeline
 from pipeline.errors import DataError
 
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
+
 
 @pytest.fixture
 def client(cluster):
@@ -109,6 +111,7 @@ def _fit_json(path, **cluster_kw) -> dict:
     return json.loads(stats.to_json())["features"]
 
 
+@pytest.mark.slow  # four clusters of its own
 def test_bit_identical_whatever_the_cluster(datasets):
     path = datasets.sample("sample-fit", rows=30_000, days=4, files_per_day=4)
     reference = _fit_json(path, n_workers=1, threads_per_worker=1, processes=False)

@@ -18,6 +18,8 @@ from pipeline.artifact import FittedStats
 from pipeline.cli import main
 from pipeline.errors import DataError
 
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
+
 LEVELS = {"A": (1e9, 1e-3), "B": (5.0, 2.0), "C": (-3.0, 0.5)}
 
 

@@ -12,7 +12,11 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 import pipeline
+
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(pipeline.__file__).resolve().parent

@@ -12,6 +12,8 @@ from pipeline.errors import InputError
 from pipeline.partitions import Filter, allowed
 from pipeline.storage import resolve
 
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
+
 
 @pytest.fixture(scope="module")
 def hourly(tmp_path_factory):

@@ -16,6 +16,8 @@ import pytest
 
 from pipeline.sample import make_dataset
 
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

@@ -13,6 +13,8 @@ from reference import exact_reference
 
 from pipeline.stats import Moments
 
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
+
 finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False)
 arrays = st.lists(finite, min_size=0, max_size=40).map(lambda v: np.array(v, dtype=np.float64))
 

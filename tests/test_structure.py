@@ -20,6 +20,8 @@ import pytest
 
 import pipeline
 
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
+
 PACKAGE = Path(pipeline.__file__).resolve().parent
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PRIVATE_PARAMS = 400, 60, 8
@@ -159,6 +161,7 @@ merged: pipeline.FittedStats = pipeline.merge([stats, stats])
 '''
 
 
+@pytest.mark.slow  # mypy over the package: about a minute
 def test_mypy_accepts_a_user_script_calling_the_public_api(tmp_path):
     script = tmp_path / "user.py"
     script.write_text(USER_SCRIPT)

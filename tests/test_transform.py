@@ -16,6 +16,8 @@ from pipeline.frames import apply, inverse_transform, transform
 from pipeline.plan import Plan, transform_table
 from pipeline.stats import Moments
 
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
+
 
 def _stats(inf="error", **columns) -> FittedStats:
     feats = {name: FeatureStats.from_moments(Moments.from_array(np.asarray(v)),
@@ -141,6 +143,7 @@ def test_column_views_match_pyarrow_on_sliced_arrays():
         np.testing.assert_array_equal(numpy_view(clean), clean.to_numpy())
 
 
+@pytest.mark.slow  # a real zscore process
 def test_the_command_line_never_imports_pandas(datasets, tmp_path):
     import subprocess
     import sys
