@@ -149,7 +149,6 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
                            command="transform")
     fitted = stats if isinstance(stats, FittedStats) else FittedStats.load(stats, opts)
     with _output(output, options, client, timings) as (session, commit):
-        Plan.build(fitted, mode=mode, dtype=dtype, unseen=unseen)  # options first
         spec = features if features else fitted.names
         dataset, chosen = load_dataset(loc, session.mapper, spec, exclude,
                                        origin="features" if features else "statistics",
@@ -173,7 +172,7 @@ class WriteOptions:
     command: str = "run"
 
     def __post_init__(self) -> None:
-        check_transform_options(self.mode, self.dtype)
+        check_transform_options(self.mode, self.dtype, self.unseen)
 
 
 @dataclass(frozen=True)
