@@ -36,6 +36,7 @@ from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .plan import Plan, check_transform_options
 from .storage import REPORT_DIR, STATS_NAME, resolve
+from .timings import Timings
 from .write import Written, write_dataset
 
 
@@ -108,15 +109,16 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     ZscoreError
         Infrastructure failures (exit code 1).
     """
+    begun = now_iso(), time.monotonic()
     fit_options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
                              filters=filters, cache=cache, group_by=group_by,
                              storage_options=storage_options or {})
-    timings = Timings()
     located = locate(input, fit_options, output=output, overwrite=overwrite,
                      stats_path=stats_path)
     options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,
                            report=report, stats_path=stats_path, filters=tuple(filters),
                            storage_options=fit_options.storage_options, command="run")
+    timings = Timings(begun)
     with _output(output, options, client, timings) as (session, commit):
         prepared = prepare_fit(input, fit_options, session, located=located)
         timings.lap("footers")
@@ -140,14 +142,15 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
     every feature of ``stats`` is transformed; ``features``/``exclude`` narrow
     that.  Other parameters as for :func:`run`.
     """
+    begun = now_iso(), time.monotonic()
     opts = dict(storage_options or {})
-    timings = Timings()
     loc, listing = locate(input, FitOptions(filters=filters, storage_options=opts),
                           output=output, overwrite=overwrite)
     options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,
                            report=report, filters=tuple(filters), storage_options=opts,
                            command="transform")
     fitted = stats if isinstance(stats, FittedStats) else FittedStats.load(stats, opts)
+    timings = Timings(begun)
     with _output(output, options, client, timings) as (session, commit):
         spec = features if features else fitted.names
         dataset, chosen = load_dataset(loc, session.mapper, spec, exclude,
@@ -228,56 +231,6 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
                      manifest=manifest, features=list(chosen),
                      report=f"{out}/{REPORT_DIR}/index.html" if histograms is not None
                      else None)
-
-
-class Timings:
-    """Seconds spent in each phase of a job, for the manifest.
-
-    ``before_job``: from the process's start to the job's, minus ``startup``
-    (imports and argument parsing, for the command line); ``startup``: starting
-    or connecting to the cluster.  Publishing happens after the manifest is
-    written, so it has no entry.
-    """
-
-    def __init__(self) -> None:
-        self.started_iso, self.t0 = now_iso(), time.monotonic()
-        self._last = time.time()
-        self.seconds: dict[str, float] = {}
-        age = process_age()
-        if age is not None:
-            self.seconds["before_job"] = round(age, 4)
-
-    def started(self, session: Session) -> None:
-        """Account the cluster's start-up (it may predate the job: the CLI starts it)."""
-        now = time.time()
-        startup = session.startup_seconds + (now - self._last)
-        if "before_job" in self.seconds:
-            self.seconds["before_job"] = round(max(self.seconds["before_job"] -
-                                                   session.startup_seconds, 0.0), 4)
-        self.seconds["startup"] = round(startup, 4)
-        self._last = now
-
-    def lap(self, phase: str) -> None:
-        now = time.time()
-        self.seconds[phase] = round(now - self._last, 4)
-        self._last = now
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux: /proc, to the clock tick; else psutil)."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        start_ticks = int(fields[19])  # field 22 of stat(5), counted after the ")"
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        pass
-    try:
-        import psutil
-
-        return time.time() - psutil.Process().create_time()
-    except (ImportError, OSError):
-        return None
 
 
 def fit_path(input: Any, options: FitOptions, *, session: Session, stats_path: Any = None
