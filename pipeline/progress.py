@@ -49,7 +49,7 @@ def escape(text: str) -> str:
 def printable(text: str) -> str:
     """``text`` as it may be written to a terminal or a log: one line, no secrets.
 
-    Credentials are removed first (:func:`pipeline.location.redact`), then control
+    Credentials are removed first (:func:`pipeline.redaction.redact`), then control
     characters escaped (:func:`escape`).
     """
     from .redaction import redact
