@@ -120,6 +120,11 @@ def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--unseen", type=click.Choice(["global", "null", "error"]),
                      default="global", show_default=True,
                      help="With per-key statistics: what a key not seen at fit time gets."),
+        click.option("--mlflow", "mlflow", is_flag=True,
+                     help="Log the statistics, manifest and report to an MLflow run "
+                          "(MLFLOW_TRACKING_URI; see pipeline/lineage.py)."),
+        click.option("--mlflow-run-id", default=None, metavar="RUN_ID",
+                     help="Log into this existing MLflow run (implies --mlflow)."),
         click.option("--report/--no-report", default=True, show_default=True,
                      help="Write OUTPUT/_report/: histograms before and after, per feature."),
     ]
@@ -160,6 +165,15 @@ def _session(kw: dict[str, Any], console: Console) -> Any:
 
     return connect(kw["scheduler"], workers=kw["workers"], memory_limit=kw["memory_limit"],
                    processes=kw["processes"], console=console)
+
+
+def _lineage(kw: dict[str, Any]) -> Any:
+    """The MLflow run to log to, checked before any work; ``None`` without ``--mlflow``."""
+    if not (kw["mlflow"] or kw["mlflow_run_id"]):
+        return None
+    from .lineage import prepare
+
+    return prepare(kw["mlflow_run_id"])
 
 
 def _console(kw: dict[str, Any]) -> Console:
@@ -236,6 +250,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
     console = _console(kw)
     opts = _storage_options(kw["storage_option"])
     stats = FittedStats.load(stats_path, opts)
+    lineage = _lineage(kw)
     with _session(kw, console) as session:
         result = transform_dataset(input, output, stats, features=kw["features"],
                                    exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
@@ -243,6 +258,8 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
                                    storage_options=opts)
     click.echo(run_summary(result, "transform", table=not kw["quiet"]))
+    if lineage is not None:
+        _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
 
 
 @cli.command()
@@ -269,6 +286,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
 
     console = _console(kw)
     opts = _storage_options(kw["storage_option"])
+    lineage = _lineage(kw)
     with _session(kw, console) as session:
         result = run_job(input, output, stats_path=stats_path, features=kw["features"],
                          exclude=kw["exclude"], ddof=kw["ddof"], inf=kw["inf"],
@@ -277,6 +295,8 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
                          storage_options=opts)
     click.echo(run_summary(result, "run", table=not kw["quiet"]))
+    if lineage is not None:
+        _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
 
 
 @cli.command()

@@ -4,7 +4,8 @@
 missing client, tracking store or run fails the command before it computes anything,
 exit 2) and :meth:`Lineage.log` after the output is published. What lands in the run:
 
-- artifacts under ``zscore/<output name>/``: ``_stats.json`` (the fitted statistics the
+- artifacts under ``zscore/<output name>/`` (characters MLflow refuses in a name, such
+  as ``=``, become ``_``): ``_stats.json`` (the fitted statistics the
   output was normalized with), ``_SUCCESS`` (the output's manifest) and every file of
   ``_report/`` (when the run drew one);
 - tags ``zscore.<output name>.*``: the output's URL (without credentials), rows, files,
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,8 +140,9 @@ def prepare(run_id: str | None = None, environ: Mapping[str, str] | None = None)
 
 
 def _name(output: str) -> str:
-    """The output's last path component: ``train_z``, ``day=2026-01-03``."""
-    return output.rstrip("/").rsplit("/", 1)[-1] or "output"
+    """The output's last path component as MLflow accepts it in a key: ``day_2026-01-03``."""
+    name = output.rstrip("/").rsplit("/", 1)[-1] or "output"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def _tags(output: str, manifest: Mapping[str, Any]) -> dict[str, str]:
