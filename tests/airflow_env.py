@@ -92,9 +92,9 @@ class Airflow:
 
     def migrate(self) -> None:
         self.cli("db", "migrate")
-        if self.version.startswith("3"):
-            # Airflow 3's dag.test() wants the DAGs serialized in the metadata database.
-            self.cli("dags", "reserialize")
+        # Airflow 3's dag.test() wants the DAGs serialized in the metadata database; in
+        # Airflow 2 this registers their Datasets, without which no event is recorded.
+        self.cli("dags", "reserialize")
 
     def python(self, code: str, *args: str, log: Path, timeout: float = 900) -> None:
         with log.open("w") as out:

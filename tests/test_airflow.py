@@ -45,12 +45,15 @@ import json, sys, threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+import airflow
 try:
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.asset import AssetEvent as Event
 except ImportError:  # Airflow 2
     from airflow.models.dagbag import DagBag
     from airflow.models.dataset import DatasetEvent as Event
+    # dag_run_note refers to FAB's ab_user table; `airflow dags test` loads it, a script must.
+    import airflow.providers.fab.auth_manager.models  # noqa: F401
 from airflow.utils.session import create_session
 
 spec = json.loads(Path(sys.argv[1]).read_text())
@@ -58,12 +61,13 @@ results = []
 for run in spec["runs"]:
     # Parsed again for each run, as a worker would: dag.test() keeps a run's conf in the
     # DAG object's params, where the next run would inherit it.
-    bag = DagBag(dag_folder=spec["dags"], include_examples=False)
+    bag = DagBag(dag_folder=spec["dags"])
     assert not bag.import_errors, bag.import_errors
     if run.get("late"):  # the input's marker appears while the sensor waits
         threading.Timer(3.0, Path(run["late"]).touch).start()
     day = datetime.fromisoformat(run["date"]).replace(tzinfo=timezone.utc)
-    dr = bag.get_dag(run["dag"]).test(logical_date=day, run_conf=run["conf"])
+    date_arg = "execution_date" if airflow.__version__.startswith("2.") else "logical_date"
+    dr = bag.get_dag(run["dag"]).test(**{date_arg: day}, run_conf=run["conf"])
     with create_session() as session:
         tasks = {ti.task_id: [ti.state and str(ti.state), ti.try_number]
                  for ti in dr.get_task_instances(session=session)}

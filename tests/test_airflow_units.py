@@ -31,6 +31,7 @@ from test_deploy import (  # noqa: F401 - fixtures used by name
 )
 
 pytestmark = pytest.mark.timeout(1200)
+JOB = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "job.yaml"
 
 UNITS = r"""
 import doctest, json, os, signal, sys
@@ -127,6 +128,48 @@ for rc in (1, 2, 3, 137):
         mapped[rc] = type(exc).__name__
 out["pod_exit"] = mapped
 out["running"] = kube.exit_code(k8s.V1Pod(status=k8s.V1PodStatus(phase="Running")), "base")
+
+# ---- deploy/k8s/job.yaml against the batch/v1 Job model of the Kubernetes client
+import copy, yaml
+
+def strict(data, kind, at):
+    # Unknown fields at any depth (the API server's strict field validation rejects them).
+    if kind.startswith("list["):
+        return [e for i, x in enumerate(data) for e in strict(x, kind[5:-1], f"{at}[{i}]")]
+    if kind.startswith("dict("):
+        inner = kind[kind.index(",") + 1:-1].strip()
+        return [e for k, x in data.items() for e in strict(x, inner, f"{at}.{k}")]
+    cls = getattr(k8s, kind, None)
+    if cls is None:
+        return []
+    if not isinstance(data, dict):
+        return [f"{at}: expected an object"]
+    names = {v: k for k, v in cls.attribute_map.items()}
+    errors = []
+    for key, value in data.items():
+        if key not in names:
+            errors.append(f"{at}.{key}: unknown field")
+        else:
+            errors += strict(value, cls.openapi_types[names[key]], f"{at}.{key}")
+    return errors
+
+def job_errors(job):
+    errors = strict(job, "V1Job", "job")
+    try:  # required fields and types, as the client checks them
+        ApiClient()._ApiClient__deserialize(job, "V1Job")
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+    return errors
+
+job = yaml.safe_load(open(sys.argv[2]))
+out["job"], out["job_errors"] = job, job_errors(job)
+broken = copy.deepcopy(job)
+rule = broken["spec"]["podFailurePolicy"]["rules"][0]
+rule["onExitCode"] = rule.pop("onExitCodes")
+out["broken_job_errors"] = job_errors(broken)
+missing = copy.deepcopy(job)
+del missing["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"]
+out["missing_job_errors"] = job_errors(missing)
 print(json.dumps(out))
 """
 
@@ -146,7 +189,7 @@ def units(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     af = Airflow(request.param, home, {}, env={"KUBECONFIG": str(kubeconfig)})
     af.migrate()
     log = home / "units.log"
-    af.python(UNITS, str(home / "pid"), log=log)
+    af.python(UNITS, str(home / "pid"), str(JOB), log=log)
     return json.loads(log.read_text().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -204,7 +247,8 @@ def test_pods_of_the_daily_variant_match_the_pod_schema(units: dict[str, Any],
         assert container["args"] == daily[key][1:] and not container["command"]
         assert container["image"] == "zscore:0.1.0"
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-        assert pod["spec"]["serviceAccountName"] == "zscore"
+        assert pod["spec"]["serviceAccountName"] == "default"
+        assert container["envFrom"] == [{"secretRef": {"name": "zscore-s3"}}]
         assert pod["spec"]["restartPolicy"] == "Never"
         limits = container["resources"]["limits"]
         assert container["resources"]["requests"] == limits
@@ -229,7 +273,7 @@ def test_the_daskjob_variant_matches_the_operator_crd(units: dict[str, Any], crd
     for role in ("scheduler", "worker"):
         ours = job["spec"]["cluster"]["spec"][role]["spec"]["containers"][0]
         theirs = static["spec"]["cluster"]["spec"][role]["spec"]["containers"][0]
-        for key in ("image", "command", "resources", "securityContext"):
+        for key in ("image", "command", "args", "resources", "securityContext", "envFrom"):
             assert ours.get(key) == theirs.get(key), (role, key)
     assert job["spec"]["cluster"]["spec"]["scheduler"]["service"]["selector"][
         "dask.org/cluster-name"] == names[0]
@@ -240,3 +284,29 @@ def test_the_k8s_variants_are_documented() -> None:
     for name in ("zscore_daily_pods", "zscore_training_set_daskjob", "ZSCORE_K8S_IMAGE",
                  "ZSCORE_K8S_SERVICE_ACCOUNT", "ZSCORE_AIRFLOW_WAIT_TIMEOUT"):
         assert name in text, f"docs/airflow.md does not mention {name}"
+
+
+def test_the_job_manifest_fails_fast_on_bad_input_and_retries_infrastructure(
+        units: dict[str, Any]) -> None:
+    assert units["job_errors"] == []
+    assert any("onExitCode: unknown field" in e for e in units["broken_job_errors"]), \
+        units["broken_job_errors"]
+    assert any("values" in e for e in units["missing_job_errors"]), units["missing_job_errors"]
+    job = units["job"]
+    assert "name" not in job["metadata"], "a fixed name must be deleted before a rerun"
+    assert job["metadata"]["generateName"].endswith("-")
+    spec = job["spec"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # required by the policy
+    containers = {c["name"] for c in spec["template"]["spec"]["containers"]}
+    # Allowed values, from the Kubernetes API reference (PodFailurePolicyRule): the client's
+    # model does not check enums.
+    fail = [r for r in spec["podFailurePolicy"]["rules"] if r["action"] == "FailJob"]
+    assert all(r["action"] in ("FailJob", "FailIndex", "Ignore", "Count")
+               for r in spec["podFailurePolicy"]["rules"])
+    assert [(r["onExitCodes"]["containerName"], r["onExitCodes"]["operator"],
+             sorted(r["onExitCodes"]["values"])) for r in fail] == [("job", "In", [2, 3])]
+    assert fail[0]["onExitCodes"]["containerName"] in containers
+    # Exit 1 matches no rule: it counts against backoffLimit, which allows retries.
+    assert spec["backoffLimit"] >= 1
+    assert not any(1 in r.get("onExitCodes", {}).get("values", [])
+                   for r in spec["podFailurePolicy"]["rules"])

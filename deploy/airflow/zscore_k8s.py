@@ -16,9 +16,10 @@ the task without retry for 2 and 3, and retries it for 1 and anything else.
 
 The pod settings are read when the file is parsed, from the environment of the process
 that parses DAGs: `ZSCORE_K8S_IMAGE` (zscore:0.1.0), `ZSCORE_K8S_NAMESPACE` (zscore),
-`ZSCORE_K8S_SERVICE_ACCOUNT` (zscore: bind it to a cloud role with IRSA or Workload
-Identity), `ZSCORE_K8S_SECRET` (empty: no static keys; else the Secret loaded with
-`envFrom`), `ZSCORE_K8S_WORKERS` (4) and `ZSCORE_K8S_WORKER_MEMORY` (4Gi).
+`ZSCORE_K8S_SERVICE_ACCOUNT` (default: the namespace's; name one bound to a cloud role
+with IRSA or Workload Identity), `ZSCORE_K8S_SECRET` (zscore-s3, static keys loaded with
+`envFrom`; empty with a service account's role), `ZSCORE_K8S_WORKERS` (4),
+`ZSCORE_K8S_WORKER_MEMORY` (4Gi) and `ZSCORE_K8S_JOB_TIMEOUT` (6 h, seconds).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from zscore_patterns import daily_dag, training_set_dag
 
 IMAGE = os.environ.get("ZSCORE_K8S_IMAGE", "zscore:0.1.0")
 NAMESPACE = os.environ.get("ZSCORE_K8S_NAMESPACE", "zscore")
-SERVICE_ACCOUNT = os.environ.get("ZSCORE_K8S_SERVICE_ACCOUNT", "zscore")
-SECRET = os.environ.get("ZSCORE_K8S_SECRET", "")
+SERVICE_ACCOUNT = os.environ.get("ZSCORE_K8S_SERVICE_ACCOUNT", "default")
+SECRET = os.environ.get("ZSCORE_K8S_SECRET", "zscore-s3")
 WORKERS = int(os.environ.get("ZSCORE_K8S_WORKERS", "4"))
 WORKER_MEMORY = os.environ.get("ZSCORE_K8S_WORKER_MEMORY", "4Gi")
 JOB_TIMEOUT = float(os.environ.get("ZSCORE_K8S_JOB_TIMEOUT", str(6 * 3600)))
