@@ -186,8 +186,8 @@ def units(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         "clusters": [{"name": "none", "cluster": {"server": "https://127.0.0.1:9"}}],
         "users": [{"name": "none", "user": {"token": "unused"}}],
         "contexts": [{"name": "none", "context": {"cluster": "none", "user": "none"}}]}))
+    # No metadata database: building DAGs, operators and plans reads none.
     af = Airflow(request.param, home, {}, env={"KUBECONFIG": str(kubeconfig)})
-    af.migrate()
     log = home / "units.log"
     af.python(UNITS, str(home / "pid"), str(JOB), log=log)
     return json.loads(log.read_text().splitlines()[-1])  # type: ignore[no-any-return]
@@ -237,8 +237,8 @@ def test_settings_and_plans(units: dict[str, Any]) -> None:
                 cli.commands[plan[step][1]].make_context(plan[step][1], plan[step][2:])
 
 
-def test_pods_of_the_daily_variant_match_the_pod_schema(units: dict[str, Any],
-                                                        pod_spec: Any) -> None:
+def test_pods_of_the_daily_variant_match_the_pod_schema(
+        units: dict[str, Any], pod_spec: Any) -> None:  # noqa: F811 - a fixture
     daily = units["plans"][0]
     for key, pod in units["pods"].items():
         assert messages(pod_spec, pod["spec"], f"{key}.spec") == []
@@ -258,8 +258,8 @@ def test_pods_of_the_daily_variant_match_the_pod_schema(units: dict[str, Any],
                                  "transform": daily["transform"][1:]}
 
 
-def test_the_daskjob_variant_matches_the_operator_crd(units: dict[str, Any], crds: Any,
-                                                      pod_spec: Any) -> None:
+def test_the_daskjob_variant_matches_the_operator_crd(
+        units: dict[str, Any], crds: Any, pod_spec: Any) -> None:  # noqa: F811 - fixtures
     job = units["daskjob"]
     assert k8s_errors(job, crds, pod_spec) == []
     names = units["job_names"]

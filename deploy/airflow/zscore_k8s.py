@@ -101,7 +101,7 @@ def pod_step(task_id: str, key: str) -> Any:
     def wire(planned: Any) -> Any:
         # Rendered as a list (the DAG renders templates as native objects); [1:] drops the
         # executable, which is the image's entrypoint.
-        op = pod_operator(task_id, "{{ ti.xcom_pull(task_ids='plan')['%s'][1:] }}" % key)
+        op = pod_operator(task_id, f"{{{{ ti.xcom_pull(task_ids='plan')['{key}'][1:] }}}}")
         planned >> op
         return op
 

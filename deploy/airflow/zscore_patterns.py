@@ -11,8 +11,8 @@ imported by two DAG files must not create DAGs itself: Airflow 2 would see them 
 |---|---|
 | `plan` | resolves the settings; refuses a set whose manifest exists unless `replace` |
 | `wait_for_input` | sensor: waits for the window's last day (its `input_marker`) |
-| `build` | `zscore run INPUT SET/data --stats SET/stats.json --filter ... --overwrite` |
-| `publish` | writes `SET/training_set.json` (artifact path and sha256, days, rows, zscore version); emits the training-set Asset |
+| `build` | `zscore run INPUT SET/data --stats SET/stats.json --filter ...` |
+| `publish` | writes `SET/training_set.json` (artifact path, sha256, days, rows, version) |
 
 **`zscore_daily`**: validation / serving data. Each new day `ds` normalized with the
 artifact of the model in production (the setting `training_set`: a `training_set.json`),
