@@ -83,7 +83,9 @@ def test_run_logs_statistics_manifest_and_report_to_a_new_run(store, tmp_path) -
 def test_transform_logs_into_an_existing_run_and_leaves_it_open(store, tmp_path) -> None:
     root, env = store["root"], store["env"]
     client = _client(store)
-    experiment = client.create_experiment("training")
+    # Its artifacts in the test's directory (the default is ./mlruns of this process).
+    experiment = client.create_experiment("training",
+                                          artifact_location=(root / "training").as_uri())
     run_id = client.create_run(experiment).info.run_id
     out = root / "day_z" / "day=2026-01-02"
     proc = zscore("transform", str(root / "train" / "day=2026-01-02"), str(out), "--stats",
