@@ -48,4 +48,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .airflow-venv demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) .airflow-*-venv demo .pytest_cache build *.egg-info

@@ -49,6 +49,15 @@ def _session(kw: dict[str, Any], console: Console) -> Any:
                    processes=kw["processes"], console=console)
 
 
+def _lineage(kw: dict[str, Any]) -> Any:
+    """The MLflow run to log to, checked before any work; ``None`` without ``--mlflow``."""
+    if not (kw["mlflow"] or kw["mlflow_run_id"]):
+        return None
+    from .lineage import prepare
+
+    return prepare(kw["mlflow_run_id"])
+
+
 def _console(kw: dict[str, Any]) -> Console:
     return Console(quiet=kw["quiet"], verbose=kw["verbose"])
 
@@ -120,6 +129,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
     console = _console(kw)
     opts = storage_options(kw["storage_option"])
     stats = FittedStats.load(stats_path, opts)
+    lineage = _lineage(kw)
     with _session(kw, console) as session:
         result = transform_dataset(input, output, stats, features=kw["features"],
                                    exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
@@ -127,6 +137,8 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
                                    storage_options=opts)
     click.echo(run_summary(result, "transform", table=not kw["quiet"]))
+    if lineage is not None:
+        _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
 
 
 @cli.command()
@@ -153,6 +165,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
 
     console = _console(kw)
     opts = storage_options(kw["storage_option"])
+    lineage = _lineage(kw)
     with _session(kw, console) as session:
         result = run_job(input, output, stats_path=stats_path, features=kw["features"],
                          exclude=kw["exclude"], ddof=kw["ddof"], inf=kw["inf"],
@@ -161,6 +174,8 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
                          storage_options=opts)
     click.echo(run_summary(result, "run", table=not kw["quiet"]))
+    if lineage is not None:
+        _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
 
 
 @cli.command()

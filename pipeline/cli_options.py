@@ -119,6 +119,11 @@ def transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--unseen", type=click.Choice(UNSEEN),
                      default="global", show_default=True,
                      help="With per-key statistics: what a key not seen at fit time gets."),
+        click.option("--mlflow", "mlflow", is_flag=True,
+                     help="Log the statistics, manifest and report to an MLflow run "
+                          "(MLFLOW_TRACKING_URI; see pipeline/lineage.py)."),
+        click.option("--mlflow-run-id", default=None, metavar="RUN_ID",
+                     help="Log into this existing MLflow run (implies --mlflow)."),
         click.option("--report/--no-report", default=True, show_default=True,
                      help="Write OUTPUT/_report/: histograms before and after, per feature."),
     ]
