@@ -253,8 +253,8 @@ def select_features(schema: Schema, features: str | Sequence[str] | None = None,
     if features is not None and not wanted:
         # An empty list (often an unset shell variable: --features "$COLS") is not
         # "every column": normalizing ids and labels silently is the worse mistake.
-        raise InputError(f"{origin} is empty; name the columns to normalize, or leave "
-                         f"{origin} out to normalize every numeric column")
+        raise InputError(f"{option(origin)} is empty; name the columns to normalize, or "
+                         f"leave {option(origin)} out to normalize every numeric column")
     keys = [w for w in wanted if w in schema.partition_keys]
     if keys:
         what = (f"column '{keys[0]}' of the statistics" if origin == "statistics"
