@@ -12,7 +12,7 @@ RUNTIME := $(VENV)/.runtime-stamp
 STAMP   := $(VENV)/.installed-stamp
 INSTALL := $(UV) pip install --quiet --python $(PY) -c constraints.txt
 
-.PHONY: install demo test lint bench lock clean
+.PHONY: install demo test test-fast lint bench lock clean
 
 install: $(STAMP)
 
@@ -31,7 +31,7 @@ $(RUNTIME): $(BASE) pyproject.toml
 
 # pip too: the tests build the wheel, and fetch the deploy tests' wheels, with it.
 $(STAMP): $(RUNTIME)
-	$(INSTALL) pip -e ".[report,sklearn,onnx,test,dev]"
+	$(INSTALL) pip -e ".[report,sklearn,onnx,mlflow,test,dev]"
 	touch $(STAMP)
 
 # The main job on the embedded local Dask cluster, on generated sample data.
@@ -42,6 +42,11 @@ demo: $(RUNTIME)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The quick subset (tests marked fast): numerics, artifacts, selection, the README's calls,
+# the structural rules; under a minute on 2 cores. `make test` still runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "fast and not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check pipeline tests bench
@@ -57,9 +62,9 @@ lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --disable-pip-version-check uv \
-		-e ".[report,sklearn,onnx,test,dev,bench]"
+		-e ".[report,sklearn,onnx,mlflow,test,dev,bench]"
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^dask.zscore' > constraints.txt
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .airflow-venv demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) .airflow-*-venv demo .pytest_cache build *.egg-info

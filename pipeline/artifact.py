@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -171,24 +171,9 @@ class FittedStats:
 
     def save(self, path: str | os.PathLike[str], storage_options: dict | None = None) -> None:
         """Write the artifact (atomically on local disks) to a path or fsspec URL."""
-        from .commit import write_bytes
+        from .storage import write_bytes
 
         write_bytes(os.fspath(path), self.to_json().encode(), storage_options)
-
-    def to_sql(self, dialect: str = "duckdb", *, mode: str = "standard",
-               dtype: str = "preserve", table: str = "input_table",
-               features: Sequence[str] | None = None) -> str:
-        """A SQL ``SELECT`` reproducing ``apply``: see :func:`pipeline.exports.to_sql`."""
-        from .exports import to_sql
-
-        return to_sql(self, dialect, mode=mode, dtype=dtype, table=table, features=features)
-
-    def to_onnx(self, *, mode: str = "standard", dtype: str = "float64",
-                features: Sequence[str] | None = None) -> bytes:
-        """ONNX model bytes reproducing ``apply``: see :func:`pipeline.exports_onnx.to_onnx`."""
-        from .exports_onnx import to_onnx
-
-        return to_onnx(self, mode=mode, dtype=dtype, features=features)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], storage_options: dict | None = None
@@ -252,7 +237,7 @@ def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _read(name: str, storage_options: dict | None) -> bytes:
     """The file's bytes, refused past :data:`MAX_BYTES` without reading further."""
-    from .location import resolve
+    from .storage import resolve
 
     loc = resolve(name, storage_options)
     try:

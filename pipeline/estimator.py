@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 try:
     from sklearn import get_config
@@ -39,6 +40,8 @@ except ImportError as exc:  # pragma: no cover - only without the extra
                       "pip install 'dask-zscore[sklearn]'") from exc
 
 from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .choices import DDOFS, INF_POLICIES
+from .errors import option
 from .estimator_data import (
     KEPT_DTYPES,
     LAZY_KINDS,
@@ -56,6 +59,7 @@ from .estimator_data import (
     variance,
 )
 from .kernel import ColumnPlan, scale_array
+from .moments import column_moments
 from .stats import Moments, std_in_range
 
 OUTPUTS = ("default", "pandas", "polars")
@@ -137,9 +141,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         The moments of the batch are merged with Chan, Golub & LeVeque's update (see
         :meth:`pipeline.stats.Moments.merge`), as zscore merges files.
         """
-        if self.ddof not in (0, 1):
+        if self.ddof not in DDOFS:
             raise ValueError(f"ddof must be 0 or 1, not {self.ddof!r}")
-        if self.inf not in ("error", "null"):
+        if self.inf not in INF_POLICIES:
             raise ValueError(f"inf must be 'error' or 'null', not {self.inf!r}")
         first = not hasattr(self, "_features")
         kind = kind_of(X)
@@ -189,20 +193,16 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         return [f"x{i}" for i in range(self.n_features_in_)]
 
     def _moments(self, c: Column) -> Moments:
-        """The moments of one column; missing and (``inf="null"``) infinite values left out."""
-        x = c.values
-        missing = 0
-        if c.missing is not None:
-            missing = int(c.missing.sum())
-            x = x[~c.missing]
-        inf = 0
-        if x.dtype.kind == "f":
-            infinite = np.isinf(x)
-            inf = int(infinite.sum())
-            if inf:
-                refuse_inf(c.name, inf, self.inf)
-                x = x[~infinite]
-        return Moments.from_array(x, missing=missing, inf=inf)
+        """The moments of one column, through the one path files and frames take.
+
+        :func:`pipeline.moments.column_moments`: missing values (the mask, NaN) left
+        out, infinite ones counted apart (refused unless ``inf="null"``), so a pandas
+        frame gives the same moments here as in ``pipeline.fit``, bit for bit.
+        """
+        m = column_moments(pa.array(np.ascontiguousarray(c.values), mask=c.missing))
+        if m.inf:
+            refuse_inf(c.name, m.inf, self.inf)
+        return m
 
     def _feature(self, name: str, m: Moments | None, dtype: str) -> FeatureStats:
         if m is None:  # pragma: no cover - pipeline.fit always returns moments
@@ -355,9 +355,10 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
             Per-key statistics (``group_by``): a scaler has one mean and std per feature.
         """
         if stats.groups is not None:
-            raise ScalerDataError("these statistics were fitted with group_by (a mean and std "
-                                  "per key); a StandardScaler has one per feature: use "
-                                  "pipeline.apply(df, stats), or refit without group_by")
+            raise ScalerDataError(f"these statistics were fitted with {option('group_by')} (a "
+                                  "mean and std per key); a StandardScaler has one per "
+                                  "feature: use pipeline.apply(df, stats), or refit without "
+                                  f"{option('group_by')}")
         est = cls(copy=copy, with_mean=with_mean, with_std=with_std, ddof=stats.ddof,
                   inf=stats.inf)
         est.n_features_in_ = len(stats.features)

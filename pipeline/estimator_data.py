@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .artifact import FeatureStats
-from .errors import DataError
+from .errors import DataError, option
 
 
 class ScalerDataError(DataError, ValueError):
@@ -117,8 +117,8 @@ def fit_dask(X: Any, *, ddof: int, inf: str) -> tuple[list[str], Any]:
     embedded local cluster when there is none), one exact pass, files or
     partitions merged in a fixed order.
     """
-    from . import fit  # the public function (pipeline.fit), whatever module holds it
     from .errors import InputError
+    from .fitting import fit
 
     source = X if isinstance(X, str | os.PathLike) else dask_frame(X)
     try:
@@ -127,7 +127,7 @@ def fit_dask(X: Any, *, ddof: int, inf: str) -> tuple[list[str], Any]:
         else:
             stats = fit(source, features=[str(c) for c in source.columns], ddof=ddof, inf=inf)
     except InputError as exc:
-        raise ScalerDataError(str(exc), path=exc.path, column=exc.column) from None
+        raise ScalerDataError(exc.message, path=exc.path, column=exc.column) from None
     return list(stats.features), stats
 
 
@@ -156,7 +156,6 @@ def lazy_transform(est: Any, X: Any, kind: str, inverse: bool) -> Any:
         frame._meta, inverse))
 
 
-
 def container(out: np.ndarray, X: Any, config: str, names: list[str]) -> Any:
     """``out`` in the container ``set_output`` asked for (``default``: the ndarray)."""
     if config == "pandas":
@@ -174,7 +173,7 @@ def container(out: np.ndarray, X: Any, config: str, names: list[str]) -> Any:
 def refuse_inf(name: str, n: int, policy: str) -> None:
     if policy == "error":
         raise ScalerDataError(f"column '{name}' has {n} infinite value(s); fix the data, or "
-                              "pass inf='null' to treat them as missing", column=name)
+                              f"pass {option('inf', 'null')} to treat them as missing", column=name)
 
 
 def variance(f: FeatureStats, ddof: int) -> float:

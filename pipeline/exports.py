@@ -1,6 +1,6 @@
 """Serving exports of fitted statistics: a SQL ``SELECT`` that reproduces :func:`pipeline.apply`.
 
-The numbers are the kernel's (:class:`pipeline.transform.Plan`, built exactly as
+The numbers are the kernel's (:class:`pipeline.plan.Plan`, built exactly as
 ``apply`` builds it) and so is the order of operations, so an engine with IEEE
 float64 arithmetic gives ``apply``'s values bit for bit:
 
@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .choices import SQL_DIALECTS
+from .errors import InputError, option
 from .kernel import ColumnPlan
-from .transform import Plan
+from .plan import Plan
 
-__all__ = ["DIALECTS", "FORMATS", "export_bytes", "export_header", "plan_for_export", "to_sql"]
+__all__ = ["DIALECTS", "export_header", "plan_for_export", "to_sql"]
 
-FORMATS = ("sql", "onnx")
 _INT_EXACT = 2.0**52  # below, an integer and the float64 mean subtract in float64 exactly
 
 
@@ -75,8 +75,9 @@ def plan_for_export(stats: Any, mode: str, dtype: str, features: Sequence[str] |
                     ) -> Plan:
     """The kernel's plan for ``stats`` (what ``apply`` would use); per-key statistics refused."""
     if stats.groups is not None:
-        raise InputError("these statistics were fitted per key (group_by): exports hold one "
-                         "mean and std per feature; refit without group_by to export")
+        raise InputError(f"these statistics were fitted per key ({option('group_by')}): "
+                         "exports hold one mean and std per feature; refit without "
+                         f"{option('group_by')} to export")
     return Plan.build(stats, mode=mode, dtype=dtype, features=features)
 
 
@@ -112,8 +113,8 @@ def to_sql(stats: Any, dialect: str = "duckdb", *, mode: str = "standard",
         A comment line recording the export's settings, then the query.
     """
     if dialect not in DIALECTS:
-        raise InputError(f"unknown SQL dialect {dialect!r}; expected one of "
-                         f"{', '.join(DIALECTS)}")
+        raise InputError(f"unknown SQL dialect {option('dialect', dialect)}; expected one of "
+                         f"{', '.join(SQL_DIALECTS)}")
     d = DIALECTS[dialect]
     plan = plan_for_export(stats, mode, dtype, features)
     exprs = [f"{_column(c, stats.features[c.name], plan, d, stats.inf)} AS "
@@ -123,26 +124,6 @@ def to_sql(stats: Any, dialect: str = "duckdb", *, mode: str = "standard",
     if d.replace:
         return f"{header}\nSELECT * REPLACE (\n  {body}\n)\nFROM {table}\n"
     return f"{header}\nSELECT\n  {body}\nFROM {table}\n"
-
-
-def export_bytes(stats: Any, fmt: str, *, dialect: str = "duckdb", mode: str = "standard",
-                 dtype: str = "preserve", table: str = "input_table",
-                 features: str | Sequence[str] | None = None) -> tuple[bytes, int]:
-    """The export in ``fmt`` (:data:`FORMATS`) as bytes, and how many features it holds.
-
-    ``features`` may be a comma-separated string (the command line's ``--features``).
-    """
-    names = [f.strip() for f in features.split(",") if f.strip()] \
-        if isinstance(features, str) else features
-    n = len(names) if names else len(stats.features)
-    if fmt == "sql":
-        return to_sql(stats, dialect, mode=mode, dtype=dtype, table=table,
-                      features=names).encode(), n
-    if fmt == "onnx":
-        from .exports_onnx import to_onnx
-
-        return to_onnx(stats, mode=mode, dtype=dtype, features=names), n
-    raise InputError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 def _column(c: ColumnPlan, f: Any, plan: Plan, d: Dialect, inf: str) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, option
 from .exports import export_header, plan_for_export
 
 __all__ = ["IR_VERSION", "OPSET", "to_onnx"]
@@ -65,7 +65,8 @@ def to_onnx(stats: Any, *, mode: str = "standard", dtype: str = "float64",
         raise InputError("the ONNX export needs the onnx package: pip install "
                          "'dask-zscore[onnx]'") from None
     if dtype not in ("float64", "float32", "preserve"):
-        raise InputError(f"unknown ONNX dtype {dtype!r}; expected float64, float32 or preserve")
+        raise InputError(f"unknown ONNX {option('dtype', dtype)}; expected float64, float32 "
+                         "or preserve")
     plan = plan_for_export(stats, mode, "float64", features)
     names = [c.name for c in plan.columns]
     for n in names:
@@ -73,7 +74,7 @@ def to_onnx(stats: Any, *, mode: str = "standard", dtype: str = "float64",
         if f.dtype in ("int64", "uint64") and max(abs(f.min), abs(f.max)) > 2**53:
             raise InputError(f"column '{n}' is {f.dtype} with values past 2**53, which a "
                              "float64 tensor cannot hold exactly; export SQL for it, or leave "
-                             "it out (features=...)", column=n)
+                             f"it out ({option('features')})", column=n)
     single = dtype == "float32" or (dtype == "preserve" and all(
         stats.features[n].dtype in ("float16", "float32") for n in names))
     const = np.array([bool(c.constant[-1]) for c in plan.columns])

@@ -173,12 +173,34 @@ def test_pandas_input_keeps_names_index_and_int64_exactness():
     assert abs(out.loc[13, "n"] - float((2**60 + 8 - mean) / Fraction(math.sqrt(var)))) < 1e-12
 
 
+def test_a_pandas_frame_gives_the_moments_pipeline_fit_gives():
+    """One moments path for frames: the estimator and pipeline.fit agree bit for bit."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    df = pd.DataFrame({
+        "hard": 1e9 + 1e-3 * rng.standard_normal(n),
+        "f16": rng.standard_normal(n).astype(np.float16),
+        "big": rng.integers(-2**62, 2**62, n),
+        "na": pd.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 9, n)),
+                       dtype="Int32"),
+    })
+    df.loc[::17, "hard"] = np.nan
+    scaler = StandardScaler().fit(df).to_stats()
+    fitted = pipeline.fit(df)
+    assert list(scaler.features) == list(fitted.features)
+    for name, f in fitted.features.items():
+        assert scaler.features[name].moments == f.moments, name
+    mean, _ = _exact(df["na"].dropna().tolist())
+    assert _rel(scaler.features["na"].mean, mean) < 1e-15
+
+
 def test_infinite_values_refused_naming_the_column_or_missing():
     X = _ordinary()
     X[3, 2] = np.inf
     with pytest.raises(ValueError, match="column 'x2' has 1 infinite value") as err:
         StandardScaler().fit(X)
     assert isinstance(err.value, DataError) and err.value.column == "x2"
+    assert err.value.options == ["inf"] and "pass inf='null' to" in str(err.value)
     est = StandardScaler(inf="null").fit(X)
     assert est.n_samples_seen_[2] == len(X) - 1
     assert math.isnan(est.transform(X)[3, 2])
