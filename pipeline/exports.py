@@ -78,6 +78,10 @@ def plan_for_export(stats: Any, mode: str, dtype: str, features: Sequence[str] |
         raise InputError(f"these statistics were fitted per key ({option('group_by')}): "
                          "exports hold one mean and std per feature; refit without "
                          f"{option('group_by')} to export")
+    if features is not None and not list(features):
+        # An unset shell variable (--features "$COLS") must not give an export of nothing.
+        raise InputError(f"{option('features')} is empty; name the features to export, or "
+                         f"leave {option('features')} out to export every feature")
     return Plan.build(stats, mode=mode, dtype=dtype, features=features)
 
 

@@ -157,8 +157,10 @@ def test_other_dialects_parse_and_run_as_written(data, dialect):
 def test_per_key_statistics_are_refused(datasets):
     path = datasets.write("exports_keys", {"p.parquet": _table(2, 200)})
     stats = pipeline.fit(str(path), features=["f"], group_by="i8")
-    with pytest.raises(pipeline.InputError, match="fitted per key"):
+    with pytest.raises(pipeline.InputError, match="fitted per key") as err:
         pipeline.to_sql(stats)
+    assert err.value.options == ["group_by", "group_by"]
+    assert "refit without --group-by to export" in err.value.render(cli=True)
 
 
 # -------------------------------------------------------------------------- ONNX
@@ -222,6 +224,11 @@ def test_cli_export_sql_and_onnx(data, tmp_path, capsys):
     assert main(["export", str(tmp_path / "stats.json"), "--format", "onnx"]) == 2
     assert capsys.readouterr().err == ("zscore: error: --format onnx writes a binary model: "
                                        "give -o FILE (see 'zscore export --help')\n")
+    # An unset shell variable: refused, not a query of nothing.
+    assert main(["export", str(tmp_path / "stats.json"), "--format", "sql", "--features",
+                 ""]) == 2
+    assert capsys.readouterr().err.startswith("zscore: error: --features is empty; name the "
+                                              "features to export")
 
 
 def test_cli_choices_are_the_library_s():
