@@ -31,7 +31,7 @@ EXIT_DRIFT = 3  # zscore diff: a feature drifted past the limits
 
 # Python keywords whose command-line flag is not simply --keyword-with-dashes.
 _FLAGS = {"filters": "--filter", "storage_options": "--storage-option",
-          "stats_path": "--stats", "fmt": "--format"}
+          "stats_path": "--stats"}
 _OPTION = re.compile("\x1f([^\x1e\x1f]*)\x1e([^\x1e\x1f]*)\x1e([^\x1e\x1f]*)\x1f")
 _NO_VALUE = object()
 
