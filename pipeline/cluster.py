@@ -275,7 +275,9 @@ def _local(workers: int | None, memory_limit: str | None, processes: bool, conso
                 host="127.0.0.1" if processes else None, dashboard_address="127.0.0.1:0",
                 worker_dashboard_address="127.0.0.1:0",
                 memory_limit="auto" if limit is None else limit,
-                silence_logs=logging.ERROR if not console.verbose else logging.INFO)
+                # Dask's own logs only with --verbose: a worker process outliving its
+                # scheduler by a heartbeat at Ctrl-C logs an ERROR with a traceback.
+                silence_logs=logging.CRITICAL if not console.verbose else logging.INFO)
             stack.callback(_quietly, cluster.close)
             client = Client(cluster, set_as_default=False)
             stack.callback(_quietly, client.close)
