@@ -25,6 +25,9 @@ from .errors import (
 if TYPE_CHECKING:
     from .artifact import FeatureStats, FittedStats
     from .compose import diff, merge
+    from .estimator import StandardScaler
+    from .exports import to_sql
+    from .exports_onnx import to_onnx
     from .fitting import fit
     from .frames import apply, inverse_transform, transform
     from .jobs import RunResult, run, transform_dataset
@@ -41,7 +44,8 @@ if TYPE_CHECKING:
 _LAZY = {"FeatureStats": "artifact", "FittedStats": "artifact", "diff": "compose",
          "merge": "compose", "fit": "fitting", "RunResult": "jobs", "run": "jobs",
          "transform_dataset": "jobs", "Moments": "stats", "apply": "frames",
-         "inverse_transform": "frames", "transform": "frames"}
+         "inverse_transform": "frames", "transform": "frames",
+         "StandardScaler": "estimator", "to_sql": "exports", "to_onnx": "exports_onnx"}
 
 
 def __getattr__(name: str) -> object:
@@ -63,14 +67,15 @@ def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("zscore")
+        return version("dask-zscore")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0+unknown"
 
 
 __all__ = [
     "ArtifactError", "ClusterError", "DataError", "FeatureStats", "FittedStats", "InputError",
-    "LockedError", "Moments", "OutputError", "RunResult", "StorageError", "ZscoreError",
-    "__version__", "apply", "diff", "fit", "inverse_transform", "merge", "run", "transform",
-    "transform_dataset",
+    "LockedError", "Moments", "OutputError", "RunResult", "StandardScaler", "StorageError",
+    "ZscoreError",
+    "__version__", "apply", "diff", "fit", "inverse_transform", "merge", "run", "to_onnx",
+    "to_sql", "transform", "transform_dataset",
 ]

@@ -11,3 +11,5 @@ DTYPES = ("preserve", "float32", "float64")  # the output type of a transformed 
 INF_POLICIES = ("error", "null")  # infinite values: refused, or missing
 UNSEEN = ("global", "null", "error")  # a key not seen at fit time: global stats, missing, refused
 DDOFS = (0, 1)  # population std (scikit-learn), sample std (Spark)
+EXPORT_FORMATS = ("sql", "onnx")  # zscore export: a SELECT, or an ONNX graph
+SQL_DIALECTS = ("duckdb", "postgres", "bigquery", "spark")  # the engines the SQL export speaks

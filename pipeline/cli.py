@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from . import interrupt
+from .cli_export import export
 from .cli_options import (
     PATH,
     common,
@@ -64,7 +65,7 @@ def _console(kw: dict[str, Any]) -> Console:
 
 # ----------------------------------------------------------------- commands
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="zscore", prog_name="zscore")  # read only if asked
+@click.version_option(package_name="dask-zscore", prog_name="zscore")  # read only if asked
 def cli() -> None:
     """Exact global z-score normalization of partitioned Parquet datasets on Dask.
 
@@ -74,6 +75,7 @@ def cli() -> None:
       zscore fit data/train --stats stats.json      # fit only
       zscore transform data/val data/val_z --stats stats.json
       zscore inspect stats.json
+      zscore export stats.json --format sql --dialect duckdb
     """
 
 
@@ -309,6 +311,9 @@ def sample(directory: str, rows: int, days: int, files_per_day: int, seed: int) 
     files = make_dataset(directory, rows=rows, days=days, files_per_day=files_per_day,
                          seed=seed)
     _say(f"wrote {rows:,} rows in {len(files)} files under {directory}")
+
+
+cli.add_command(export)
 
 
 # --------------------------------------------------------------------- main

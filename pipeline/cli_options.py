@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .choices import DDOFS, DTYPES, INF_POLICIES, MODES, UNSEEN
+from .choices import DDOFS, DTYPES, EXPORT_FORMATS, INF_POLICIES, MODES, SQL_DIALECTS, UNSEEN
 
 
 class Checked(click.ParamType):
@@ -126,6 +126,33 @@ def transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Log into this existing MLflow run (implies --mlflow)."),
         click.option("--report/--no-report", default=True, show_default=True,
                      help="Write OUTPUT/_report/: histograms before and after, per feature."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True,
+                     help="sql: a SELECT for --dialect; onnx: a float64 (or float32) ONNX "
+                          "graph."),
+        click.option("--dialect", type=click.Choice(SQL_DIALECTS), default="duckdb",
+                     show_default=True, help="SQL engine (--format sql)."),
+        click.option("--mode", type=click.Choice(MODES), default="standard", show_default=True,
+                     help="As for zscore transform; recorded in the export."),
+        click.option("--dtype", type=click.Choice(DTYPES), default="preserve",
+                     show_default=True,
+                     help="Output float type (sql); tensor type of X and Z (onnx)."),
+        click.option("--table", default="input_table", show_default=True, metavar="T",
+                     help="The SQL FROM item, as written (e.g. "
+                          "read_parquet('data/*.parquet'))."),
+        click.option("--features", default=None, metavar="COLS",
+                     help="Only these features, in this order (comma-separated)."),
+        click.option("-o", "--output", type=PATH, default=None, metavar="FILE",
+                     help="Write here (path or URL); default stdout (sql only)."),
+        click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+                     help="fsspec option for s3:// etc., repeatable."),
     ]
     for option in reversed(options):
         fn = option(fn)

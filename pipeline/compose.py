@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .artifact import FeatureStats, FittedStats, Groups, now_iso, tool_version
 from .errors import ArtifactError
 from .groups import GroupMoments, finalize_groups
 from .schema import unify_numeric
