@@ -128,6 +128,49 @@ def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _table_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of a Delta or Iceberg table input (see :mod:`pipeline.tables`)."""
+    from .tables import INPUT_FORMATS
+
+    options = [
+        click.option("--input-format", type=click.Choice(INPUT_FORMATS), default="auto",
+                     show_default=True,
+                     help="auto: a directory with _delta_log/ is a Delta table, one with "
+                          "metadata/ and data/ an Iceberg table; parquet: loose files always."),
+        click.option("--version", "table_version", type=click.IntRange(min=0), default=None,
+                     metavar="N", help="Delta: read version N (default: the current one)."),
+        click.option("--as-of", default=None, metavar="TIMESTAMP",
+                     help="Delta: read the version current at this ISO time (UTC if no "
+                          "offset), e.g. 2026-01-31T12:00:00Z."),
+        click.option("--snapshot-id", type=int, default=None, metavar="ID",
+                     help="Iceberg: read this snapshot (default: the current one)."),
+        click.option("--catalog", default=None, metavar="NAME",
+                     help="Iceberg: INPUT is a table name (ns.table) in this pyiceberg "
+                          "catalog (.pyiceberg.yaml or PYICEBERG_CATALOG__NAME__*)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _output_format(fn: Callable[..., Any]) -> Callable[..., Any]:
+    from .tables import OUTPUT_FORMATS
+
+    return click.option(
+        "--output-format", type=click.Choice(OUTPUT_FORMATS), default="auto",
+        show_default=True,
+        help="auto: a Delta table for a Delta input, else Parquet; iceberg: a new table "
+             "OUTPUT (ns.table) in the input's catalog.")(fn)
+
+
+def _tables(kw: dict[str, Any]) -> Any:
+    from .tables import TableOptions
+
+    return TableOptions(input_format=kw["input_format"], version=kw["table_version"],
+                        as_of=kw["as_of"], snapshot_id=kw["snapshot_id"],
+                        catalog=kw["catalog"], output_format=kw.get("output_format", "auto"))
+
+
 def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     from .errors import InputError
     from .location import remember_options
@@ -186,6 +229,7 @@ def cli() -> None:
 @click.option("--stats", "stats_path", required=True, metavar="STATS.json",
               help="Where to write the fitted statistics (path or URL).")
 @_fit_options
+@_table_options
 @_common
 def fit(input: str, stats_path: str, **kw: Any) -> None:
     """Fit global mean and std of every feature of INPUT.
@@ -204,7 +248,7 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
                                      ddof=kw["ddof"], inf=kw["inf"], filters=kw["filters"],
                                      cache=kw["cache"], group_by=kw["group_by"],
                                      session=session, stats_path=stats_path,
-                                     storage_options=opts)
+                                     storage_options=opts, table=_tables(kw))
     _publish(stats, stats_path, opts)
     _say(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
          f"{len(dataset.files)} files; statistics: {stats_path}")
@@ -221,6 +265,8 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
               help="Transform only these of the statistics' features (names or globs).")
 @click.option("--exclude", default="", metavar="COLS", help="Features to pass through.")
 @_transform_options
+@_table_options
+@_output_format
 @_common
 def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
     """Write INPUT normalized with fitted statistics to OUTPUT.
@@ -241,7 +287,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
                                    overwrite=kw["overwrite"], report=kw["report"],
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
-                                   storage_options=opts)
+                                   storage_options=opts, table=_tables(kw))
     click.echo(run_summary(result, "transform", table=not kw["quiet"]))
 
 
@@ -253,6 +299,8 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                    "OUTPUT/_stats.json).")
 @_fit_options
 @_transform_options
+@_table_options
+@_output_format
 @_common
 def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
     """Fit on INPUT, then write its normalized copy to OUTPUT.
@@ -275,7 +323,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
-                         storage_options=opts)
+                         storage_options=opts, table=_tables(kw))
     click.echo(run_summary(result, "run", table=not kw["quiet"]))
 
 

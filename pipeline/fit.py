@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from .cache import Cache
     from .cluster import Session
+    from .tables import TableOptions
 
 BATCH_ROWS = 1 << 16  # rows per chunk: big enough for numpy, small enough for L2-friendly passes
 
@@ -219,6 +220,8 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str], *,
               "rows": dataset.rows, "fingerprint": dataset.fingerprint}
     if filters:
         source["filters"] = list(filters)
+    if dataset.table is not None:
+        source["table"] = dataset.table.to_dict()
     stats = finalize(features, dtypes, list(zip((f.rel for f in dataset.files), per_file,
                                                 strict=True)),
                      ddof=ddof, inf=inf, source=source, warn=session.warn)
@@ -258,7 +261,8 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
         ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), client: Any = None,
-        storage_options: Mapping[str, Any] | None = None) -> FittedStats:
+        storage_options: Mapping[str, Any] | None = None, table: TableOptions | None = None
+        ) -> FittedStats:
     """Fit global per-feature mean and standard deviation in one distributed pass.
 
     Parameters
@@ -288,6 +292,9 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
         cluster started for this call.
     storage_options : dict, optional
         Passed to fsspec (``{"endpoint_url": ...}``).
+    table : TableOptions, optional
+        How to read a Delta or Iceberg table (version, snapshot, catalog); see
+        :mod:`pipeline.tables`.  A table directory is recognized by default.
 
     Returns
     -------
@@ -310,13 +317,13 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame, *,
     if not isinstance(source, str | os.PathLike):
         return _fit_frame(source, features=features, exclude=exclude, ddof=ddof, inf=inf,
                           client=client)
-    from .dataset import inspect, scan
+    from .dataset import inspect
     from .location import resolve
+    from .tables import open_input
     from .targets import check
 
     opts = dict(storage_options or {})
-    loc = resolve(source, opts)
-    listing = scan(loc, filters)
+    loc, listing = open_input(source, opts, filters, table)
     check(loc, listing.links, cache=resolve(cache, opts) if cache else None)
     with session_for(client) as session:
         store = open_cache(cache, opts, session.warn)

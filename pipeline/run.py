@@ -28,12 +28,13 @@ from typing import Any
 from .artifact import FittedStats, now_iso, tool_version
 from .cluster import Session, session_for
 from .commit import Commit
-from .dataset import Dataset, inspect, scan
+from .dataset import Dataset, inspect
 from .errors import exception_text
 from .fit import check_options, fit_dataset, open_cache, without_keys
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .location import resolve
+from .tables import TableOptions, finish_output, open_input, output_format, prepare_output
 from .targets import check
 from .transform import Plan, check_transform_options
 from .write import Written, write_dataset
@@ -66,7 +67,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         ddof: int = 0, inf: str = "error", mode: str = "standard", dtype: str = "preserve",
         overwrite: bool = False, report: bool = True, filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), unseen: str = "global",
-        client: Any = None, storage_options: Mapping[str, Any] | None = None) -> RunResult:
+        client: Any = None, storage_options: Mapping[str, Any] | None = None,
+        table: TableOptions | None = None) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
     Parameters
@@ -99,6 +101,9 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Default: the current client, else an embedded local cluster.
     storage_options : dict, optional
         fsspec options for every path.
+    table : TableOptions, optional
+        Reading a Delta or Iceberg table input (version, snapshot, catalog) and
+        the output's format (see :mod:`pipeline.tables`).
 
     Returns
     -------
@@ -115,7 +120,7 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
                 exclude=exclude, ddof=ddof, inf=inf, mode=mode, dtype=dtype,
                 overwrite=overwrite, report=report, filters=filters, cache=cache,
                 group_by=group_by, unseen=unseen, client=client,
-                storage_options=storage_options)
+                storage_options=storage_options, table=table)
 
 
 def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -124,7 +129,8 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
                       exclude: str | Sequence[str] = (), mode: str = "standard",
                       dtype: str = "preserve", overwrite: bool = False, report: bool = True,
                       filters: Sequence[str] = (), unseen: str = "global", client: Any = None,
-                      storage_options: Mapping[str, Any] | None = None) -> RunResult:
+                      storage_options: Mapping[str, Any] | None = None,
+                      table: TableOptions | None = None) -> RunResult:
     """Write ``input`` normalized with already-fitted ``stats`` to ``output``, crash-safely.
 
     ``stats`` is a :class:`FittedStats` or the path of its JSON.  By default
@@ -133,7 +139,7 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
     """
     return _job(input, output, stats=stats, fit=False, features=features, exclude=exclude,
                 mode=mode, dtype=dtype, overwrite=overwrite, report=report, filters=filters,
-                unseen=unseen, client=client, storage_options=storage_options)
+                unseen=unseen, client=client, storage_options=storage_options, table=table)
 
 
 def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: Any = None,
@@ -141,12 +147,14 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
          mode: str = "standard", dtype: str = "preserve", overwrite: bool = False,
          report: bool = True, filters: Sequence[str] = (), cache: str | None = None,
          group_by: Any = (), unseen: str = "global", client: Any = None,
-         storage_options: Mapping[str, Any] | None = None) -> RunResult:
+         storage_options: Mapping[str, Any] | None = None,
+         table: TableOptions | None = None) -> RunResult:
     started, t0 = now_iso(), time.monotonic()
     opts = dict(storage_options or {})
     check_options(ddof, inf)
-    inp, out = resolve(input, opts), resolve(output, opts)
-    listing = scan(inp, filters)
+    inp, listing = open_input(input, opts, filters, table)
+    out_format = output_format(table, listing.table)
+    out = resolve(output, opts)
     check(inp, listing.links, output=out, overwrite=overwrite,
           stats=resolve(stats_path, opts) if stats_path is not None else None,
           cache=resolve(cache, opts) if cache else None)
@@ -183,13 +191,16 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
             plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen,
                               types={n: dataset.schema.field(n).type for n in chosen})
             hist = _histogram_specs(plan, fitted, report, console)
-            written, histograms = write_dataset(session, dataset, plan, commit.target, hist)
+            to_write = prepare_output(out_format, dataset, commit.run_id)
+            written, histograms = write_dataset(session, to_write, plan, commit.target, hist)
             timings.lap("transform")
             stats_json = fitted.to_json().encode()
             manifest = _manifest(commit.run_id, started, dataset, fitted, stats_json, plan,
                                  written, command="run" if fit else "transform",
                                  filters=filters)
-            extra = {STATS_NAME: stats_json}
+            manifest["output_format"] = out_format
+            extra = {STATS_NAME: stats_json,
+                     **finish_output(out_format, out, to_write, written, plan, overwrite, opts)}
             if histograms is not None:
                 drawn = _report_files(fitted, histograms, manifest, mode, session.warn)
                 extra.update(drawn)
@@ -261,8 +272,8 @@ def process_age() -> float | None:
 def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int = 0,
              inf: str = "error", filters: Sequence[str] = (), cache: str | None = None,
              group_by: Any = (), session: Session, stats_path: Any = None,
-             storage_options: Mapping[str, Any] | None = None
-             ) -> tuple[FittedStats, Dataset, list[str]]:
+             storage_options: Mapping[str, Any] | None = None,
+             table: TableOptions | None = None) -> tuple[FittedStats, Dataset, list[str]]:
     """The ``zscore fit`` job on an open session: check destinations, validate, then fit.
 
     ``stats_path`` (where the caller will save the result) is checked before
@@ -270,8 +281,7 @@ def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int =
     """
     check_options(ddof, inf)
     opts = dict(storage_options or {})
-    loc = resolve(input, opts)
-    listing = scan(loc, filters)
+    loc, listing = open_input(input, opts, filters, table)
     check(loc, listing.links, stats=resolve(stats_path, opts) if stats_path is not None else None,
           cache=resolve(cache, opts) if cache else None)
     store = open_cache(cache, opts, session.warn)
@@ -329,7 +339,8 @@ def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
         "started": started, "finished": now_iso(),
         "input": {"path": dataset.location.display, "files": len(dataset.files),
                   "rows": dataset.rows, "bytes": dataset.nbytes,
-                  "fingerprint": dataset.fingerprint, "filters": list(filters)},
+                  "fingerprint": dataset.fingerprint, "filters": list(filters),
+                  **({"table": dataset.table.to_dict()} if dataset.table else {})},
         "statistics_sha256": hashlib.sha256(stats_json).hexdigest(),
         "mode": plan.mode, "dtype": plan.dtype, "features": [c.name for c in plan.columns],
         "rows": sum(w.rows for w in written),
