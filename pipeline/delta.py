@@ -90,7 +90,9 @@ def open_table(loc: Location, options: Mapping[str, Any], table: TableOptions) -
                                  f"its current version is {latest}", column="version")
             dt.load_as_version(table.version)
         elif table.as_of is not None:
-            dt.load_as_version(_timestamp(table.as_of))
+            version = version_at(dt, _timestamp(table.as_of), loc.display)
+            if version != latest:
+                dt.load_as_version(version)
     except InputError:
         raise
     except TableNotFoundError as exc:
@@ -105,6 +107,24 @@ def open_table(loc: Location, options: Mapping[str, Any], table: TableOptions) -
         raise StorageError(f"cannot read the Delta table {loc.display}: {_text(exc)}",
                            path=loc.display) from None
     return dt
+
+
+def version_at(dt: Any, when: _dt.datetime, display: str) -> int:
+    """The last version committed at or before ``when``, from the table's history.
+
+    Resolved here rather than by deltalake, which loads the first version for a
+    time before it: a table that did not exist yet must be an error.
+    """
+    ms = int(when.timestamp() * 1000)
+    commits = sorted((int(h["version"]), int(h["timestamp"])) for h in dt.history())
+    before = [v for v, t in commits if t <= ms]
+    if not before:
+        first_v, first_t = commits[0] if commits else (0, 0)
+        first = _dt.datetime.fromtimestamp(first_t / 1000, _dt.UTC).isoformat()
+        raise InputError(f"Delta table {display} has no version as of {when.isoformat()}: "
+                         f"its first commit in the log (version {first_v}) is at {first}",
+                         column="as_of")
+    return before[-1]
 
 
 def _timestamp(text: str) -> _dt.datetime:
