@@ -115,14 +115,16 @@ def _snapshot(tbl: Any, table: TableOptions, shown: str) -> Any:
     return snap
 
 
-def check_renames(tbl: Any, snapshot: Any, shown: str) -> None:
-    """Refuse a table one of whose columns was renamed: old files store the old name."""
+def check_renames(tbl: Any, shown: str) -> None:
+    """Refuse a table one of whose columns was ever renamed: old files store the old name.
+
+    Every schema in the metadata is compared with the current one, whatever the
+    snapshot read: a rename anywhere in the history makes names ambiguous.
+    """
     from pyiceberg.schema import index_name_by_id
 
-    schemas = tbl.schemas()
-    current = index_name_by_id(schemas[snapshot.schema_id]) if snapshot.schema_id in schemas \
-        else index_name_by_id(tbl.schema())
-    for schema in schemas.values():
+    current = index_name_by_id(tbl.schema())
+    for schema in tbl.schemas().values():
         for field_id, name in index_name_by_id(schema).items():
             if field_id in current and current[field_id] != name:
                 raise DataError(f"Iceberg table {shown}: column '{current[field_id]}' was "
@@ -144,7 +146,7 @@ def read_iceberg(input: str, options: Mapping[str, Any], filters: Sequence[str],
     shown = redact(input)
     tbl = load(input, options, table, loc)
     snap = _snapshot(tbl, table, shown)
-    check_renames(tbl, snap, shown)
+    check_renames(tbl, shown)
     root = resolve(tbl.location(), options)
     tasks = list(tbl.scan(snapshot_id=snap.snapshot_id).plan_files())
     keys = _identity_columns(tbl)
@@ -157,10 +159,9 @@ def read_iceberg(input: str, options: Mapping[str, Any], filters: Sequence[str],
     if len({f.rel for f in files}) < len(files):
         raise DataError(f"Iceberg table {shown} has two data files with the same name in one "
                         "partition; zscore cannot mirror them in its output", path=shown)
-    name = input if table.catalog is not None else getattr(tbl, "name", lambda: None)()
     info = TableInfo(format="iceberg", uri=redact(str(tbl.metadata_location)),
                      snapshot_id=int(snap.snapshot_id),
-                     table=".".join(name) if isinstance(name, tuple) else name,
+                     table=input if table.catalog is not None else None,
                      catalog=table.catalog, partition_columns=tuple(keys),
                      extra={"table": tbl})
     return root, Listing(files=files, table=info)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError
-from .location import Location, resolve
+from .location import Location, redact, resolve
 
 INPUT_FORMATS = ("auto", "parquet", "delta", "iceberg")
 OUTPUT_FORMATS = ("auto", "parquet", "delta", "iceberg")
@@ -173,6 +173,7 @@ def open_input(input: str | os.PathLike[str], storage_options: Mapping[str, Any]
             not _looks_like_path(os.fspath(input)):
         from .iceberg import read_iceberg
 
+        _check_table_options("iceberg", table, redact(os.fspath(input)))
         return read_iceberg(os.fspath(input), opts, filters, table)
     loc = resolve(input, opts)
     fmt = table.input_format if table.input_format != "auto" else detect(loc)

@@ -1,0 +1,179 @@
+"""Iceberg tables written by pyiceberg in a real SQL catalog on SQLite."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pyiceberg.catalog.sql import SqlCatalog
+
+from pipeline.cli import main
+
+
+def zscore(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def exact(values) -> tuple[float, float]:
+    xs = [Fraction(float(v)) for v in values]
+    mean = sum(xs, Fraction(0)) / len(xs)
+    m2 = sum(((x - mean) ** 2 for x in xs), Fraction(0))
+    return float(mean), math.sqrt(float(m2 / len(xs)))
+
+
+def rows(n: int, seed: int, offset: float, parts=("a", "b")) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    return pa.table({"p": np.repeat(list(parts), n // len(parts)),
+                     "x": rng.normal(offset, 2.0, n), "k": rng.integers(0, 500, n)})
+
+
+class Lake:
+    def __init__(self, root: Path):
+        self.root = root
+        self.uri = f"sqlite:///{root}/catalog.db"
+        self.warehouse = f"file://{root}/warehouse"
+        self.catalog = SqlCatalog("lake", uri=self.uri, warehouse=self.warehouse)
+        self.catalog.create_namespace("ns")
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory) -> Lake:
+    """ns.events: append 20,000; delete partition a (drops files); append 4,000; delete
+    rows with x > 101 (rewrites files)."""
+    lake = Lake(tmp_path_factory.mktemp("iceberg"))
+    first = rows(20_000, 1, 100.0)
+    tbl = lake.catalog.create_table("ns.events", schema=first.schema)
+    with tbl.update_spec() as spec:
+        spec.add_identity("p")
+    tbl.append(first)
+    tbl.delete("p == 'a'")
+    tbl.append(rows(4_000, 2, 99.0))
+    tbl.delete("x > 101.0")
+    return lake
+
+
+@pytest.fixture
+def catalog_env(lake, tmp_path):
+    """The catalog configured through pyiceberg's environment variables (read by pyiceberg
+    at import: hence a zscore process of its own, see :func:`cli`)."""
+    lake.env = {**os.environ, "PYICEBERG_HOME": str(tmp_path),  # not the machine's yaml
+                "PYICEBERG_CATALOG__LAKE__TYPE": "sql",
+                "PYICEBERG_CATALOG__LAKE__URI": lake.uri,
+                "PYICEBERG_CATALOG__LAKE__WAREHOUSE": lake.warehouse}
+    return lake
+
+
+def cli(lake: Lake, *args) -> tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *map(str, args)], env=lake.env,
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def check_stats(path: Path, table: pa.Table) -> dict:
+    stats = json.loads(path.read_text())
+    assert stats["input"]["rows"] == table.num_rows
+    for name in ("x", "k"):
+        mean, std = exact(table.column(name).to_pylist())
+        assert stats["features"][name]["mean"] == pytest.approx(mean, rel=1e-12)
+        assert stats["features"][name]["std"] == pytest.approx(std, rel=1e-12)
+    return stats
+
+
+def test_a_catalog_table_counts_only_the_rows_of_its_snapshot(catalog_env, tmp_path):
+    tbl = catalog_env.catalog.load_table("ns.events")
+    table = tbl.scan().to_arrow()
+    on_disk = sum(pq.read_metadata(p).num_rows
+                  for p in (catalog_env.root / "warehouse").rglob("*.parquet"))
+    assert on_disk > table.num_rows + 10_000
+    code, _, err = cli(catalog_env, "fit", "ns.events", "--catalog", "lake",
+                       "--stats", tmp_path / "s.json")
+    assert code == 0, err
+    stats = check_stats(tmp_path / "s.json", table)
+    assert stats["input"]["table"] == {
+        "format": "iceberg", "uri": tbl.metadata_location, "table": "ns.events",
+        "catalog": "lake", "snapshot_id": tbl.current_snapshot().snapshot_id,
+        "partition_columns": ["p"]}
+
+
+def test_every_snapshot_by_id_and_by_metadata_file(lake, tmp_path, capsys):
+    tbl = lake.catalog.load_table("ns.events")
+    for snap in tbl.snapshots():
+        table = tbl.scan(snapshot_id=snap.snapshot_id).to_arrow()
+        out = tmp_path / f"{snap.snapshot_id}.json"
+        code, _, err = zscore(capsys, "fit", tbl.metadata_location.removeprefix("file://"),
+                              "--snapshot-id", snap.snapshot_id, "--stats", out)
+        assert code == 0, err
+        stats = check_stats(out, table)
+        assert stats["input"]["table"]["snapshot_id"] == snap.snapshot_id
+
+
+def test_identity_partition_filters_and_hive_output(catalog_env, tmp_path):
+    tbl = catalog_env.catalog.load_table("ns.events")
+    table = tbl.scan(row_filter="p == 'b'").to_arrow()
+    out = tmp_path / "out"
+    code, _, err = cli(catalog_env, "run", "ns.events", out, "--catalog", "lake", "--filter",
+                       "p == b", "--no-report")
+    assert code == 0, err
+    check_stats(out / "_stats.json", table)
+    assert sorted(p.parent.name for p in out.rglob("*.parquet")) == \
+        ["p=b"] * len(list(out.rglob("*.parquet")))
+    back = duckdb.sql(f"select p::varchar, x from read_parquet('{out}/**/*.parquet', "
+                      "hive_partitioning=true) order by x").fetchall()
+    mean, std = exact(table.column("x").to_pylist())
+    expected = sorted((Fraction(v) - Fraction(mean)) / Fraction(std)
+                      for v in table.column("x").to_pylist())
+    assert [p for p, _ in back] == ["b"] * table.num_rows
+    for (_, got), z in zip(back, expected, strict=True):
+        assert got == pytest.approx(float(z), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ns.missing", "--catalog", "lake"], "Iceberg catalog 'lake' has no table ns.missing"),
+    (["ns.events", "--catalog", "lake", "--snapshot-id", "12345"],
+     "Iceberg table ns.events has no snapshot 12345"),
+    (["ns.events", "--catalog", "lake", "--version", "1"], "is not a Delta table"),
+    (["ns.events", "--catalog", "lake", "--filter", "k == 1"],
+     "'k', which is not a partition column of the table ns.events (its partition columns: p)"),
+])
+def test_bad_iceberg_inputs_exit_2(catalog_env, tmp_path, args, message):
+    code, _, err = cli(catalog_env, "fit", *args, "--stats", tmp_path / "s.json")
+    assert code == 2
+    assert message in error_line(err)
+
+
+def test_a_table_directory_needs_its_catalog_or_metadata_file(lake, tmp_path, capsys):
+    directory = lake.root / "warehouse" / "ns" / "events"
+    code, _, err = zscore(capsys, "fit", directory, "--stats", tmp_path / "s.json")
+    assert code == 2
+    newest = sorted((directory / "metadata").glob("*.metadata.json"))[-1]
+    assert (f"input {directory} is an Iceberg table directory without version-hint.text"
+            in error_line(err))
+    assert f"(the newest here is {newest})" in error_line(err)
+
+
+def test_a_renamed_column_is_refused(lake, tmp_path, capsys):
+    tbl = lake.catalog.create_table("ns.renamed", schema=rows(10, 3, 0.0).schema)
+    tbl.append(rows(100, 3, 0.0))
+    with tbl.update_schema() as update:
+        update.rename_column("x", "y")
+    code, _, err = zscore(capsys, "fit", tbl.metadata_location, "--stats", tmp_path / "s.json")
+    assert code == 2
+    assert "column 'y' was renamed from 'x'" in error_line(err)
