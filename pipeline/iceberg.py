@@ -45,7 +45,7 @@ def pyiceberg_properties(options: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def load(input: str, options: Mapping[str, Any], table: TableOptions,
+def load(input: str, options: dict[str, Any], table: TableOptions,
          loc: Location | None = None) -> Any:
     """The pyiceberg table named by ``input`` (catalog name, metadata file or directory)."""
     shown = redact(input)
@@ -134,7 +134,7 @@ def check_renames(tbl: Any, shown: str) -> None:
                                 "rows) first", column=current[field_id])
 
 
-def read_iceberg(input: str, options: Mapping[str, Any], filters: Sequence[str],
+def read_iceberg(input: str, options: dict[str, Any], filters: Sequence[str],
                  table: TableOptions, loc: Location | None = None
                  ) -> tuple[Location, Listing]:
     """List the data files of one Iceberg snapshot, pruned by identity-partition ``filters``.
