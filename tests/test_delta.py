@@ -271,3 +271,54 @@ def test_loose_parquet_can_become_a_delta_table(datasets, tmp_path, capsys):
     assert table.metadata().partition_columns == ["day"]
     expected = sum(pq.read_metadata(p).num_rows for p in src.rglob("*.parquet"))
     assert table.to_pyarrow_table().num_rows == expected
+
+
+Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+
+
+def inline_deletion_vector(rows_deleted: list[int]) -> dict:
+    """A Delta inline deletion vector (protocol: magic, 64-bit portable roaring, Z85).
+
+    No Python writer makes deletion vectors (delta-rs rewrites files); this one is
+    checked below by deltalake itself, which decodes and applies it.
+    """
+    import struct
+
+    from pyroaring import BitMap
+
+    data = (struct.pack("<I", 1681511377) + struct.pack("<Q", 1) + struct.pack("<I", 0)
+            + BitMap(rows_deleted).serialize())
+    padded = data + b"\0" * (-len(data) % 4)
+    text = []
+    for i in range(0, len(padded), 4):
+        value, chunk = int.from_bytes(padded[i:i + 4], "big"), []
+        for _ in range(5):
+            value, digit = divmod(value, 85)
+            chunk.append(Z85[digit])
+        text.extend(reversed(chunk))
+    return {"storageType": "i", "pathOrInlineDv": "".join(text), "sizeInBytes": len(data),
+            "cardinality": len(rows_deleted)}
+
+
+def test_a_live_deletion_vector_is_refused_naming_the_feature(tmp_path, capsys):
+    from deltalake import QueryBuilder
+
+    path = tmp_path / "dv"
+    write_deltalake(path, pa.table({"x": [1.0, 2.0, 3.0, 4.0]}),
+                    configuration={"delta.enableDeletionVectors": "true"})
+    first = path / "_delta_log" / "00000000000000000000.json"
+    add = next(json.loads(line)["add"] for line in first.read_text().splitlines()
+               if '"add"' in line)
+    remove = {"path": add["path"], "dataChange": True, "deletionTimestamp": 1,
+              "extendedFileMetadata": True, "partitionValues": {}, "size": add["size"]}
+    commit = [{"commitInfo": {"timestamp": add["modificationTime"] + 1, "operation": "DELETE"}},
+              {"remove": remove},
+              {"add": {**add, "deletionVector": inline_deletion_vector([0, 3])}}]
+    (path / "_delta_log" / "00000000000000000001.json").write_text(
+        "".join(json.dumps(a) + "\n" for a in commit))
+    live_rows = QueryBuilder().register("t", DeltaTable(path)).execute("select x from t")
+    assert sorted(pa.table(live_rows.read_all()).column("x").to_pylist()) == [2.0, 3.0]
+    code, _, err = zscore(capsys, "fit", path, "--stats", tmp_path / "s.json")
+    assert code == 2
+    assert (f"Delta table {path}: 1 live file(s) have deletion vectors (table feature "
+            f"deletionVectors), e.g. {os.path.basename(add['path'])}") in error_line(err)
