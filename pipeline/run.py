@@ -34,7 +34,15 @@ from .fit import check_options, fit_dataset, open_cache, without_keys
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .location import resolve
-from .tables import TableOptions, finish_output, open_input, output_format, prepare_output
+from .tables import (
+    TableOptions,
+    after_publish,
+    finish_output,
+    open_input,
+    output_format,
+    output_target,
+    prepare_output,
+)
 from .targets import check
 from .transform import Plan, check_transform_options
 from .write import Written, write_dataset
@@ -154,7 +162,7 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
     check_options(ddof, inf)
     inp, listing = open_input(input, opts, filters, table)
     out_format = output_format(table, listing.table)
-    out = resolve(output, opts)
+    out = resolve(output_target(out_format, output, listing.table), opts)
     check(inp, listing.links, output=out, overwrite=overwrite,
           stats=resolve(stats_path, opts) if stats_path is not None else None,
           cache=resolve(cache, opts) if cache else None)
@@ -210,6 +218,7 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
             if stats_path is not None:  # before publishing: if it fails, nothing is published
                 fitted.save(stats_path, opts)
             commit.publish([w.rel for w in written], manifest, extra)
+            after_publish(out_format, output, out, dataset, [w.rel for w in written], plan)
     return RunResult(stats=fitted, output=out.display, files=len(written),
                      timings=timings.seconds,
                      rows=sum(w.rows for w in written), bytes=sum(w.bytes for w in written),

@@ -293,3 +293,28 @@ def finish_output(fmt: str, out: Location, dataset: Any, written: Sequence[Any],
         return output_log(out, dataset, written, output_schema(dataset, plan), overwrite,
                           options)
     return {}
+
+
+def output_target(fmt: str, output: str | os.PathLike[str], info: TableInfo | None
+                  ) -> str | os.PathLike[str]:
+    """Where the output's files are published: ``output``, or for an Iceberg output (a table
+    name) the data directory the catalog gives the new table."""
+    if fmt == "iceberg":
+        from .iceberg_output import data_location
+
+        assert info is not None  # output_format checked it
+        return data_location(os.fspath(output), info)
+    return output
+
+
+def after_publish(fmt: str, output: str | os.PathLike[str], out: Location, dataset: Any,
+                  rels: Sequence[str], plan: Any) -> None:
+    """Register a published output in its catalog (Iceberg); nothing for other formats."""
+    if fmt == "iceberg":
+        import pyarrow as pa
+
+        from .iceberg_output import create_table
+        from .transform import output_schema
+
+        schema = output_schema(pa.schema(list(dataset.schema.fields)), plan)
+        create_table(os.fspath(output), dataset.table, out, rels, schema)

@@ -177,3 +177,41 @@ def test_a_renamed_column_is_refused(lake, tmp_path, capsys):
     code, _, err = zscore(capsys, "fit", tbl.metadata_location, "--stats", tmp_path / "s.json")
     assert code == 2
     assert "column 'y' was renamed from 'x'" in error_line(err)
+
+
+def test_output_as_a_new_iceberg_table_in_the_same_catalog(catalog_env, tmp_path):
+    source = catalog_env.catalog.load_table("ns.events").scan().to_arrow()
+    code, _, err = cli(catalog_env, "run", "ns.events", "ns.events_z", "--catalog", "lake",
+                       "--output-format", "iceberg", "--no-report")
+    assert code == 0, err
+    made = catalog_env.catalog.load_table("ns.events_z")
+    assert [f.name for f in made.spec().fields] == ["p"]
+    got = made.scan().to_arrow().sort_by([("p", "ascending"), ("x", "ascending")])
+    assert got.num_rows == source.num_rows
+    mean, std = exact(source.column("x").to_pylist())
+    expected = sorted(zip(source.column("p").to_pylist(),
+                          ((Fraction(v) - Fraction(mean)) / Fraction(std)
+                           for v in source.column("x").to_pylist()), strict=True))
+    for (p, z), g_p, g_x in zip(expected, got.column("p").to_pylist(),
+                                got.column("x").to_pylist(), strict=True):
+        assert g_p == p
+        assert g_x == pytest.approx(float(z), rel=1e-12, abs=1e-12)
+    # DuckDB reads the files pyiceberg plans (its iceberg extension cannot be downloaded here).
+    files = [t.file.file_path.removeprefix("file://") for t in made.scan().plan_files()]
+    duck = duckdb.sql(f"select p, x from read_parquet({files!r}) order by p, x").fetchall()
+    assert [x for _, x in duck] == got.column("x").to_pylist()
+    code, _, err = cli(catalog_env, "run", "ns.events", "ns.events_z", "--catalog", "lake",
+                       "--output-format", "iceberg", "--no-report")
+    assert code == 2
+    assert ("Iceberg table ns.events_z already exists in catalog 'lake'; choose another "
+            "name or drop it first") in error_line(err)
+
+
+def test_an_iceberg_output_needs_an_iceberg_input_from_a_catalog(lake, tmp_path, capsys):
+    tbl = lake.catalog.load_table("ns.events")
+    code, _, err = zscore(capsys, "run", tbl.metadata_location, tmp_path / "out",
+                          "--output-format", "iceberg")
+    assert code == 2
+    assert "an Iceberg output is a new table in the catalog of an Iceberg input named with " \
+           "--catalog" in error_line(err)
+    assert not (tmp_path / "out").exists()
