@@ -215,3 +215,71 @@ def test_an_iceberg_output_needs_an_iceberg_input_from_a_catalog(lake, tmp_path,
     assert "an Iceberg output is a new table in the catalog of an Iceberg input named with " \
            "--catalog" in error_line(err)
     assert not (tmp_path / "out").exists()
+
+
+def add_position_deletes(tbl, positions: list[int]) -> None:
+    """Commit a position delete file for the table's one data file.
+
+    pyiceberg writes no delete files (its deletes rewrite data files), so its own
+    manifest writer is used with a DELETES content; pyiceberg's reader then
+    applies the deletes (checked by the caller): the snapshot is a valid one.
+    """
+    from pyiceberg.manifest import (
+        DataFile,
+        DataFileContent,
+        FileFormat,
+        ManifestContent,
+        ManifestEntry,
+        ManifestEntryStatus,
+        ManifestWriterV2,
+    )
+    from pyiceberg.typedef import Record
+
+    class DeleteManifestWriter(ManifestWriterV2):
+        def content(self):
+            return ManifestContent.DELETES
+
+        @property
+        def _meta(self):
+            return {**super()._meta, "content": "deletes"}
+
+    data = next(iter(tbl.scan().plan_files())).file
+    location = tbl.location().removeprefix("file://")
+    path = f"{location}/data/deletes-0.parquet"
+    ids = {"file_path": b"2147483546", "pos": b"2147483545"}  # reserved by the Iceberg spec
+    schema = pa.schema([pa.field("file_path", pa.string(), False,
+                                 {b"PARQUET:field_id": ids["file_path"]}),
+                        pa.field("pos", pa.int64(), False, {b"PARQUET:field_id": ids["pos"]})])
+    pq.write_table(pa.table({"file_path": [data.file_path] * len(positions), "pos": positions},
+                            schema=schema), path)
+    with tbl.transaction() as tx:
+        append = tx.update_snapshot().fast_append()
+        delete = DataFile.from_args(content=DataFileContent.POSITION_DELETES,
+                                    file_path=f"file://{path}", file_format=FileFormat.PARQUET,
+                                    partition=Record(), record_count=len(positions),
+                                    file_size_in_bytes=os.path.getsize(path))
+        delete.spec_id = 0
+        out = tbl.io.new_output(f"{location}/metadata/deletes-m0.avro")
+        with DeleteManifestWriter(tbl.spec(), tbl.schema(), out, append._snapshot_id,
+                                  "null") as writer:
+            writer.add(ManifestEntry.from_args(status=ManifestEntryStatus.ADDED,
+                                               snapshot_id=append._snapshot_id,
+                                               sequence_number=None, file_sequence_number=None,
+                                               data_file=delete))
+        manifest = writer.to_manifest_file()
+        append._process_manifests = lambda manifests: [*manifests, manifest]
+        append.commit()
+
+
+def test_row_level_deletes_are_refused(lake, tmp_path, capsys):
+    tbl = lake.catalog.create_table("ns.deletes", schema=pa.schema([("x", pa.float64())]),
+                                    properties={"format-version": "2"})
+    tbl.append(pa.table({"x": [1.0, 2.0, 3.0, 4.0]}))
+    add_position_deletes(tbl, [0, 3])
+    tbl = lake.catalog.load_table("ns.deletes")
+    assert tbl.scan().to_arrow().column("x").to_pylist() == [2.0, 3.0]  # pyiceberg applies them
+    code, _, err = zscore(capsys, "fit", tbl.metadata_location, "--stats", tmp_path / "s.json")
+    assert code == 2
+    assert "has 1 delete file(s) (row-level deletes, e.g. deletes-0.parquet), which zscore " \
+           "cannot apply" in error_line(err)
+    assert not (tmp_path / "s.json").exists()
