@@ -42,7 +42,7 @@ class TableOptions:
     ----------
     input_format : {"auto", "parquet", "delta", "iceberg"}
         ``auto`` recognizes a Delta directory (``_delta_log/``), an Iceberg
-        directory (``metadata/`` and ``data/``) or metadata file
+        directory (``data/``, and ``metadata/`` holding a ``*.metadata.json``) or metadata file
         (``*.metadata.json``), and reads anything else as loose Parquet;
         ``parquet`` reads even a table directory as loose Parquet files.
     version, as_of : int or str, optional
@@ -140,7 +140,9 @@ def detect(loc: Location) -> str | None:
             return None
         if fs.isdir(loc.join("_delta_log")):
             return "delta"
-        if fs.isdir(loc.join("metadata")) and fs.isdir(loc.join("data")):
+        if fs.isdir(loc.join("metadata")) and fs.isdir(loc.join("data")) and any(
+                str(p).endswith(".metadata.json")
+                for p in fs.ls(loc.join("metadata"), detail=False)):
             return "iceberg"
     except OSError:
         return None  # the loose reader reports what is wrong with the input, in its words
