@@ -70,7 +70,10 @@ def delta_storage_options(options: Mapping[str, Any]) -> dict[str, str]:
         value = options.get(src, client.get(src) if isinstance(client, Mapping) else None)
         if value is not None:
             out[dst] = str(value)
-    if out.get("AWS_ENDPOINT_URL", "").startswith("http://"):
+    # s3fs takes a plain-http endpoint (a local S3-compatible server) as given; deltalake
+    # refuses one unless told, whether it comes from the options or AWS_ENDPOINT_URL.
+    endpoint = out.get("AWS_ENDPOINT_URL", os.environ.get("AWS_ENDPOINT_URL", ""))
+    if endpoint.startswith("http://"):
         out["AWS_ALLOW_HTTP"] = "true"
     return out
 
