@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import tables
 from .artifact import FittedStats, now_iso, tool_version
 from .cluster import Session, session_for
 from .commit import Commit
@@ -34,15 +35,7 @@ from .fit import check_options, fit_dataset, open_cache, without_keys
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .location import resolve
-from .tables import (
-    TableOptions,
-    after_publish,
-    finish_output,
-    open_input,
-    output_format,
-    output_target,
-    prepare_output,
-)
+from .tables import TableOptions
 from .targets import check
 from .transform import Plan, check_transform_options
 from .write import Written, write_dataset
@@ -160,9 +153,9 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
     started, t0 = now_iso(), time.monotonic()
     opts = dict(storage_options or {})
     check_options(ddof, inf)
-    inp, listing = open_input(input, opts, filters, table)
-    out_format = output_format(table, listing.table)
-    out = resolve(output_target(out_format, output, listing.table), opts)
+    inp, listing = tables.open_input(input, opts, filters, table)
+    out_format, target = tables.output_plan(table, listing.table, output)
+    out = resolve(target, opts)
     check(inp, listing.links, output=out, overwrite=overwrite,
           stats=resolve(stats_path, opts) if stats_path is not None else None,
           cache=resolve(cache, opts) if cache else None)
@@ -199,16 +192,15 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
             plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen,
                               types={n: dataset.schema.field(n).type for n in chosen})
             hist = _histogram_specs(plan, fitted, report, console)
-            to_write = prepare_output(out_format, dataset, commit.run_id)
+            to_write = tables.prepare_output(out_format, dataset, commit.run_id)
             written, histograms = write_dataset(session, to_write, plan, commit.target, hist)
             timings.lap("transform")
             stats_json = fitted.to_json().encode()
             manifest = _manifest(commit.run_id, started, dataset, fitted, stats_json, plan,
                                  written, command="run" if fit else "transform",
-                                 filters=filters)
-            manifest["output_format"] = out_format
-            extra = {STATS_NAME: stats_json,
-                     **finish_output(out_format, out, to_write, written, plan, overwrite, opts)}
+                                 filters=filters, output_format=out_format)
+            extra = {STATS_NAME: stats_json, **tables.finish_output(
+                out_format, out, to_write, written, plan, overwrite, opts)}
             if histograms is not None:
                 drawn = _report_files(fitted, histograms, manifest, mode, session.warn)
                 extra.update(drawn)
@@ -218,7 +210,7 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
             if stats_path is not None:  # before publishing: if it fails, nothing is published
                 fitted.save(stats_path, opts)
             commit.publish([w.rel for w in written], manifest, extra)
-            after_publish(out_format, output, out, dataset, [w.rel for w in written], plan)
+            tables.after_publish(out_format, output, out, dataset, [w.rel for w in written], plan)
     return RunResult(stats=fitted, output=out.display, files=len(written),
                      timings=timings.seconds,
                      rows=sum(w.rows for w in written), bytes=sum(w.bytes for w in written),
@@ -290,7 +282,7 @@ def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int =
     """
     check_options(ddof, inf)
     opts = dict(storage_options or {})
-    loc, listing = open_input(input, opts, filters, table)
+    loc, listing = tables.open_input(input, opts, filters, table)
     check(loc, listing.links, stats=resolve(stats_path, opts) if stats_path is not None else None,
           cache=resolve(cache, opts) if cache else None)
     store = open_cache(cache, opts, session.warn)
@@ -342,7 +334,7 @@ def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms
 
 def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
               stats_json: bytes, plan: Plan, written: Sequence[Written], *, command: str,
-              filters: Sequence[str] = ()) -> dict[str, Any]:
+              filters: Sequence[str] = (), output_format: str = "parquet") -> dict[str, Any]:
     return {
         "run_id": run_id, "command": command, "tool_version": tool_version(),
         "started": started, "finished": now_iso(),
@@ -352,7 +344,7 @@ def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
                   **({"table": dataset.table.to_dict()} if dataset.table else {})},
         "statistics_sha256": hashlib.sha256(stats_json).hexdigest(),
         "mode": plan.mode, "dtype": plan.dtype, "features": [c.name for c in plan.columns],
-        "rows": sum(w.rows for w in written),
+        "rows": sum(w.rows for w in written), "output_format": output_format,
         "files": [{"path": w.rel, "rows": w.rows, "bytes": w.bytes} for w in written],
     }
 

@@ -297,16 +297,18 @@ def finish_output(fmt: str, out: Location, dataset: Any, written: Sequence[Any],
     return {}
 
 
-def output_target(fmt: str, output: str | os.PathLike[str], info: TableInfo | None
-                  ) -> str | os.PathLike[str]:
-    """Where the output's files are published: ``output``, or for an Iceberg output (a table
-    name) the data directory the catalog gives the new table."""
+def output_plan(table: TableOptions | None, info: TableInfo | None,
+                output: str | os.PathLike[str]) -> tuple[str, str | os.PathLike[str]]:
+    """The output's format (:func:`output_format`) and where its files are published:
+    ``output``, or for an Iceberg output (a table name) the data directory the catalog
+    gives the new table (checked not to exist)."""
+    fmt = output_format(table, info)
     if fmt == "iceberg":
         from .iceberg_output import data_location
 
         assert info is not None  # output_format checked it
-        return data_location(os.fspath(output), info)
-    return output
+        return fmt, data_location(os.fspath(output), info)
+    return fmt, output
 
 
 def after_publish(fmt: str, output: str | os.PathLike[str], out: Location, dataset: Any,
