@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import pyarrow as pa
 
@@ -204,8 +204,10 @@ def _source_file(loc: Location, action: Mapping[str, Any], keys: Sequence[str]) 
     rel = unquote(raw)
     values = action.get("partition") or {}
     partition = tuple((k, partition_text(values.get(k))) for k in keys)
-    shown = rel if partition_of(rel) == partition else hive_rel(partition,
-                                                                posixpath.basename(rel))
+    # delta-rs escapes values in directory names (p=a%20b for "a b"): a path whose
+    # directories spell the log's values, escaped or not, keeps its name in the output.
+    spelled = tuple((k, unquote(v)) for k, v in partition_of(rel))
+    shown = rel if spelled == partition else hive_rel(partition, posixpath.basename(rel))
     return SourceFile(rel=shown, path=loc.join(rel), size=int(action["size_bytes"]),
                       version=f"delta:{action['modification_time']}", partition=partition)
 
@@ -258,8 +260,8 @@ def output_log(out: Location, dataset: Dataset, written: Sequence[Any], schema: 
 
     keys = [k for k, _ in dataset.files[0].partition] if dataset.files else []
     now = int(time.time() * 1000)
-    adds = [AddAction(quote(w.rel, safe="/=-_.~:+@,"),
-                      int(w.bytes), {k: None if v == HIVE_NULL else v for k, v in f.partition},
+    # The path as it is on disk: deltalake URI-encodes it in the log itself.
+    adds = [AddAction(w.rel, int(w.bytes), {k: None if v == HIVE_NULL else v for k, v in f.partition},
                       now, True, json.dumps({"numRecords": int(w.rows)}))
             for f, w in zip(dataset.files, written, strict=True)]
     with tempfile.TemporaryDirectory(prefix="zscore-delta-") as scratch:

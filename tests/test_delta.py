@@ -322,3 +322,22 @@ def test_a_live_deletion_vector_is_refused_naming_the_feature(tmp_path, capsys):
     assert code == 2
     assert (f"Delta table {path}: 1 live file(s) have deletion vectors (table feature "
             f"deletionVectors), e.g. {os.path.basename(add['path'])}") in error_line(err)
+
+
+def test_partition_values_that_need_escaping_and_nulls_round_trip(tmp_path, capsys):
+    path = tmp_path / "odd"
+    values = ["a b", "c/d", "e%f", "g=h", None]
+    write_deltalake(path, pa.table({"p": values, "x": [1.0, 2.0, 3.0, 4.0, 5.0]}),
+                    partition_by=["p"])
+    code, _, err = zscore(capsys, "run", path, tmp_path / "out", "--no-report")
+    assert code == 0, err
+    back = DeltaTable(tmp_path / "out").to_pyarrow_table().sort_by("x")
+    assert back.column("p").to_pylist() == values
+    mean, std = exact([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert back.column("x").to_pylist() == pytest.approx([(v - mean) / std for v in
+                                                          (1.0, 2.0, 3.0, 4.0, 5.0)],
+                                                         rel=1e-12)
+    code, _, err = zscore(capsys, "fit", path, "--stats", tmp_path / "s.json", "--filter",
+                          "p == c/d")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s.json").read_text())["features"]["x"]["mean"] == 2.0
