@@ -261,7 +261,8 @@ def output_log(out: Location, dataset: Dataset, written: Sequence[Any], schema: 
     keys = [k for k, _ in dataset.files[0].partition] if dataset.files else []
     now = int(time.time() * 1000)
     # The path as it is on disk: deltalake URI-encodes it in the log itself.
-    adds = [AddAction(w.rel, int(w.bytes), {k: None if v == HIVE_NULL else v for k, v in f.partition},
+    adds = [AddAction(w.rel, int(w.bytes),
+                      {k: None if v == HIVE_NULL else v for k, v in f.partition},
                       now, True, json.dumps({"numRecords": int(w.rows)}))
             for f, w in zip(dataset.files, written, strict=True)]
     with tempfile.TemporaryDirectory(prefix="zscore-delta-") as scratch:
