@@ -341,3 +341,23 @@ def test_partition_values_that_need_escaping_and_nulls_round_trip(tmp_path, caps
                           "p == c/d")
     assert code == 0, err
     assert json.loads((tmp_path / "s.json").read_text())["features"]["x"]["mean"] == 2.0
+
+
+def test_python_api_reads_a_version_and_transforms_into_a_delta_table(history, tmp_path):
+    from distributed import Client, LocalCluster
+
+    from pipeline import fit
+    from pipeline.run import transform_dataset
+    from pipeline.tables import TableOptions
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster, \
+            Client(cluster) as client:
+        stats = fit(history, table=TableOptions(version=1), client=client)
+        assert stats.input["table"]["version"] == 1
+        table = live(history, 1)
+        assert stats.features["x"].mean == pytest.approx(exact(table.column("x").to_pylist())[0],
+                                                         rel=1e-12)
+        result = transform_dataset(history, tmp_path / "out", stats, report=False,
+                                   table=TableOptions(version=1), client=client)
+    assert result.manifest["output_format"] == "delta"
+    assert DeltaTable(tmp_path / "out").to_pyarrow_table().num_rows == table.num_rows
