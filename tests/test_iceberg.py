@@ -167,6 +167,12 @@ def test_a_table_directory_needs_its_catalog_or_metadata_file(lake, tmp_path, ca
     assert (f"input {directory} is an Iceberg table directory without version-hint.text"
             in error_line(err))
     assert f"(the newest here is {newest})" in error_line(err)
+    # The remedy, followed: the metadata file named (here the current one) is read.
+    current = lake.catalog.load_table("ns.events")
+    assert current.metadata_location == f"file://{newest}"
+    code, _, err = zscore(capsys, "fit", newest, "--stats", tmp_path / "s.json")
+    assert code == 0, err
+    check_stats(tmp_path / "s.json", current.scan().to_arrow())
 
 
 def test_a_renamed_column_is_refused(lake, tmp_path, capsys):
