@@ -30,10 +30,10 @@ from .errors import (
     OutputError,
     StorageError,
     exception_text,
+    option,
     os_error_text,
 )
-from .location import Location, is_local, redact
-from .tables import (
+from .lakehouse import (
     HIVE_NULL,
     TableInfo,
     TableOptions,
@@ -42,6 +42,8 @@ from .tables import (
     prune,
     require,
 )
+from .redaction import redact
+from .storage import Location, is_local
 
 # Reader features whose tables zscore reads correctly from the plain data files:
 # deletion vectors are checked file by file, column mapping is refused below.
@@ -90,7 +92,8 @@ def open_table(loc: Location, options: Mapping[str, Any], table: TableOptions) -
         if table.version is not None and table.version != latest:
             if table.version > latest:
                 raise InputError(f"Delta table {loc.display} has no version {table.version}: "
-                                 f"its current version is {latest}", column="version")
+                                 f"its current version is {latest}; give "
+                                 f"{option('version', latest)} or less")
             dt.load_as_version(table.version)
         elif table.as_of is not None:
             version = version_at(dt, _timestamp(table.as_of), loc.display)
@@ -125,8 +128,8 @@ def version_at(dt: Any, when: _dt.datetime, display: str) -> int:
         first_v, first_t = commits[0] if commits else (0, 0)
         first = _dt.datetime.fromtimestamp(first_t / 1000, _dt.UTC).isoformat()
         raise InputError(f"Delta table {display} has no version as of {when.isoformat()}: "
-                         f"its first commit in the log (version {first_v}) is at {first}",
-                         column="as_of")
+                         f"its first commit in the log (version {first_v}) is at {first}; "
+                         f"give a later {option('as_of')}")
     return before[-1]
 
 
@@ -134,8 +137,8 @@ def _timestamp(text: str) -> _dt.datetime:
     try:
         when = _dt.datetime.fromisoformat(text)
     except ValueError:
-        raise InputError(f"timestamp {text!r} is not ISO 8601, e.g. 2026-01-31T12:00:00Z",
-                         column="as_of") from None
+        raise InputError(f"{option('as_of')} {text!r} is not an ISO 8601 time, e.g. "
+                         f"{option('as_of', '2026-01-31T12:00:00Z')}") from None
     return when if when.tzinfo else when.replace(tzinfo=_dt.UTC)
 
 
@@ -274,7 +277,7 @@ def output_log(out: Location, dataset: Dataset, written: Sequence[Any], schema: 
                                           partition_by=keys or None)
         except Exception as exc:  # noqa: BLE001 - deltalake raises its own types for schemas
             raise OutputError(f"output {out.display} cannot be a Delta table: {_text(exc)}; "
-                              "write Parquet instead (--output-format parquet)",
+                              f"write Parquet instead ({option('output_format', 'parquet')})",
                               path=out.display) from None
         log = os.path.join(root, "_delta_log")
         return {f"_delta_log/{posixpath.relpath(os.path.join(d, n), log)}":
@@ -303,7 +306,7 @@ def output_schema(dataset: Dataset, plan: Any) -> pa.Schema:
     A partition column keeps the input table's type; the hive keys of loose
     Parquet are strings.
     """
-    from .transform import output_schema as transformed
+    from .plan import output_schema as transformed
 
     data = transformed(pa.schema(list(dataset.schema.fields)), plan)
     typed = dataset.table.extra.get("schema") if dataset.table is not None else None

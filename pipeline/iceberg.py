@@ -26,9 +26,10 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .dataset import Listing, SourceFile
-from .errors import DataError, InputError, StorageError, exception_text
-from .location import Location, redact, resolve
-from .tables import TableInfo, TableOptions, hive_rel, partition_text, prune, require
+from .errors import DataError, InputError, StorageError, exception_text, option
+from .lakehouse import TableInfo, TableOptions, hive_rel, partition_text, prune, require
+from .redaction import redact
+from .storage import Location, resolve
 
 
 def pyiceberg_properties(options: Mapping[str, Any]) -> dict[str, str]:
@@ -95,7 +96,8 @@ def _metadata_file(loc: Location, shown: str) -> str:
     newest = f"{shown.rstrip('/')}/metadata/{found[-1]}" if found else None
     raise InputError(f"input {shown} is an Iceberg table directory without version-hint.text: "
                      "only its catalog knows its current metadata; give the table's name and "
-                     "its catalog (--catalog NAME ns.table) or its current metadata file"
+                     f"its catalog ({option('catalog', 'NAME', cli='NAME')} with INPUT "
+                     "ns.table) or its current metadata file"
                      + (f" (the newest here is {newest})" if newest else ""), path=shown)
 
 
@@ -110,8 +112,8 @@ def _snapshot(tbl: Any, table: TableOptions, shown: str) -> Any:
     if snap is None:
         known = [s.snapshot_id for s in tbl.snapshots()][-5:]
         raise InputError(f"Iceberg table {shown} has no snapshot {table.snapshot_id} (its "
-                         f"latest: {', '.join(map(str, known)) or 'none'})",
-                         column="snapshot_id")
+                         f"latest: {', '.join(map(str, known)) or 'none'}); give one of them "
+                         f"as {option('snapshot_id')}")
     return snap
 
 

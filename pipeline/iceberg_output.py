@@ -22,8 +22,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import InputError, OutputError, StorageError, exception_text
-from .location import Location, redact
+from .errors import InputError, OutputError, StorageError, exception_text, option
+from .redaction import redact
+from .storage import Location
 
 
 def _catalog(info: Any) -> Any:
@@ -72,7 +73,8 @@ def create_table(output: str, info: Any, out: Location, rels: Sequence[str],
         wanted = pyarrow_to_schema(schema)
     except ValueError as exc:
         raise InputError(f"cannot make an Iceberg schema of the output: {exception_text(exc)}; "
-                         "write Parquet instead (--output-format parquet)") from None
+                         f"write Parquet instead ({option('output_format', 'parquet')})"
+                         ) from None
     try:
         tx = catalog.create_table_transaction(output, schema=wanted,
                                               partition_spec=source.spec(), location=location)
@@ -81,7 +83,8 @@ def create_table(output: str, info: Any, out: Location, rels: Sequence[str],
             if given.get(name) != field_id:
                 raise OutputError(f"catalog {info.catalog!r} numbers column '{name}' of the new "
                                   f"table {output} differently from the input's files; write "
-                                  "Parquet instead (--output-format parquet)", path=output)
+                                  f"Parquet instead ({option('output_format', 'parquet')})",
+                                  path=output)
         tx.add_files([f"{location}/data/{rel}" for rel in rels])
         tx.commit_transaction()
         snapshot = catalog.load_table(output).current_snapshot()
@@ -90,6 +93,7 @@ def create_table(output: str, info: Any, out: Location, rels: Sequence[str],
     except Exception as exc:  # noqa: BLE001 - catalogs raise their own types
         raise StorageError(f"the data of Iceberg table {output} is published at "
                            f"{out.display}, but the catalog commit failed: "
-                           f"{redact(exception_text(exc, 300))}; rerun with --overwrite",
+                           f"{redact(exception_text(exc, 300))}; rerun with "
+                           f"{option('overwrite')}",
                            path=output) from None
     return int(snapshot.snapshot_id) if snapshot is not None else 0

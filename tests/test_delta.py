@@ -124,7 +124,8 @@ def test_older_versions_by_number_and_by_time(history, tmp_path, capsys, version
     (["--version", "9"], "Delta table {path} has no version 9: its current version is 2"),
     (["--as-of", "2001-01-01T00:00:00Z"], "Delta table {path} has no version as of "
                                           "2001-01-01T00:00:00+00:00: its first commit"),
-    (["--as-of", "yesterday"], "timestamp 'yesterday' is not ISO 8601"),
+    (["--as-of", "yesterday"], "--as-of 'yesterday' is not an ISO 8601 time, e.g. --as-of "
+                               "2026-01-31T12:00:00Z"),
     (["--version", "1", "--as-of", "2026-01-01"], "not both"),
     (["--snapshot-id", "3"], "is not an Iceberg table"),
 ])
@@ -346,9 +347,7 @@ def test_partition_values_that_need_escaping_and_nulls_round_trip(tmp_path, caps
 def test_python_api_reads_a_version_and_transforms_into_a_delta_table(history, tmp_path):
     from distributed import Client, LocalCluster
 
-    from pipeline import fit
-    from pipeline.run import transform_dataset
-    from pipeline.tables import TableOptions
+    from pipeline import TableOptions, fit, transform_dataset
 
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster, \
             Client(cluster) as client:

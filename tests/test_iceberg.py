@@ -218,8 +218,9 @@ def test_an_iceberg_output_needs_an_iceberg_input_from_a_catalog(lake, tmp_path,
     code, _, err = zscore(capsys, "run", tbl.metadata_location, tmp_path / "out",
                           "--output-format", "iceberg")
     assert code == 2
-    assert "an Iceberg output is a new table in the catalog of an Iceberg input named with " \
-           "--catalog" in error_line(err)
+    assert ("--output-format iceberg makes a new table in the catalog of an Iceberg input "
+            "named with --catalog; this input is not one: choose --output-format parquet or "
+            "--output-format delta") in error_line(err)
     assert not (tmp_path / "out").exists()
 
 

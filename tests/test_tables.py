@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 from pyiceberg.catalog.sql import SqlCatalog
+from reference import exact_reference
 
 # The library is made unimportable the way Python itself does it: a None entry in
 # sys.modules makes `import deltalake` raise ImportError, as on a machine without it.
@@ -83,3 +85,44 @@ def test_a_catalog_name_without_pyiceberg_is_refused_naming_the_extra(tmp_path):
                    tmp_path / "s.json")
     assert proc.returncode == 2, proc.stderr
     assert "the 'iceberg' extra: pip install 'dask-zscore[iceberg]'" in proc.stderr
+
+
+def test_table_options_are_checked_when_built_and_named_as_each_front_end_spells_them():
+    from pipeline import InputError, TableOptions
+
+    with pytest.raises(InputError) as caught:
+        TableOptions(version=1, as_of="2026-01-01T00:00:00Z")
+    assert caught.value.options == ["version", "as_of"]
+    assert str(caught.value) == ("give TableOptions.version or TableOptions.as_of (a Delta "
+                                 "version or a time to read the table as of), not both")
+    assert caught.value.render(cli=True) == ("give --version or --as-of (a Delta version or a "
+                                             "time to read the table as of), not both")
+    with pytest.raises(InputError, match="input_format must be one of auto, parquet"):
+        TableOptions(input_format="csv")
+
+
+def test_a_python_remedy_for_a_table_option_is_followed(datasets, cluster, tmp_path):
+    """The remedy a Python caller is given, ``table=TableOptions(output_format='parquet')``,
+    is what they type next, and it works."""
+    import pyarrow.parquet as pq
+
+    from pipeline import InputError, TableOptions, run
+
+    loose = datasets.write("tables-loose", {"part-0.parquet": table(1000, 5)})
+    with pytest.raises(InputError) as caught:
+        run(loose, tmp_path / "out", table=TableOptions(output_format="iceberg"), report=False,
+            client=cluster)
+    message = str(caught.value)
+    assert "choose table=TableOptions(output_format='parquet') or " \
+           "table=TableOptions(output_format='delta')" in message
+    assert not (tmp_path / "out").exists()
+    remedy = message.split("choose table=", 1)[1].split(" or ")[0]
+    result = run(loose, tmp_path / "out", table=eval(remedy, {"TableOptions": TableOptions}),
+                 report=False, client=cluster)
+    assert result.manifest["output_format"] == "parquet"
+    source = table(1000, 5).column("x").to_pylist()
+    mean, std = exact_reference(source)
+    got = pq.read_table(tmp_path / "out").column("x").to_pylist()
+    for z, v in zip(got, source, strict=True):
+        assert z == pytest.approx(float((Fraction(v) - Fraction(mean)) / Fraction(std)),
+                                  rel=1e-12, abs=1e-12)
