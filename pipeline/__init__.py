@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .fitting import fit
     from .frames import apply, inverse_transform, transform
     from .jobs import RunResult, run, transform_dataset
+    from .lakehouse import TableOptions
     from .stats import Moments
 
     __version__: str
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 _LAZY = {"FeatureStats": "artifact", "FittedStats": "artifact", "diff": "compose",
          "merge": "compose", "fit": "fitting", "RunResult": "jobs", "run": "jobs",
          "transform_dataset": "jobs", "Moments": "stats", "apply": "frames",
-         "inverse_transform": "frames", "transform": "frames",
+         "inverse_transform": "frames", "transform": "frames", "TableOptions": "lakehouse",
          "StandardScaler": "estimator", "to_sql": "exports", "to_onnx": "exports_onnx"}
 
 
@@ -75,7 +76,7 @@ def _version() -> str:
 __all__ = [
     "ArtifactError", "ClusterError", "DataError", "FeatureStats", "FittedStats", "InputError",
     "LockedError", "Moments", "OutputError", "RunResult", "StandardScaler", "StorageError",
-    "ZscoreError",
+    "TableOptions", "ZscoreError",
     "__version__", "apply", "diff", "fit", "inverse_transform", "merge", "run", "to_onnx",
     "to_sql", "transform", "transform_dataset",
 ]

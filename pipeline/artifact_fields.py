@@ -58,7 +58,10 @@ _TOP = ("format_version", "ddof", "inf", "created", "tool_version", "input", "fe
 _FEATURE = ("dtype", "count", "missing", "mean", "std", "min", "max", "constant", "moments")
 _MOMENTS = ("shift", "offset", "m2", "inf")
 _INPUT = {"path": "paths", "files": "count", "rows": "count", "fingerprint": str,
-          "filters": "strings", "merged_from": "strings"}
+          "filters": "strings", "merged_from": "strings", "table": "table"}
+# input.table: the Delta or Iceberg table read (pipeline.lakehouse.TableInfo.to_dict)
+_TABLE = {"format": str, "uri": str, "version": "count", "snapshot_id": "int",
+          "timestamp": str, "table": str, "catalog": str, "partition_columns": "strings"}
 _KINDS = {"int": (int,), "number": (int, float), "string": (str,), "bool": (bool,),
           "object": (dict,), "list": (list,)}
 _ROUNDING = 2.0**-40  # slack of a float shift (see the module docstring)
@@ -159,9 +162,26 @@ def _input(c: _Checker, d: Any) -> int | None:
         elif kind == "strings":
             if not all(isinstance(s, str) for s in c.get(d, key, "input", "list")):
                 c.fail(f"input.{key}", "must be a list of strings")
+        elif kind == "table":
+            _table(c, d[key])
         elif not _paths(d[key], 0):
             c.fail(f"input.{key}", "must be a string, or a list of paths (merged statistics)")
     return int(d["rows"]) if "rows" in d else None
+
+
+def _table(c: _Checker, d: Any) -> None:
+    c.object(d, "input.table", _TABLE)
+    for key, kind in _TABLE.items():
+        if key not in d:
+            continue
+        if kind is str:
+            c.get(d, key, "input.table", "string")
+        elif kind == "count":
+            c.int_in(d, key, "input.table", 0, MAX_INT)
+        elif kind == "int":
+            c.int_in(d, key, "input.table", -MAX_INT, MAX_INT)
+        elif not all(isinstance(s, str) for s in c.get(d, key, "input.table", "list")):
+            c.fail(f"input.table.{key}", "must be a list of strings")
 
 
 def _paths(v: Any, depth: int) -> bool:

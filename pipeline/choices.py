@@ -13,3 +13,6 @@ UNSEEN = ("global", "null", "error")  # a key not seen at fit time: global stats
 DDOFS = (0, 1)  # population std (scikit-learn), sample std (Spark)
 EXPORT_FORMATS = ("sql", "onnx")  # zscore export: a SELECT, or an ONNX graph
 SQL_DIALECTS = ("duckdb", "postgres", "bigquery", "spark")  # the engines the SQL export speaks
+# A table input (pipeline.tables): recognized, loose Parquet always, or said to be a table.
+INPUT_FORMATS = ("auto", "parquet", "delta", "iceberg")
+OUTPUT_FORMATS = ("auto", "parquet", "delta", "iceberg")  # auto: Delta for a Delta input

@@ -26,7 +26,10 @@ from .cli_options import (
     common,
     fit_options,
     fit_options_of,
+    output_format,
     storage_options,
+    table_options,
+    table_options_of,
     transform_options,
 )
 from .errors import EXIT_DRIFT, EXIT_INPUT, EXIT_OTHER, Interrupted, ZscoreError, exception_text
@@ -84,6 +87,7 @@ def cli() -> None:
 @click.option("--stats", "stats_path", type=PATH, required=True, metavar="STATS.json",
               help="Where to write the fitted statistics (path or URL).")
 @fit_options
+@table_options
 @common
 def fit(input: str, stats_path: str, **kw: Any) -> None:
     """Fit global mean and std of every feature of INPUT.
@@ -116,6 +120,8 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
               help="Transform only these of the statistics' features (names or globs).")
 @click.option("--exclude", default="", metavar="COLS", help="Features to pass through.")
 @transform_options
+@table_options
+@output_format
 @common
 def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
     """Write INPUT normalized with fitted statistics to OUTPUT.
@@ -137,7 +143,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
                                    overwrite=kw["overwrite"], report=kw["report"],
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
-                                   storage_options=opts)
+                                   storage_options=opts, table=table_options_of(kw))
     click.echo(run_summary(result, "transform", table=not kw["quiet"]))
     if lineage is not None:
         _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
@@ -151,6 +157,8 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                    "OUTPUT/_stats.json).")
 @fit_options
 @transform_options
+@table_options
+@output_format
 @common
 def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
     """Fit on INPUT, then write its normalized copy to OUTPUT.
@@ -174,7 +182,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
-                         storage_options=opts)
+                         storage_options=opts, table=table_options_of(kw))
     click.echo(run_summary(result, "run", table=not kw["quiet"]))
     if lineage is not None:
         _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")

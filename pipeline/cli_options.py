@@ -11,7 +11,17 @@ from typing import Any
 
 import click
 
-from .choices import DDOFS, DTYPES, EXPORT_FORMATS, INF_POLICIES, MODES, SQL_DIALECTS, UNSEEN
+from .choices import (
+    DDOFS,
+    DTYPES,
+    EXPORT_FORMATS,
+    INF_POLICIES,
+    INPUT_FORMATS,
+    MODES,
+    OUTPUT_FORMATS,
+    SQL_DIALECTS,
+    UNSEEN,
+)
 
 
 class Checked(click.ParamType):
@@ -153,10 +163,35 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Write here (path or URL); default stdout (sql only)."),
         click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
                      help="fsspec option for s3:// etc., repeatable."),
+def table_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of a Delta or Iceberg table input (see :mod:`pipeline.tables`)."""
+    options = [
+        click.option("--input-format", type=click.Choice(INPUT_FORMATS), default="auto",
+                     show_default=True,
+                     help="auto: a directory with _delta_log/ is a Delta table, one with "
+                          "metadata/ and data/ an Iceberg table; parquet: loose files always."),
+        click.option("--version", "table_version", type=click.IntRange(min=0), default=None,
+                     metavar="N", help="Delta: read version N (default: the current one)."),
+        click.option("--as-of", default=None, metavar="TIMESTAMP",
+                     help="Delta: read the version current at this ISO time (UTC if no "
+                          "offset), e.g. 2026-01-31T12:00:00Z."),
+        click.option("--snapshot-id", type=int, default=None, metavar="ID",
+                     help="Iceberg: read this snapshot (default: the current one)."),
+        click.option("--catalog", default=None, metavar="NAME",
+                     help="Iceberg: INPUT is a table name (ns.table) in this pyiceberg "
+                          "catalog (.pyiceberg.yaml or PYICEBERG_CATALOG__NAME__*)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def output_format(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--output-format", type=click.Choice(OUTPUT_FORMATS), default="auto",
+        show_default=True,
+        help="auto: a Delta table for a Delta input, else Parquet; iceberg: a new table "
+             "OUTPUT (ns.table) in the input's catalog.")(fn)
 
 
 def storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -182,4 +217,14 @@ def fit_options_of(kw: dict[str, Any], opts: dict[str, Any]) -> Any:
 
     return FitOptions(features=kw["features"], exclude=kw["exclude"], ddof=kw["ddof"],
                       inf=kw["inf"], filters=kw["filters"], cache=kw["cache"],
-                      group_by=kw["group_by"], storage_options=opts)
+                      group_by=kw["group_by"], storage_options=opts,
+                      table=table_options_of(kw))
+
+
+def table_options_of(kw: dict[str, Any]) -> Any:
+    """The library's :class:`~pipeline.lakehouse.TableOptions` from a command's options."""
+    from .lakehouse import TableOptions
+
+    return TableOptions(input_format=kw["input_format"], version=kw["table_version"],
+                        as_of=kw["as_of"], snapshot_id=kw["snapshot_id"],
+                        catalog=kw["catalog"], output_format=kw.get("output_format", "auto"))

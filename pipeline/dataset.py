@@ -73,6 +73,7 @@ class Listing:
 
     files: list[SourceFile]
     links: tuple[tuple[str, str], ...] = ()
+    table: Any = None  # a pipeline.lakehouse.TableInfo when the input is a Delta or Iceberg table
 
 
 def list_files(loc: Location, filters: Sequence[str] = ()) -> list[SourceFile]:
@@ -321,6 +322,7 @@ class Dataset:
     files: tuple[SourceFile, ...]
     footers: tuple[Footer, ...]
     schema: Schema
+    table: Any = None  # the listing's pipeline.lakehouse.TableInfo, for a table input
 
     @property
     def rows(self) -> int:
@@ -354,7 +356,8 @@ def load_dataset(loc: Location, mapper: Mapper, features: str | Sequence[str] | 
     are opened.  ``listing``: the result of :func:`scan` when the caller already
     listed ``loc`` (to check its destinations first).
     """
-    files = (listing or scan(loc, filters)).files
+    listing = listing or scan(loc, filters)
+    files = listing.files
     keys = tuple(k for k, _ in files[0].partition)
     fs = loc.fs
     known = cache.footers(files) if cache is not None else {}
@@ -369,4 +372,4 @@ def load_dataset(loc: Location, mapper: Mapper, features: str | Sequence[str] | 
         for note in schema.notes:
             warn(note)
     return Dataset(location=loc, files=tuple(files), footers=tuple(footers),
-                   schema=schema), chosen
+                   schema=schema, table=listing.table), chosen

@@ -32,6 +32,9 @@ EXIT_DRIFT = 3  # zscore diff: a feature drifted past the limits
 # Python keywords whose command-line flag is not simply --keyword-with-dashes.
 _FLAGS = {"filters": "--filter", "storage_options": "--storage-option",
           "stats_path": "--stats"}
+# Options that Python takes inside an options object (the ``table=`` keyword's TableOptions).
+_INSIDE = dict.fromkeys(("input_format", "version", "as_of", "snapshot_id", "catalog",
+                         "output_format"), "TableOptions")
 _OPTION = re.compile("\x1f([^\x1e\x1f]*)\x1e([^\x1e\x1f]*)\x1e([^\x1e\x1f]*)\x1f")
 _NO_VALUE = object()
 
@@ -53,12 +56,19 @@ def option(name: str, value: Any = _NO_VALUE, *, cli: str | None = None) -> str:
 
 
 def render(message: str, *, cli: bool = False) -> str:
-    """``message`` with its options named as flags (``cli``) or as Python keywords."""
+    """``message`` with its options named as flags (``cli``) or as Python keywords.
+
+    A table option is a field of :class:`~pipeline.lakehouse.TableOptions` in Python:
+    ``table=TableOptions(version=3)``, or ``TableOptions.version`` without a value.
+    """
     def one(m: re.Match[str]) -> str:
         name, typed, python = m.groups()
         if cli:
             flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
             return f"{flag} {typed}" if typed else flag
+        if name in _INSIDE:
+            owner = _INSIDE[name]
+            return f"table={owner}({name}={python})" if python else f"{owner}.{name}"
         return f"{name}={python}" if python else name
 
     return _OPTION.sub(one, message)

@@ -21,13 +21,15 @@ import pyarrow as pa
 
 from .artifact import FeatureStats, FittedStats, now_iso, tool_version
 from .choices import DDOFS, INF_POLICIES
-from .dataset import Dataset, Listing, load_dataset, scan
+from .dataset import Dataset, load_dataset
 from .errors import DataError, InputError, option
 from .groups import GroupMoments, finalize_groups
+from .lakehouse import TableOptions
 from .moments import BATCH_ROWS, FileMoments, files_moments, frame_moments
 from .schema import split_names, without_keys
 from .stats import Moments, std_in_range
-from .storage import Location, resolve
+from .storage import resolve
+from .tables import Located, open_input, plan_output
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -37,14 +39,14 @@ if TYPE_CHECKING:
     from .session import Session
 
 
-
 # ------------------------------------------------------------------ options
 @dataclass(frozen=True)
 class FitOptions:
     """The options of one fit, checked when built (the API, the CLI and the jobs share it).
 
     ``features``/``exclude`` are names or globs (a string is comma-separated);
-    ``group_by`` is normalized to a tuple of names, ``filters`` to a tuple.
+    ``group_by`` is normalized to a tuple of names, ``filters`` to a tuple; ``table``
+    reads a Delta or Iceberg table input (see :mod:`pipeline.tables`).
     """
 
     features: str | Sequence[str] | None = None
@@ -55,6 +57,7 @@ class FitOptions:
     cache: str | None = None
     group_by: str | Sequence[str] = ()
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    table: TableOptions | None = None
 
     def __post_init__(self) -> None:
         if self.ddof not in DDOFS:
@@ -72,7 +75,7 @@ class FitOptions:
 
 
 # Options that only mean something for a dataset of files.
-_DATASET_ONLY = ("group_by", "filters", "cache", "storage_options")
+_DATASET_ONLY = ("group_by", "filters", "cache", "storage_options", "table")
 
 
 @dataclass(frozen=True)
@@ -87,26 +90,28 @@ class FitInput:
 
 def locate(source: str | os.PathLike[str], options: FitOptions, *,
            output: str | os.PathLike[str] | None = None, overwrite: bool = False,
-           stats_path: str | os.PathLike[str] | None = None) -> tuple[Location, Listing]:
+           stats_path: str | os.PathLike[str] | None = None) -> Located:
     """Resolve and list the input, and check every destination before anything runs.
 
-    ``output``, ``stats_path`` and ``options.cache`` are checked against the input
-    and each other (see :mod:`pipeline.targets`).
+    A Delta or Iceberg table is listed through its library (:func:`pipeline.tables.open_input`).
+    ``output`` (its format and files' place: :func:`pipeline.tables.plan_output`),
+    ``stats_path`` and ``options.cache`` are checked against the input and each other
+    (see :mod:`pipeline.targets`).
     """
     from .targets import check
 
     opts = dict(options.storage_options)
-    loc = resolve(source, opts)
-    listing = scan(loc, options.filters)
-    check(loc, listing.links, output=resolve(output, opts) if output is not None else None,
+    loc, listing = open_input(source, opts, options.filters, options.table)
+    out = plan_output(options.table, listing.table, output) if output is not None else None
+    check(loc, listing.links, output=resolve(out.target, opts) if out is not None else None,
           overwrite=overwrite,
           stats=resolve(stats_path, opts) if stats_path is not None else None,
           cache=resolve(options.cache, opts) if options.cache else None)
-    return loc, listing
+    return Located(loc, listing, out)
 
 
 def prepare_fit(source: Any, options: FitOptions, session: Session | None = None, *,
-                located: tuple[Location, Listing] | None = None) -> FitInput:
+                located: Located | None = None) -> FitInput:
     """The one way into a fit: the validated dataset (or frame) and the features to fit.
 
     ``source`` is a path or URL (then ``session`` reads the footers on its cluster;
@@ -117,7 +122,7 @@ def prepare_fit(source: Any, options: FitOptions, session: Session | None = None
     if not isinstance(source, str | os.PathLike):
         return _prepare_frame(source, options)
     assert session is not None, "a dataset is read on a cluster"
-    loc, listing = located or locate(source, options)
+    loc, listing, _ = located or locate(source, options)
     store = open_cache(options.cache, options.storage_options, session.warn)
     dataset, chosen = load_dataset(loc, session.mapper, options.features, options.exclude,
                                    filters=options.filters, cache=store, listing=listing,
@@ -253,6 +258,8 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
                               "rows": dataset.rows, "fingerprint": dataset.fingerprint}
     if options.filters:
         source["filters"] = list(options.filters)
+    if dataset.table is not None:
+        source["table"] = dataset.table.to_dict()
     stats = finalize(features, dtypes, pieces, ddof=options.ddof, inf=inf, source=source,
                      warn=session.warn)
     if not by:
@@ -295,7 +302,8 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
         ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), client: Any = None,
-        storage_options: Mapping[str, Any] | None = None) -> FittedStats:
+        storage_options: Mapping[str, Any] | None = None, table: TableOptions | None = None
+        ) -> FittedStats:
     """Fit global per-feature mean and standard deviation in one distributed pass.
 
     Parameters
@@ -326,8 +334,11 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
         cluster started for this call.
     storage_options : dict, optional
         Passed to fsspec (``{"endpoint_url": ...}``).
+    table : TableOptions, optional
+        How to read a Delta or Iceberg table (version, snapshot, catalog); see
+        :mod:`pipeline.tables`.  A table directory is recognized by default.
 
-    ``filters``, ``cache``, ``group_by`` and ``storage_options`` apply to a dataset
+    ``filters``, ``cache``, ``group_by``, ``storage_options`` and ``table`` apply to a dataset
     of files: with a DataFrame they are refused (:class:`InputError` naming the
     keyword), never silently dropped.
 
@@ -348,7 +359,7 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
     """
     options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
                          filters=filters, cache=cache, group_by=group_by,
-                         storage_options=storage_options or {})
+                         storage_options=storage_options or {}, table=table)
     if not isinstance(source, str | os.PathLike):
         return fit_prepared(prepare_fit(source, options), options, client=client)
     from .cluster import session_for

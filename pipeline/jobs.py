@@ -36,6 +36,7 @@ from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .plan import Plan, check_transform_options
 from .storage import REPORT_DIR, STATS_NAME, resolve
+from .tables import TableOptions, TableOutput, after_publish, finish_output, prepare_output
 from .timings import Timings
 from .write import Written, write_dataset
 
@@ -64,7 +65,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         ddof: int = 0, inf: str = "error", mode: str = "standard", dtype: str = "preserve",
         overwrite: bool = False, report: bool = True, filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), unseen: str = "global",
-        client: Any = None, storage_options: Mapping[str, Any] | None = None) -> RunResult:
+        client: Any = None, storage_options: Mapping[str, Any] | None = None,
+        table: TableOptions | None = None) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
     Parameters
@@ -97,6 +99,9 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Default: the current client, else an embedded local cluster.
     storage_options : dict, optional
         fsspec options for every path.
+    table : TableOptions, optional
+        Reading a Delta or Iceberg table input (version, snapshot, catalog) and
+        the output's format (see :mod:`pipeline.tables`).
 
     Returns
     -------
@@ -112,12 +117,13 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     begun = now_iso(), time.monotonic()
     fit_options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
                              filters=filters, cache=cache, group_by=group_by,
-                             storage_options=storage_options or {})
+                             storage_options=storage_options or {}, table=table)
     located = locate(input, fit_options, output=output, overwrite=overwrite,
                      stats_path=stats_path)
     options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,
                            report=report, stats_path=stats_path, filters=tuple(filters),
-                           storage_options=fit_options.storage_options, command="run")
+                           storage_options=fit_options.storage_options, command="run",
+                           output=located.output)
     timings = Timings(begun)
     with _output(output, options, client, timings) as (session, commit):
         prepared = prepare_fit(input, fit_options, session, located=located)
@@ -135,7 +141,8 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
                       exclude: str | Sequence[str] = (), mode: str = "standard",
                       dtype: str = "preserve", overwrite: bool = False, report: bool = True,
                       filters: Sequence[str] = (), unseen: str = "global", client: Any = None,
-                      storage_options: Mapping[str, Any] | None = None) -> RunResult:
+                      storage_options: Mapping[str, Any] | None = None,
+                      table: TableOptions | None = None) -> RunResult:
     """Write ``input`` normalized with already-fitted ``stats`` to ``output``, crash-safely.
 
     ``stats`` is a :class:`FittedStats` or the path of its JSON.  By default
@@ -144,11 +151,12 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
     """
     begun = now_iso(), time.monotonic()
     opts = dict(storage_options or {})
-    loc, listing = locate(input, FitOptions(filters=filters, storage_options=opts),
-                          output=output, overwrite=overwrite)
+    loc, listing, planned = locate(input, FitOptions(filters=filters, storage_options=opts,
+                                                     table=table),
+                                   output=output, overwrite=overwrite)
     options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,
                            report=report, filters=tuple(filters), storage_options=opts,
-                           command="transform")
+                           command="transform", output=planned)
     fitted = stats if isinstance(stats, FittedStats) else FittedStats.load(stats, opts)
     timings = Timings(begun)
     with _output(output, options, client, timings) as (session, commit):
@@ -162,7 +170,11 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
 
 @dataclass(frozen=True)
 class WriteOptions:
-    """How a job writes its output: the transform's options and where the statistics go."""
+    """How a job writes its output: the transform's options and where the statistics go.
+
+    ``output``: the output's format and place (:func:`pipeline.tables.plan_output`);
+    ``None``: Parquet at the job's OUTPUT.
+    """
 
     mode: str = "standard"
     dtype: str = "preserve"
@@ -173,6 +185,7 @@ class WriteOptions:
     filters: tuple[str, ...] = ()
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     command: str = "run"
+    output: TableOutput | None = None
 
     def __post_init__(self) -> None:
         check_transform_options(self.mode, self.dtype, self.unseen)
@@ -191,7 +204,8 @@ class _Fitted:
 def _output(output: Any, options: WriteOptions, client: Any, timings: Timings
             ) -> Iterator[tuple[Session, Commit]]:
     """The cluster session and the output's commit (lock, staging) a job runs inside."""
-    out = resolve(output, dict(options.storage_options))
+    target = options.output.target if options.output is not None else output
+    out = resolve(target, dict(options.storage_options))
     with session_for(client) as session:
         timings.started(session)
         with Commit(out, overwrite=options.overwrite, warn=session.warn) as commit:
@@ -206,12 +220,16 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
                       unseen=options.unseen,
                       types={n: dataset.schema.field(n).type for n in chosen})
     hist = _histogram_specs(plan, fitted, options.report, session.console)
-    written, histograms = write_dataset(session, dataset, plan, commit.target, hist)
+    to = options.output or TableOutput("parquet", commit.out.display, commit.out.display)
+    to_write = prepare_output(to, dataset, commit.run_id)
+    written, histograms = write_dataset(session, to_write, plan, commit.target, hist)
     timings.lap("transform")
     stats_json = fitted.to_json().encode()
     manifest = _manifest(commit.run_id, timings.started_iso, job, stats_json, plan, written,
                          options)
-    extra = {STATS_NAME: stats_json}
+    manifest["output_format"] = to.format
+    extra = {STATS_NAME: stats_json, **finish_output(to, commit.out, to_write, written, plan,
+                                                     options.overwrite, options.storage_options)}
     if histograms is not None:
         drawn = _report_files(fitted, histograms, manifest, options.mode, session.warn)
         extra.update(drawn)
@@ -221,6 +239,7 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
     if options.stats_path is not None:  # before publishing: if it fails, nothing is published
         fitted.save(options.stats_path, dict(options.storage_options))
     commit.publish([w.rel for w in written], manifest, extra)
+    after_publish(to, commit.out, dataset, [w.rel for w in written], plan)
     out = commit.out.display.rstrip("/")
     return RunResult(stats=fitted, output=commit.out.display, files=len(written),
                      timings=timings.seconds,
@@ -291,7 +310,8 @@ def _manifest(run_id: str, started: str, job: _Fitted, stats_json: bytes, plan: 
         "started": started, "finished": now_iso(),
         "input": {"path": dataset.location.display, "files": len(dataset.files),
                   "rows": dataset.rows, "bytes": dataset.nbytes,
-                  "fingerprint": dataset.fingerprint, "filters": list(options.filters)},
+                  "fingerprint": dataset.fingerprint, "filters": list(options.filters),
+                  **({"table": dataset.table.to_dict()} if dataset.table else {})},
         "statistics_sha256": hashlib.sha256(stats_json).hexdigest(),
         "mode": plan.mode, "dtype": plan.dtype, "features": [c.name for c in plan.columns],
         "rows": sum(w.rows for w in written),
