@@ -146,7 +146,8 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    storage_options=opts, table=table_options_of(kw))
     click.echo(run_summary(result, "transform", table=not kw["quiet"]))
     if lineage is not None:
-        _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
+        # result.output: what was published (an Iceberg OUTPUT names a table, not a place)
+        _say(f"mlflow: logged {result.output} to run {lineage.log(result.output, opts)}")
 
 
 @cli.command()
@@ -185,7 +186,8 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          storage_options=opts, table=table_options_of(kw))
     click.echo(run_summary(result, "run", table=not kw["quiet"]))
     if lineage is not None:
-        _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
+        # result.output: what was published (an Iceberg OUTPUT names a table, not a place)
+        _say(f"mlflow: logged {result.output} to run {lineage.log(result.output, opts)}")
 
 
 @cli.command()

@@ -163,6 +163,12 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Write here (path or URL); default stdout (sql only)."),
         click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
                      help="fsspec option for s3:// etc., repeatable."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
 def table_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options of a Delta or Iceberg table input (see :mod:`pipeline.tables`)."""
     options = [

@@ -290,3 +290,23 @@ def test_row_level_deletes_are_refused(lake, tmp_path, capsys):
     assert "has 1 delete file(s) (row-level deletes, e.g. deletes-0.parquet), which zscore " \
            "cannot apply" in error_line(err)
     assert not (tmp_path / "s.json").exists()
+
+
+def test_an_iceberg_output_is_logged_to_mlflow_from_its_data_directory(catalog_env, tmp_path):
+    # OUTPUT names a table, not a directory: lineage must log what was published (the
+    # table's data location holding _stats.json and _SUCCESS), after a successful commit.
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    catalog_env.env = {**catalog_env.env, "MLFLOW_TRACKING_URI": uri}
+    code, out, err = cli(catalog_env, "run", "ns.events", "ns.events_logged", "--catalog",
+                         "lake", "--output-format", "iceberg", "--no-report", "--mlflow")
+    assert code == 0, err
+    run_id = out.strip().splitlines()[-1].rsplit(" ", 1)[-1]
+    client = MlflowClient(tracking_uri=uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    logged = Path(client.download_artifacts(run_id, "", str(tmp_path / "got")))
+    stats = [p for p in logged.rglob("_stats.json")]
+    assert len(stats) == 1
+    assert json.loads(stats[0].read_text())["input"]["rows"] == \
+        catalog_env.catalog.load_table("ns.events").scan().to_arrow().num_rows
