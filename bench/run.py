@@ -89,11 +89,12 @@ class Bench:
 
     def series(self, tools: list[str], size: str, repeat: int,
                extra: tuple[str, ...] = (), commands: dict[str, list[str]] | None = None,
-               cluster_pids: tuple[int, ...] = ()) -> dict[str, Any]:
+               cluster: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
         """``repeat`` interleaved rounds of ``tools`` on ``size``; the first output checked.
 
         ``commands``: the command of a tool, when it is not :meth:`command`'s; an
         output path ``{out}`` in it is replaced by the tool's output directory.
+        ``cluster``: the pids of the external cluster a tool runs on.
         """
         root, info = self.dataset(size)
         commands = commands or {}
@@ -107,7 +108,8 @@ class Bench:
                     if tool in commands else self.command(tool, root, info, out, extra)
                 rec = run_one(tool, command, out, info if check else None, logs=self.logs,
                               label=f"{size}-{tool}-{rep + 1}", timeout=self.args.timeout,
-                              keep=self.args.keep_output, cluster_pids=cluster_pids)
+                              keep=self.args.keep_output,
+                              cluster_pids=(cluster or {}).get(tool, ()))
                 runs[tool].append(rec)
                 if "check" in rec and (tool not in checks or not rec["check"]["ok"]):
                     checks[tool] = rec["check"]
@@ -300,7 +302,7 @@ def mode_external(bench: Bench) -> None:
                     "dask --scheduler": [*peer_command("dask", root, "{out}", info["features"]),
                                          *sched]}
         res = bench.series(list(commands), size, bench.args.repeat, commands=commands,
-                           cluster_pids=tuple(pids))
+                           cluster={t: tuple(pids) for t in commands if "--scheduler" in t})
     med = {t: s["median_s"] for t, s in res["summary"].items() if s["ok_runs"]}
     inp = res["input"]
     lines = [f"### external cluster {address}: size {size} ({inp['rows']:,} rows, "
