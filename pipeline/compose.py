@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .artifact import FeatureStats, FittedStats, Groups, Key, now_iso, tool_version
+from .artifact import FeatureStats, FittedStats, now_iso, tool_version
 from .errors import ArtifactError
-from .groups import sort_keys
+from .groups import GroupMoments, finalize_groups
 from .schema import unify_numeric
 from .stats import Moments
 
@@ -109,21 +109,21 @@ def _merge_groups(artifacts: Sequence[FittedStats], labels: Sequence[str], ddof:
         raise ArtifactError(f"{labels[i]} has group-by {_show(list(bys[i] or []))} but "
                             f"{labels[0]} has {_show(list(bys[0] or []))}; only statistics "
                             "fitted the same way can be merged", path=labels[i])
-    total: dict[Key, dict[str, Moments]] = {}
+    per_artifact: list[GroupMoments] = []
     for label, a in zip(labels, artifacts, strict=True):
         assert a.groups is not None
+        moments: GroupMoments = {}
         for key, feats in a.groups.keys.items():
-            mine = total.setdefault(key, {})
             for name, f in feats.items():
                 if f.moments is None:
                     raise ArtifactError(f"{label} has no exact moments for '{name}' in key "
                                         f"{list(key)}; refit it with zscore", path=label)
-                mine[name] = mine[name].merge(f.moments) if name in mine else f.moments
+                moments.setdefault(key, {})[name] = f.moments
+        per_artifact.append(moments)
     dtypes = {n: _wider([a.features[n].dtype for a in artifacts]) for n in artifacts[0].features}
-    keys = {k: {n: FeatureStats.from_moments(m, dtypes[n], ddof) for n, m in total[k].items()}
-            for k in sort_keys(total)}
     assert bys[0] is not None
-    return Groups(by=bys[0], keys=keys)
+    # The same merge, key order and finalize as a fit's per-file group moments.
+    return finalize_groups(bys[0], per_artifact, dtypes, ddof)
 
 
 def _show(value: Any) -> str:

@@ -259,7 +259,7 @@ def specs(plan: Any, stats: Any, bins: int = BINS, k: float = K_SIGMA
     transform of [mean - k*std, mean + k*std] (so [-k, k] in ``standard`` mode).
     """
     from .kernel import scale_array
-    from .transform import RAW_EXACT
+    from .plan import RAW_EXACT
 
     out = {}
     for col in plan.columns:

@@ -20,12 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, option
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "=": operator.eq, "!=": operator.ne, "<=": operator.le,
     ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _EXPR = re.compile(r"^\s*([^\s=!<>]+)\s*(==|=|!=|<=|>=|<|>)\s*(.*?)\s*$")
+_EXAMPLE = "day >= 2026-01-01"
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ class Filter:
         """Parse ``"day >= 2026-01-01"``; :class:`InputError` if it is not KEY OP VALUE."""
         match = _EXPR.match(text)
         if not match or not match.group(3):
-            raise InputError(f"--filter {text!r} is not KEY OP VALUE (OP one of == != < <= > "
-                             ">=), e.g. --filter 'day >= 2026-01-01'")
+            raise InputError(f"{option('filters', [text], cli=repr(text))} is not KEY OP VALUE "
+                             "(OP one of == != < <= > >=), e.g. "
+                             f"{option('filters', [_EXAMPLE], cli=repr(_EXAMPLE))}")
         key, op, value = match.groups()
         return cls(key=key, op=op, value=value.strip("'\""), text=text)
 
@@ -84,8 +86,9 @@ def allowed(filters: Sequence[Filter], values: Sequence[str]) -> set[str]:
             target = convert(f.value)
         except ValueError:
             example = sorted(values)[0] if values else "?"
-            raise InputError(f"value {f.value!r} of --filter {f.text!r} is not {kind} like the "
-                             f"values of '{f.key}' (e.g. {example})", column=f.key) from None
+            named = option("filters", [f.text], cli=repr(f.text))
+            raise InputError(f"value {f.value!r} of {named} is not {kind} like the values of "
+                             f"'{f.key}' (e.g. {example})", column=f.key) from None
         keep = {v for v in keep if _OPS[f.op](convert(v), target)}
     return keep
 
@@ -130,6 +133,6 @@ def walk(ls: Callable[[str], list[dict[str, Any]]], root: str, filters: Sequence
     unknown = sorted(set(by_key) - seen_keys)
     if unknown:
         keys = ", ".join(sorted(seen_keys)) or "none"
-        raise InputError(f"--filter names '{unknown[0]}', which is not a partition key of the "
-                         f"input (its keys: {keys})", column=unknown[0])
+        raise InputError(f"{option('filters')} names '{unknown[0]}', which is not a partition "
+                         f"key of the input (its keys: {keys})", column=unknown[0])
     return found

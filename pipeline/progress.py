@@ -49,10 +49,10 @@ def escape(text: str) -> str:
 def printable(text: str) -> str:
     """``text`` as it may be written to a terminal or a log: one line, no secrets.
 
-    Credentials are removed first (:func:`pipeline.location.redact`), then control
+    Credentials are removed first (:func:`pipeline.redaction.redact`), then control
     characters escaped (:func:`escape`).
     """
-    from .location import redact
+    from .redaction import redact
 
     return escape(redact(text))
 

@@ -26,12 +26,12 @@ from functools import partial
 from typing import Any
 
 from .artifact import FittedStats
-from .commit import atomic_write
+from .choices import MODES
 from .errors import ArtifactError, InputError, exception_text
 from .histogram import FeatureHistograms
-from .location import redact
 from .plots import digits, feature_png, variances_png
-from .transform import MODES
+from .redaction import redact
+from .storage import atomic_write
 
 HISTOGRAMS_NAME = "histograms.json"
 INDEX_NAME = "index.html"

@@ -31,10 +31,10 @@ from procs import (
     wait_for,
     zscore_cmd,
 )
+from reference import exact_reference
 
 import pipeline
 from pipeline.cli import main
-from pipeline.stats import exact_reference
 
 
 def zscore(capsys, *args: str) -> tuple[int, str, str]:

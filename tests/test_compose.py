@@ -8,13 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from reference import exact_reference
 
 import pipeline
 from pipeline.artifact import FittedStats
 from pipeline.cli import main
 from pipeline.compose import diff, merge
 from pipeline.errors import ArtifactError
-from pipeline.stats import exact_reference
+
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +32,11 @@ def months(datasets):
     return datasets.write("months", files)
 
 
-def test_merge_equals_fitting_together(months, tmp_path):
-    parts = [pipeline.fit(str(months), filters=[f"month == {m}"]) for m in ("01", "02", "03")]
+def test_merge_equals_fitting_together(cluster, months, tmp_path):
+    parts = [pipeline.fit(str(months), filters=[f"month == {m}"], client=cluster)
+             for m in ("01", "02", "03")]
     merged = merge(parts)
-    together = pipeline.fit(str(months))
+    together = pipeline.fit(str(months), client=cluster)
     values = pa.concat_tables(
         pa.parquet.read_table(p) for p in sorted(months.rglob("*.parquet"))).to_pydict()
     for name, f in merged.features.items():
@@ -48,12 +51,12 @@ def test_merge_equals_fitting_together(months, tmp_path):
     assert merged.input["rows"] == together.input["rows"]
 
 
-def test_merge_refuses_what_does_not_add_up(months):
-    a = pipeline.fit(str(months), filters=["month == 01"])
-    b = pipeline.fit(str(months), filters=["month == 02"], ddof=1)
+def test_merge_refuses_what_does_not_add_up(cluster, months):
+    a = pipeline.fit(str(months), filters=["month == 01"], client=cluster)
+    b = pipeline.fit(str(months), filters=["month == 02"], ddof=1, client=cluster)
     with pytest.raises(ArtifactError, match="b.json has ddof 1 but a.json has 0"):
         merge([a, b], names=["a.json", "b.json"])
-    c = pipeline.fit(str(months), filters=["month == 02"], features="i")
+    c = pipeline.fit(str(months), filters=["month == 02"], features="i", client=cluster)
     with pytest.raises(ArtifactError, match="has features i but a.json has big, i, f"):
         merge([a, c], names=["a.json", "c.json"])
     with pytest.raises(ArtifactError, match="were fitted on the same input"):

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.location import redact, remember_options
 from pipeline.progress import Console, escape, printable
+from pipeline.redaction import redact, remember_options
 
 # Anything that could drive a terminal, forge a log line or reorder text: C0 but newline,
 # DEL, C1, bidi controls, line/paragraph separators, lone surrogates.

@@ -13,8 +13,8 @@ from pipeline import plots, report
 from pipeline.artifact import FeatureStats, FittedStats
 from pipeline.errors import ArtifactError, InputError
 from pipeline.histogram import K_SIGMA, FeatureHistograms, Histogram
+from pipeline.plan import Plan, scale_array
 from pipeline.stats import Moments
-from pipeline.transform import Plan, scale_array
 
 pytestmark = pytest.mark.skipif(not report.available(), reason="matplotlib is not installed")
 
@@ -402,7 +402,7 @@ def test_pictures_that_cannot_be_drawn_cost_only_the_pictures(datasets, tmp_path
 
 
 def test_a_report_that_cannot_be_built_costs_only_the_report(fitted):
-    from pipeline.run import _report_files
+    from pipeline.jobs import _report_files
 
     stats, histograms = fitted
     told: list[str] = []
