@@ -14,6 +14,10 @@
 * the CPU time the rest of the machine used meanwhile (all busy time, less the
   tree's and this monitor's own): other work on a 2-core machine slows the run,
   so it is reported next to every number as a sign of interference;
+* with ``cluster_pids`` (the processes of an external Dask cluster the command
+  uses, started before it): their CPU time during the run counts as the
+  command's (``cluster_cpu``), not as other processes'; their memory is not
+  in the peak RSS (it was allocated before the run);
 * ``create_offset``: psutil's creation time of the process minus the wall clock
   just before it was started.  On Linux psutil derives creation times from the
   boot time, which /proc rounds to a whole second, so a process that measures
@@ -54,12 +58,14 @@ class Measurement:
     samples: int = 0
     others_cpu: float = 0.0
     create_offset: float = 0.0
+    cluster_cpu: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {"command": self.command, "exit_code": self.exit_code,
                 "wall_s": round(self.wall, 3), "peak_rss_bytes": self.peak_rss,
                 "cpu_s": round(self.cpu, 2), "others_cpu_s": round(self.others_cpu, 2),
                 "samples": self.samples, "create_offset_s": round(self.create_offset, 3),
+                "cluster_cpu_s": round(self.cluster_cpu, 2),
                 "processes": [{"pid": p.pid, "role": p.role, "peak_rss_bytes": p.rss}
                               for p in self.processes]}
 
@@ -81,7 +87,8 @@ def role_of(proc: psutil.Process, root_pid: int) -> str:
 
 def run_measured(command: Sequence[str], *, env: Mapping[str, str] | None = None,
                  log_path: str | None = None, interval: float = 0.05,
-                 timeout: float | None = None) -> Measurement:
+                 timeout: float | None = None, cluster_pids: Sequence[int] = ()
+                 ) -> Measurement:
     """Run ``command`` to completion; stdout and stderr go to ``log_path``.
 
     Raises
@@ -96,6 +103,7 @@ def run_measured(command: Sequence[str], *, env: Mapping[str, str] | None = None
     offset = 0.0
     with open(log_path or os.devnull, "wb") as log:
         busy0, own0 = _busy(), time.process_time()
+        cluster0 = _cpu_of(cluster_pids)
         epoch0, t0 = time.time(), time.perf_counter()
         popen = subprocess.Popen(list(command), stdout=log, stderr=subprocess.STDOUT,
                                  env=dict(env) if env is not None else None)
@@ -110,6 +118,7 @@ def run_measured(command: Sequence[str], *, env: Mapping[str, str] | None = None
             if pid:
                 wall = time.perf_counter() - t0
                 busy = _busy() - busy0 - (time.process_time() - own0)
+                cluster = _cpu_of(cluster_pids) - cluster0
                 break
             total = 0
             try:
@@ -138,12 +147,24 @@ def run_measured(command: Sequence[str], *, env: Mapping[str, str] | None = None
                 raise subprocess.TimeoutExpired(list(command), timeout)
             time.sleep(interval)
         popen.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, tell Popen
-    cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu_seen.values()))
+    cpu = max(usage.ru_utime + usage.ru_stime, sum(cpu_seen.values())) + cluster
     return Measurement(command=list(command), exit_code=popen.returncode, wall=wall,
                        peak_rss=peak_total, cpu=cpu,
                        processes=sorted(peaks.values(), key=lambda p: -p.rss),
                        samples=samples, others_cpu=max(busy - cpu, 0.0),
-                       create_offset=offset)
+                       create_offset=offset, cluster_cpu=cluster)
+
+
+def _cpu_of(pids: Sequence[int]) -> float:
+    """CPU seconds used so far by the processes ``pids`` (those that still run)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def _busy() -> float:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 PEERS: dict[str, Callable[..., None]] = {}
+SCHEDULER = ""  # --scheduler: the Dask peers use this external cluster
 
 
 def peer(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -114,9 +115,19 @@ def run_pyarrow(inp: str, out: str, features: list[str], threads: int) -> None:
 
 # --------------------------------------------------------------------- dask
 def _dask_frame(inp: str, threads: int) -> tuple[Any, Any]:
+    """The input as a Dask DataFrame, and the cluster it runs on (a context manager).
+
+    ``SCHEDULER`` set (``--scheduler``): a client of that external cluster;
+    otherwise a ``LocalCluster`` of ``threads`` worker processes of 1 thread.
+    """
+    import contextlib
+
     import dask.dataframe as dd
     from distributed import Client, LocalCluster
 
+    if SCHEDULER:
+        client = Client(SCHEDULER)
+        return dd.read_parquet(inp), (client, contextlib.nullcontext())
     cluster = LocalCluster(n_workers=threads, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address=":0")
     client = Client(cluster)
@@ -243,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output")
     parser.add_argument("--features", required=True, help="comma-separated")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scheduler", default="",
+                        help="dask, dask-ml: an external cluster's address (default: a "
+                             "LocalCluster of --threads worker processes)")
     args = parser.parse_args(argv)
+    global SCHEDULER
+    SCHEDULER = args.scheduler
     PEERS[args.tool](args.input, args.output, args.features.split(","), args.threads)
     return 0
 

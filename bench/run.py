@@ -19,6 +19,9 @@ fixed
 cache
     the incremental fit (``bench/cache.py``): after one new file, a re-fit with
     ``--cache`` against a full fit, in one process and as whole processes.
+external (``--scheduler ADDRESS``, or ``--scheduler spawn`` to start one)
+    on one external Dask cluster: ``zscore run --scheduler ADDRESS`` and plain
+    Dask, next to the embedded ``zscore run`` (see :mod:`external`).
 all
     every mode above, one after the other.
 
@@ -34,6 +37,7 @@ Examples::
     python bench/run.py --size S --repeat 1                 # a quick look
     python bench/run.py --size M --repeat 3                 # the table in docs/benchmarks.md
     python bench/run.py --mode scaling --only zscore,polars
+    python bench/run.py --scheduler spawn --repeat 3        # external cluster vs embedded
 """
 
 from __future__ import annotations
@@ -84,19 +88,28 @@ class Bench:
         return peer_command(tool, root, out, info["features"])
 
     def series(self, tools: list[str], size: str, repeat: int,
-               extra: tuple[str, ...] = ()) -> dict[str, Any]:
-        """``repeat`` interleaved rounds of ``tools`` on ``size``; the first output checked."""
+               extra: tuple[str, ...] = (), commands: dict[str, list[str]] | None = None,
+               cluster: dict[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+        """``repeat`` interleaved rounds of ``tools`` on ``size``; the first output checked.
+
+        ``commands``: the command of a tool, when it is not :meth:`command`'s; an
+        output path ``{out}`` in it is replaced by the tool's output directory.
+        ``cluster``: the pids of the external cluster a tool runs on.
+        """
         root, info = self.dataset(size)
+        commands = commands or {}
         runs: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
         checks: dict[str, Any] = {}
         for rep in range(repeat):
             for tool in tools:
                 out = os.path.join(OUT, tool)
                 check = self.args.check_all or tool not in checks
-                rec = run_one(tool, self.command(tool, root, info, out, extra), out,
-                              info if check else None, logs=self.logs,
+                command = [c.replace("{out}", out) for c in commands[tool]] \
+                    if tool in commands else self.command(tool, root, info, out, extra)
+                rec = run_one(tool, command, out, info if check else None, logs=self.logs,
                               label=f"{size}-{tool}-{rep + 1}", timeout=self.args.timeout,
-                              keep=self.args.keep_output)
+                              keep=self.args.keep_output,
+                              cluster_pids=(cluster or {}).get(tool, ()))
                 runs[tool].append(rec)
                 if "check" in rec and (tool not in checks or not rec["check"]["ok"]):
                     checks[tool] = rec["check"]
@@ -276,14 +289,50 @@ def mode_cache(bench: Bench) -> None:
     bench.add("cache", res, text)
 
 
+def mode_external(bench: Bench) -> None:
+    """zscore and plain Dask on one external cluster, and zscore embedded, interleaved."""
+    import external
+
+    size = bench.args.size or "M"
+    root, info = bench.dataset(size)
+    with external.cluster(bench.args.scheduler, log=log) as (address, pids):
+        sched = ("--scheduler", address)
+        commands = {"zscore": zscore_command(root, "{out}"),
+                    "zscore --scheduler": zscore_command(root, "{out}", sched),
+                    "dask --scheduler": [*peer_command("dask", root, "{out}", info["features"]),
+                                         *sched]}
+        res = bench.series(list(commands), size, bench.args.repeat, commands=commands,
+                           cluster={t: tuple(pids) for t in commands if "--scheduler" in t})
+    med = {t: s["median_s"] for t, s in res["summary"].items() if s["ok_runs"]}
+    inp = res["input"]
+    lines = [f"### external cluster {address}: size {size} ({inp['rows']:,} rows, "
+             f"{inp['files']} files, {inp['bytes'] / 1e9:.2f} GB), median of "
+             f"{bench.args.repeat}", "", report.compare_table(res), ""]
+    if "zscore" in med and "zscore --scheduler" in med:
+        lines.append(f"external / embedded: {med['zscore --scheduler'] / med['zscore']:.2f}×")
+    if "dask --scheduler" in med and "zscore --scheduler" in med:
+        lines.append(f"plain Dask / zscore on the same cluster: "
+                     f"{med['dask --scheduler'] / med['zscore --scheduler']:.2f}×")
+    zruns = {t: res["runs"][t] for t in ("zscore", "zscore --scheduler")}
+    lines += ["", "zscore phases (s, from its manifest):", "", report.phases_table(zruns),
+              "", f"cluster processes on this machine: {len(pids)} (their CPU time counts "
+              "as the run's: cores used, not others' CPU)" if pids else
+              "the cluster runs elsewhere: its CPU time is not measured"]
+    res["address"] = address
+    bench.add("external", res, "\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter,
-        epilog="modes: compare, scaling, memory, many-files, fixed, cache, all "
+        epilog="modes: compare, scaling, memory, many-files, fixed, cache, external, all "
                "(see bench/run.py)")
     parser.add_argument("--mode", default="compare",
                         choices=["compare", "scaling", "memory", "many-files", "fixed", "cache",
-                                 "all"])
+                                 "external", "all"])
+    parser.add_argument("--scheduler", default="",
+                        help="external mode: a Dask scheduler's address, or 'spawn' to start "
+                             "a scheduler and 2 worker processes of 1 thread on loopback")
     parser.add_argument("--size", choices=sorted(generate.SIZES), default=None,
                         help="dataset (default: M; memory: L; fixed: XS)")
     parser.add_argument("--sizes", default="M,L", help="scaling: two sizes (default M,L)")
@@ -296,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-output", action="store_true",
                         help="leave the last outputs in bench/data/out")
     args = parser.parse_args(argv)
+    if args.scheduler and args.mode == "compare":
+        args.mode = "external"
+    if args.mode == "external" and not args.scheduler:
+        parser.error("--mode external needs --scheduler ADDRESS (or --scheduler spawn)")
     wanted = [t.strip() for t in args.only.split(",") if t.strip()] or list(TOOLS)
     unknown = [t for t in wanted if t not in TOOLS]
     if unknown:
@@ -319,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
             mode_many(bench, tools)
         elif mode == "cache":
             mode_cache(bench)
+        elif mode == "external":
+            mode_external(bench)
         else:
             mode_fixed(bench)
     print(f"machine: {report.machine_line(bench.doc['machine'])}")

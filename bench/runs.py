@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import generate
@@ -120,14 +121,19 @@ def fixed_costs(timings: dict[str, float], wall: float, create_offset: float
 
 
 def run_one(tool: str, command: list[str], out: str, ref: dict[str, Any] | None, *,
-            logs: str, label: str, timeout: float, keep: bool = False) -> dict[str, Any]:
-    """One measured run; the output is checked against ``ref`` (if given) and removed."""
+            logs: str, label: str, timeout: float, keep: bool = False,
+            cluster_pids: Sequence[int] = ()) -> dict[str, Any]:
+    """One measured run; the output is checked against ``ref`` (if given) and removed.
+
+    ``cluster_pids``: an external cluster's processes (see :func:`measure.run_measured`).
+    """
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     log_path = os.path.join(logs, f"{label}.log")
     load = os.getloadavg()[0]
     try:
-        m = run_measured(command, log_path=log_path, timeout=timeout)
+        m = run_measured(command, log_path=log_path, timeout=timeout,
+                         cluster_pids=cluster_pids)
         rec = m.as_json()
     except subprocess.TimeoutExpired:
         rec = {"command": command, "exit_code": -1, "wall_s": timeout, "peak_rss_bytes": 0,

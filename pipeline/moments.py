@@ -83,17 +83,28 @@ def file_moments(fs: Any, file: SourceFile, features: Sequence[str],
     columns = list(features) + [b for b in by if b not in features]
     breadcrumb(file.rel)
     try:
-        pf = open_parquet(fs, file.path)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns,
-                                     use_threads=False):
+        for batch in _batches(open_parquet(fs, file.path), columns, batch_rows):
             for name in features:
                 result[name] = result[name].merge(column_moments(batch.column(name)))
             if by:
-                merge_into(groups, batch_group_moments(pa.Table.from_batches([batch]),
-                                                       features, by))
+                table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+                merge_into(groups, batch_group_moments(table, features, by))
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise corrupt_file(file.rel, exc) from None
     return (result, groups) if by else result
+
+
+def _batches(pf: Any, columns: list[str], batch_rows: int) -> Any:
+    """``columns`` of a file in batches of ``batch_rows`` rows (the last one shorter).
+
+    The batches run across row groups, so a file of at most ``batch_rows`` rows is
+    one batch: read in one call, without a batch reader's set-up (a quarter of the
+    cost of reading a 100-row file).
+    """
+    if 0 < pf.metadata.num_rows <= batch_rows:
+        yield pf.read(columns=columns, use_threads=False)
+        return
+    yield from pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=False)
 
 
 def files_moments(fs: Any, files: Sequence[SourceFile], features: Sequence[str],

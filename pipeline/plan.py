@@ -26,6 +26,7 @@ This module neither reads nor writes files.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -229,6 +230,7 @@ def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan
                                  null_count=arr.null_count)
 
 
+@functools.lru_cache(maxsize=32)  # per file and batch, the same few schemas (1 ms each)
 def output_schema(schema: pa.Schema, plan: Plan) -> pa.Schema:
     """``schema`` with each feature's type replaced by its output type (order kept)."""
     fields = {c.name for c in plan.columns}

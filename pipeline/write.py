@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .cluster import Session
 
 MAX_ROW_GROUP = 1 << 20  # rows; larger input row groups are split (bounded memory)
+WRITE_BUFFER = 1 << 20  # bytes gathered before each write() call
 
 _CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli",
            "LZ4": "lz4", "LZ4_RAW": "lz4", "UNCOMPRESSED": "none"}
@@ -137,7 +138,10 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
         raise corrupt_file(file.rel, exc) from None
     rows = 0
     options = writer_options(*encodings(pf.metadata), plan)
-    with pq.ParquetWriter(dest, schema, **options) as writer:
+    # Buffered: unbuffered, the writer makes a write() call per page header and page,
+    # about 100 per file: a third of the cost of writing a 100-row file.
+    with pa.OSFile(dest, "wb") as raw, pa.BufferedOutputStream(raw, WRITE_BUFFER) as sink, \
+            pq.ParquetWriter(sink, schema, **options) as writer:
         for batch in _batches(pf, file):
             table = transform_table(batch, plan, where=file.rel, observe=observe)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
@@ -146,10 +150,17 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
 
 
 def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
-    for i in range(pf.num_row_groups):
+    """Each row group as one table, or in batches of ``MAX_ROW_GROUP`` rows if larger."""
+    md = pf.metadata
+    for i in range(md.num_row_groups):
         try:
-            yield from pf.iter_batches(batch_size=MAX_ROW_GROUP, row_groups=[i],
-                                       use_threads=False)
+            if md.row_group(i).num_rows <= MAX_ROW_GROUP:
+                # One call instead of a batch reader: the same rows, without the
+                # reader's set-up (a fifth of the cost of reading a 100-row file).
+                yield pf.read_row_group(i, use_threads=False)
+            else:
+                yield from pf.iter_batches(batch_size=MAX_ROW_GROUP, row_groups=[i],
+                                           use_threads=False)
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise corrupt_file(file.rel, exc) from None
 

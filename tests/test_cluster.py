@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -296,3 +297,26 @@ def test_all_workers_lost_mid_run_fails_within_the_timeout(big, tmp_path):
         "was published; rerun when it has workers (distributed.scheduler.no-workers-timeout "
         "sets how long to wait)")
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
+
+
+@pytest.mark.parametrize("processes, env, pool", [
+    (False, {}, "system"),  # threads: Arrow shares numpy's malloc
+    (True, {}, None),  # worker processes: the client's process is left as it was
+    (False, {"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}, "mimalloc"),  # the user's choice wins
+])
+def test_embedded_threads_share_the_c_allocator(processes, env, pool):
+    code = ("import pyarrow as pa\n"
+            "from pipeline.cluster import connect\n"
+            "before = pa.default_memory_pool().backend_name\n"
+            f"with connect(workers=1, processes={processes}) as s:\n"
+            "    inside = s.client.run(lambda: __import__('pyarrow').default_memory_pool()"
+            ".backend_name)\n"
+            "    print(before, pa.default_memory_pool().backend_name, *inside.values())\n")
+    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    out = subprocess.run([sys.executable, "-c", code], env={**environ, **env},
+                         capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    before, client_side, worker_side = out
+    if pool is None:
+        assert client_side == before and worker_side != "system"
+    else:
+        assert client_side == worker_side == pool

@@ -240,3 +240,29 @@ def test_a_key_with_a_tiny_spread_is_refused_naming_key_and_remedy(datasets, tmp
     err = capsys.readouterr().err
     assert "column 'x' within key ['b'] of --group-by k has std" in err and "--exclude x" in err
     assert main(["fit", str(path), "--stats", stats, "--group-by", "k", "--exclude", "x"]) == 0
+
+
+@pytest.mark.parametrize("rows", [300, 70_000])
+def test_a_small_file_read_in_one_call_gives_the_batch_readers_moments(tmp_path, rows):
+    """Files of at most BATCH_ROWS rows are read in one call, larger ones by pyarrow's batch
+    reader: both give the same batches (they run across row groups), so the same bits."""
+    import pyarrow.parquet as pq
+
+    from pipeline.dataset import SourceFile
+    from pipeline.moments import BATCH_ROWS, column_moments, file_moments
+    from pipeline.stats import Moments
+    from pipeline.storage import resolve
+
+    df = _hostile(rows)
+    path = tmp_path / "f.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path,
+                   row_group_size=rows // 3 + 1)
+    assert pq.ParquetFile(path).num_row_groups == 3
+    names = ["big", "f32", "epoch"]
+    expected = {n: Moments() for n in names}
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=names):
+        for n in names:
+            expected[n] = expected[n].merge(column_moments(batch.column(n)))
+    file = SourceFile(rel="f.parquet", path=str(path), size=path.stat().st_size, version="1")
+    assert file_moments(resolve(str(tmp_path), {}).fs, file, names) == expected
+    assert expected["big"].count == rows
