@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from .session import Session
 
 
-
 # ------------------------------------------------------------------ options
 @dataclass(frozen=True)
 class FitOptions:
@@ -255,6 +254,10 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
         source["filters"] = list(options.filters)
     stats = finalize(features, dtypes, pieces, ddof=options.ddof, inf=inf, source=source,
                      warn=session.warn)
+    if not options.explicit and not options.exclude:
+        from .lookalikes import warn_dataset
+
+        warn_dataset(session, dataset, stats, [fm for _, fm in pieces])
     if not by:
         return stats
     groups = finalize_groups(by, per_group, {n: stats.features[n].dtype for n in features},
@@ -381,7 +384,13 @@ def _fit_frame(frame: Any, chosen: list[str], options: FitOptions, client: Any) 
     rows = sum(m.count + m.missing + m.inf for m in (pm[chosen[0]] for pm in per_part))
     meta = frame._meta if hasattr(frame, "_meta") else frame.iloc[:0]
     types = pa.Schema.from_pandas(meta[chosen], preserve_index=False)
-    return finalize(chosen, {n: str(types.field(n).type) for n in chosen},
-                    list(zip(labels, per_part, strict=True)), ddof=options.ddof,
-                    inf=options.inf, source={"path": what, "files": len(per_part),
-                                             "rows": int(rows)})
+    stats = finalize(chosen, {n: str(types.field(n).type) for n in chosen},
+                     list(zip(labels, per_part, strict=True)), ddof=options.ddof,
+                     inf=options.inf, source={"path": what, "files": len(per_part),
+                                              "rows": int(rows)})
+    if not options.explicit and not options.exclude:
+        from .lookalikes import warn_frame
+        from .progress import Console
+
+        warn_frame(frame, stats, Console.library().warn)
+    return stats

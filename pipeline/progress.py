@@ -124,6 +124,10 @@ class Console:
             self._line(text)
 
     def warn(self, text: str) -> None:
+        from .errors import render
+
+        # A warning may name an option (errors.option): a flag here, a keyword in Python.
+        text = render(text, cli=not self.python_warnings)
         if self.python_warnings:
             import warnings
 
