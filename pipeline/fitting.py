@@ -249,7 +249,8 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
     pieces = [(f.rel, by_rel[f.rel]) for f in files]
     dtypes = {n: str(dataset.schema.field(n).type) for n in features}
     source: dict[str, Any] = {"path": dataset.location.display, "files": len(files),
-                              "rows": dataset.rows, "fingerprint": dataset.fingerprint}
+                              "rows": dataset.rows, "fingerprint": dataset.fingerprint,
+                              "file_digests": dataset.digests()}
     if options.filters:
         source["filters"] = list(options.filters)
     stats = finalize(features, dtypes, pieces, ddof=options.ddof, inf=inf, source=source,
@@ -257,7 +258,7 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
     if not options.explicit and not options.exclude:
         from .lookalikes import warn_dataset
 
-        warn_dataset(session, dataset, stats, [fm for _, fm in pieces])
+        warn_dataset(session, dataset, stats, [fm for _, fm in pieces], reread=cache is None)
     if not by:
         return stats
     groups = finalize_groups(by, per_group, {n: stats.features[n].dtype for n in features},

@@ -17,7 +17,7 @@ ids) are therefore not reported: the check never warns on a column with a
 repeated value, at the price of missing some identifiers.  ``MIN_VALUES`` keeps
 a tiny sample, where ordinary integers are often all distinct, quiet.  A pandas
 DataFrame is checked in memory; a Dask DataFrame only for labels (its partitions
-are not read twice).
+are not read twice), and a fit with ``--cache`` neither.
 """
 
 from __future__ import annotations
@@ -97,15 +97,16 @@ def message(identifiers: Sequence[str], zero_one: Sequence[str],
 
 
 def warn_dataset(session: Session, dataset: Dataset, stats: FittedStats,
-                 pieces: Sequence[Mapping[str, Moments]]) -> None:
+                 pieces: Sequence[Mapping[str, Moments]], reread: bool = True) -> None:
     """Warn about default-selected integer features that look like ids or labels.
 
     See :mod:`pipeline.lookalikes` for the exact rule; only columns whose per-file
-    ranges are disjoint are read again.
+    ranges are disjoint are read again, and only with ``reread`` (a fit with a
+    cache does not open the files the cache spares, so it checks labels only).
     """
     totals = {n: f.moments for n, f in stats.features.items() if f.moments is not None}
     dtypes = {n: f.dtype for n, f in stats.features.items()}
-    maybe = disjoint_candidates(pieces, totals, dtypes)
+    maybe = disjoint_candidates(pieces, totals, dtypes) if reread else []
     ids: list[str] = []
     if maybe:
         per_file = session.map(partial(files_distinct, dataset.location.fs, columns=maybe),
