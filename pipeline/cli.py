@@ -22,9 +22,11 @@ import click
 from . import interrupt
 from .cli_options import (
     PATH,
+    Group,
     common,
     fit_options,
     fit_options_of,
+    quiet,
     storage_options,
     transform_options,
 )
@@ -63,7 +65,7 @@ def _console(kw: dict[str, Any]) -> Console:
 
 
 # ----------------------------------------------------------------- commands
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="zscore", prog_name="zscore")  # read only if asked
 def cli() -> None:
     """Exact global z-score normalization of partitioned Parquet datasets on Dask.
@@ -224,7 +226,8 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
     _publish(merged, output, opts)
     _say(f"merged {len(stats_paths)} statistics ({merged.input.get('rows', 0):,} rows) "
          f"into {output}")
-    click.echo(stats_table(merged))
+    if not quiet():
+        click.echo(stats_table(merged))
 
 
 @cli.command()
@@ -276,7 +279,8 @@ def report(output: str, storage_option: tuple[str, ...]) -> None:
     """
     from .jobs import rerender_report
 
-    index = rerender_report(output, storage_options(storage_option), warn=Console().warn)
+    index = rerender_report(output, storage_options(storage_option),
+                            warn=Console(quiet=quiet()).warn)
     _say(f"report: {index}")
 
 
