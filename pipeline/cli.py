@@ -138,7 +138,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    overwrite=kw["overwrite"], report=kw["report"],
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
                                    storage_options=opts)
-    click.echo(run_summary(result, "transform", table=not kw["quiet"]))
+    click.echo(run_summary(result, "transform", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
         _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
 
@@ -175,7 +175,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
                          storage_options=opts)
-    click.echo(run_summary(result, "run", table=not kw["quiet"]))
+    click.echo(run_summary(result, "run", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
         _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
 
