@@ -65,7 +65,11 @@ def disjoint_candidates(pieces: Sequence[Mapping[str, Moments]], totals: Mapping
 def all_distinct(column: pa.Array | pa.ChunkedArray | np.ndarray) -> bool:
     """Whether the non-null values of one file's (or frame's) column never repeat."""
     if isinstance(column, pa.ChunkedArray | pa.Array):
-        column = column.drop_null().to_numpy(zero_copy_only=False)
+        # Not Array.to_numpy: it imports pandas, which the command line never needs.
+        from .columns import null_mask, numpy_view
+
+        arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        column = numpy_view(arr)[~null_mask(arr)]
     values = np.sort(np.asarray(column))
     return not bool(np.any(values[1:] == values[:-1]))
 
