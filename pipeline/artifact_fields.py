@@ -26,6 +26,11 @@ Per feature (and per key of a per-key artifact):
   is a float64 sum divided by the count, within 2**-47 of the data's scale);
   ``m2 >= 0``; ``inf <= missing``.  To use an edited ``mean``/``std``, remove
   ``moments`` (the artifact then transforms but cannot be merged).
+* ``input.file_digests`` (optional: older artifacts lack it and still load)
+  maps each input file's identity (:func:`pipeline.dataset.file_digest`, 32 hex
+  digits) to its relative path, one entry per ``input.files``; ``merge`` refuses
+  inputs that share one.  About 50 bytes plus the path per file: a million files
+  of 60-character paths take some 110 MB, within :data:`MAX_BYTES`.
 * ``count + missing`` is at most ``input.rows`` and, for a key, at most the
   feature's global ``count + missing``.
 
@@ -38,6 +43,7 @@ unknown fields are refused too.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,10 +64,12 @@ _TOP = ("format_version", "ddof", "inf", "created", "tool_version", "input", "fe
 _FEATURE = ("dtype", "count", "missing", "mean", "std", "min", "max", "constant", "moments")
 _MOMENTS = ("shift", "offset", "m2", "inf")
 _INPUT = {"path": "paths", "files": "count", "rows": "count", "fingerprint": str,
-          "filters": "strings", "merged_from": "strings", "table": "table"}
+          "filters": "strings", "merged_from": "strings", "table": "table",
+          "file_digests": "digests"}
 # input.table: the Delta or Iceberg table read (pipeline.lakehouse.TableInfo.to_dict)
 _TABLE = {"format": str, "uri": str, "version": "count", "snapshot_id": "int",
           "timestamp": str, "table": str, "catalog": str, "partition_columns": "strings"}
+_DIGEST = re.compile(r"[0-9a-f]{32}")
 _KINDS = {"int": (int,), "number": (int, float), "string": (str,), "bool": (bool,),
           "object": (dict,), "list": (list,)}
 _ROUNDING = 2.0**-40  # slack of a float shift (see the module docstring)
@@ -159,6 +167,8 @@ def _input(c: _Checker, d: Any) -> int | None:
             c.int_in(d, key, "input", 0, MAX_INT)
         elif kind is str:
             c.get(d, key, "input", "string")
+        elif kind == "digests":
+            _digests(c, c.get(d, key, "input", "object"), d.get("files"))
         elif kind == "strings":
             if not all(isinstance(s, str) for s in c.get(d, key, "input", "list")):
                 c.fail(f"input.{key}", "must be a list of strings")
@@ -182,6 +192,16 @@ def _table(c: _Checker, d: Any) -> None:
             c.int_in(d, key, "input.table", -MAX_INT, MAX_INT)
         elif not all(isinstance(s, str) for s in c.get(d, key, "input.table", "list")):
             c.fail(f"input.table.{key}", "must be a list of strings")
+
+
+def _digests(c: _Checker, digests: dict[str, Any], files: Any) -> None:
+    for digest, rel in digests.items():
+        if not _DIGEST.fullmatch(digest):
+            c.fail("input.file_digests", f"has key {_show(digest)}, expected 32 hex digits")
+        if not isinstance(rel, str) or not rel:
+            c.fail(f"input.file_digests.{digest}", f"is {_show(rel)}, expected a file's path")
+    if isinstance(files, int) and len(digests) != files:
+        c.fail("input.file_digests", f"has {len(digests):,} files, but 'files' is {files:,}")
 
 
 def _paths(v: Any, depth: int) -> bool:

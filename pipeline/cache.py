@@ -31,7 +31,7 @@ from .schema import Footer
 from .stats import Moments
 from .storage import resolve, write_bytes
 
-FORMAT = 4  # 3: moments from the 7-pass from_array; 4: footers without codecs
+FORMAT = 5  # 3: moments from the 7-pass from_array; 4: footers without codecs; 5: digests
 FileMoments = dict[str, Moments]
 
 
@@ -170,11 +170,11 @@ class Cache:
 
 def _footer_to(f: Footer) -> dict[str, Any]:
     assert f.schema is not None
-    return {"rows": f.rows, "row_groups": list(f.row_groups),
+    return {"rows": f.rows, "row_groups": list(f.row_groups), "digest": f.digest,
             "schema": base64.b64encode(f.schema.serialize().to_pybytes()).decode()}
 
 
 def _footer_from(rel: str, p: dict[str, Any]) -> Footer:
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(p["schema"])))
     return Footer(rel=rel, rows=int(p["rows"]), row_groups=tuple(p["row_groups"]),
-                  schema=schema)
+                  schema=schema, digest=str(p["digest"]))

@@ -23,10 +23,12 @@ from . import interrupt
 from .cli_export import export
 from .cli_options import (
     PATH,
+    Group,
     common,
     fit_options,
     fit_options_of,
     output_format,
+    quiet,
     storage_options,
     table_options,
     table_options_of,
@@ -67,7 +69,7 @@ def _console(kw: dict[str, Any]) -> Console:
 
 
 # ----------------------------------------------------------------- commands
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dask-zscore", prog_name="zscore")  # read only if asked
 def cli() -> None:
     """Exact global z-score normalization of partitioned Parquet datasets on Dask.
@@ -144,7 +146,7 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    overwrite=kw["overwrite"], report=kw["report"],
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
                                    storage_options=opts, table=table_options_of(kw))
-    click.echo(run_summary(result, "transform", table=not kw["quiet"]))
+    click.echo(run_summary(result, "transform", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
         # result.output: what was published (an Iceberg OUTPUT names a table, not a place)
         _say(f"mlflow: logged {result.output} to run {lineage.log(result.output, opts)}")
@@ -184,7 +186,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
                          storage_options=opts, table=table_options_of(kw))
-    click.echo(run_summary(result, "run", table=not kw["quiet"]))
+    click.echo(run_summary(result, "run", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
         # result.output: what was published (an Iceberg OUTPUT names a table, not a place)
         _say(f"mlflow: logged {result.output} to run {lineage.log(result.output, opts)}")
@@ -236,7 +238,8 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
     _publish(merged, output, opts)
     _say(f"merged {len(stats_paths)} statistics ({merged.input.get('rows', 0):,} rows) "
          f"into {output}")
-    click.echo(stats_table(merged))
+    if not quiet():
+        click.echo(stats_table(merged))
 
 
 @cli.command()
@@ -288,7 +291,8 @@ def report(output: str, storage_option: tuple[str, ...]) -> None:
     """
     from .jobs import rerender_report
 
-    index = rerender_report(output, storage_options(storage_option), warn=Console().warn)
+    index = rerender_report(output, storage_options(storage_option),
+                            warn=Console(quiet=quiet()).warn)
     _say(f"report: {index}")
 
 

@@ -58,6 +58,39 @@ class _Path(click.ParamType):
 PATH = _Path()
 
 
+QUIET = click.option("-q", "--quiet", is_flag=True,
+                     help="No progress or notes on stderr (warnings and errors still), and "
+                          "no statistics table on stdout: only the summary lines.")
+VERBOSE = click.option("-v", "--verbose", is_flag=True,
+                       help="Dask's own logs, and tracebacks for internal errors.")
+
+
+class Group(click.Group):
+    """The command group: every command accepts ``-q``/``-v``, also one added later.
+
+    A command that does not declare them gets them here; its callback does not see
+    them, it asks :func:`quiet` (a command with nothing to silence ignores it).
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any("--quiet" in p.opts for p in cmd.params) and cmd.callback is not None:
+            cmd.params.extend(VERBOSE(QUIET(click.Command("x"))).params)
+            inner = cmd.callback
+
+            def callback(*args: Any, quiet: bool = False, verbose: bool = False,
+                         **kw: Any) -> Any:
+                click.get_current_context().meta["zscore.quiet"] = quiet
+                return inner(*args, **kw)
+
+            cmd.callback = callback
+        super().add_command(cmd, name)
+
+
+def quiet() -> bool:
+    """Whether the running command was given ``-q`` (for commands :class:`Group` gave it)."""
+    return bool(click.get_current_context().meta.get("zscore.quiet"))
+
+
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--scheduler", type=Checked("address", "check_address"),
@@ -79,11 +112,7 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
                      help="fsspec option for s3:// etc., repeatable "
                           "(e.g. endpoint_url=http://127.0.0.1:9000)."),
-        click.option("-q", "--quiet", is_flag=True,
-                     help="No progress or notes on stderr (warnings and errors still), and "
-                          "no statistics table on stdout: only the summary lines."),
-        click.option("-v", "--verbose", is_flag=True,
-                     help="Dask's own logs, and tracebacks for internal errors."),
+        QUIET, VERBOSE,
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from .artifact import FeatureStats, FittedStats, Groups, now_iso, tool_version
-from .errors import ArtifactError
+from .errors import ArtifactError, option
 from .groups import GroupMoments, finalize_groups
 from .schema import unify_numeric
 from .stats import Moments
@@ -50,7 +50,8 @@ def merge(artifacts: Sequence[FittedStats], names: Sequence[str] | None = None) 
     ArtifactError
         Fewer than two artifacts, or they disagree on features, ddof or inf
         policy, or one lacks exact moments, or two have the same input fingerprint
-        (the same data twice).
+        (the same data twice), or two read a same file (``input.file_digests``,
+        see :func:`check_disjoint`).
 
     Examples
     --------
@@ -77,6 +78,7 @@ def merge(artifacts: Sequence[FittedStats], names: Sequence[str] | None = None) 
             raise ArtifactError(f"{labels[i]} and {labels[prints.index(p)]} were fitted on the "
                                 "same input (same fingerprint); merge disjoint inputs only",
                                 path=labels[i])
+    check_disjoint(artifacts, labels)
     feats: dict[str, FeatureStats] = {}
     for name in first.features:
         pieces = []
@@ -94,8 +96,33 @@ def merge(artifacts: Sequence[FittedStats], names: Sequence[str] | None = None) 
               "files": sum(int(a.input.get("files") or 0) for a in artifacts),
               "rows": sum(int(a.input.get("rows") or 0) for a in artifacts),
               "fingerprint": digest, "merged_from": labels}
+    digests = [a.input.get("file_digests") for a in artifacts]
+    if all(d is not None for d in digests):  # a union only when every input vouches for its files
+        source["file_digests"] = {k: v for d in digests for k, v in (d or {}).items()}
     return FittedStats(features=feats, ddof=first.ddof, inf=first.inf, input=source,
                        created=now_iso(), tool_version=tool_version(), groups=groups)
+
+
+def check_disjoint(artifacts: Sequence[FittedStats], labels: Sequence[str]) -> None:
+    """Refuse two artifacts that read a same file (same ``input.file_digests`` entry).
+
+    Artifacts written before zscore recorded file digests are compared by their
+    whole-input fingerprint only.
+    """
+    seen: dict[str, int] = {}
+    for i, a in enumerate(artifacts):
+        for digest in a.input.get("file_digests") or {}:
+            j = seen.setdefault(digest, i)
+            if j == i:
+                continue
+            mine, theirs = a.input["file_digests"], artifacts[j].input["file_digests"]
+            shared = sorted(mine[d] for d in mine if d in theirs)
+            few = ", ".join(shared[:5]) + (f" and {len(shared) - 5:,} more" if len(shared) > 5
+                                            else "")
+            raise ArtifactError(f"{labels[i]} and {labels[j]} overlap: both were fitted on "
+                                f"{len(shared):,} same file(s) ({few}); merge statistics of "
+                                "disjoint inputs only (refit one without the shared files, "
+                                f"e.g. with {option('filters')})", path=labels[i])
 
 
 def _merge_groups(artifacts: Sequence[FittedStats], labels: Sequence[str], ddof: int

@@ -301,7 +301,21 @@ def read_footer(fs: Any, file: SourceFile) -> Footer:
         return Footer(rel=file.rel, error=f"is not a readable Parquet file ({_short(exc)})")
     return Footer(rel=file.rel, rows=md.num_rows,
                   row_groups=tuple(md.row_group(i).num_rows for i in range(md.num_row_groups)),
-                  schema=schema)
+                  schema=schema, digest=file_digest(file, md))
+
+
+def file_digest(file: SourceFile, md: Any) -> str:
+    """A file's identity in artifacts: 128 bits of sha256 of its relative path, size
+    and Parquet footer (the thrift bytes, as pyarrow serializes the metadata it read).
+
+    Two fits that read the same file record the same digest, so ``merge`` can
+    refuse overlapping inputs; a rewritten file (other size or footer) is another.
+    """
+    out = pa.BufferOutputStream()
+    md.write_metadata_file(out)
+    h = hashlib.sha256(json.dumps([file.rel, file.size]).encode())
+    h.update(out.getvalue().to_pybytes())
+    return h.hexdigest()[:32]
 
 
 def read_footers(fs: Any, files: Sequence[SourceFile]) -> list[Footer]:
@@ -335,6 +349,10 @@ class Dataset:
     @property
     def fingerprint(self) -> str:
         return fingerprint(self.files)
+
+    def digests(self) -> dict[str, str]:
+        """Each file's :func:`file_digest` -> its relative path (``input.file_digests``)."""
+        return {ft.digest: ft.rel for ft in self.footers}
 
 
 Mapper = Callable[..., list[Any]]

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .artifact import FittedStats
-from .progress import human_bytes, printable
+from .progress import human_bytes, printable, rate
 from .storage import STATS_NAME, SUCCESS
 
 
@@ -44,12 +44,19 @@ def drift_table(drifts: Sequence[Any], max_shift: float, max_ratio: float) -> st
             f"{max_shift} σ, ratio {max_ratio})")
 
 
-def run_summary(result: Any, command: str, table: bool = True) -> str:
-    mbps = result.input_bytes / max(result.seconds, 1e-9) / 1e6
+def run_summary(result: Any, command: str, table: bool = True,
+                passes: Sequence[tuple[str, float, float]] = ()) -> str:
+    """The result lines of ``transform``/``run``.
+
+    ``passes``: :attr:`pipeline.progress.Console.passes`; each pass's throughput is
+    printed as its last progress line printed it (the wall time also counts the
+    cluster's start, listing and publishing, so it is no throughput).
+    """
     out = result.output.rstrip("/")
+    speeds = "".join(f", {label} {rate(nbytes, seconds)}" for label, nbytes, seconds in passes)
     lines = [f"{command}: {result.rows:,} rows in {result.files} files, "
              f"{len(result.features)} features, {result.seconds:.1f} s "
-             f"({human_bytes(result.input_bytes)} read, {mbps:.0f} MB/s)",
+             f"({human_bytes(result.input_bytes)} read{speeds})",
              f"output: {out} (manifest {out}/{SUCCESS})",
              f"statistics: {result.stats_path or out + '/' + STATS_NAME}"]
     if result.report:

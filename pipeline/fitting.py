@@ -255,13 +255,18 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
     pieces = [(f.rel, by_rel[f.rel]) for f in files]
     dtypes = {n: str(dataset.schema.field(n).type) for n in features}
     source: dict[str, Any] = {"path": dataset.location.display, "files": len(files),
-                              "rows": dataset.rows, "fingerprint": dataset.fingerprint}
+                              "rows": dataset.rows, "fingerprint": dataset.fingerprint,
+                              "file_digests": dataset.digests()}
     if options.filters:
         source["filters"] = list(options.filters)
     if dataset.table is not None:
         source["table"] = dataset.table.to_dict()
     stats = finalize(features, dtypes, pieces, ddof=options.ddof, inf=inf, source=source,
                      warn=session.warn)
+    if not options.explicit and not options.exclude:
+        from .lookalikes import warn_dataset
+
+        warn_dataset(session, dataset, stats, [fm for _, fm in pieces], reread=cache is None)
     if not by:
         return stats
     groups = finalize_groups(by, per_group, {n: stats.features[n].dtype for n in features},
@@ -392,7 +397,13 @@ def _fit_frame(frame: Any, chosen: list[str], options: FitOptions, client: Any) 
     rows = sum(m.count + m.missing + m.inf for m in (pm[chosen[0]] for pm in per_part))
     meta = frame._meta if hasattr(frame, "_meta") else frame.iloc[:0]
     types = pa.Schema.from_pandas(meta[chosen], preserve_index=False)
-    return finalize(chosen, {n: str(types.field(n).type) for n in chosen},
-                    list(zip(labels, per_part, strict=True)), ddof=options.ddof,
-                    inf=options.inf, source={"path": what, "files": len(per_part),
-                                             "rows": int(rows)})
+    stats = finalize(chosen, {n: str(types.field(n).type) for n in chosen},
+                     list(zip(labels, per_part, strict=True)), ddof=options.ddof,
+                     inf=options.inf, source={"path": what, "files": len(per_part),
+                                              "rows": int(rows)})
+    if not options.explicit and not options.exclude:
+        from .lookalikes import warn_frame
+        from .progress import Console
+
+        warn_frame(frame, stats, Console.library().warn)
+    return stats

@@ -19,7 +19,8 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -127,8 +128,17 @@ class GroupPlan:
         """Number the keys in the artifact's order; ``unseen`` is checked by the plan."""
         return cls(by=groups.by, index={k: i for i, k in enumerate(groups.keys)}, unseen=unseen)
 
-    def rows(self, table: pa.Table, where: str | None = None) -> np.ndarray:
-        """Per row, its key's index (len(keys) for global, -1 for missing under "null")."""
+    @cached_property
+    def seen(self) -> tuple[frozenset[Any], ...]:
+        """Per ``by`` column, the values it had at fit time."""
+        return tuple(frozenset(k[j] for k in self.index) for j in range(len(self.by)))
+
+    def rows(self, table: pa.Table, where: str | None = None,
+             tally: UnseenTally | None = None) -> np.ndarray:
+        """Per row, its key's index (len(keys) for global, -1 for missing under "null").
+
+        ``tally``, if given, counts the rows whose key was not seen at fit time.
+        """
         missing = [b for b in self.by if b not in table.column_names]
         if missing:
             raise DataError(f"{option('group_by')} column '{missing[0]}' is missing" +
@@ -144,7 +154,36 @@ class GroupPlan:
                             f"; refit, or pass {option('unseen', 'global')} or "
                             f"{option('unseen', 'null')}",
                             column=self.by[0], path=where)
+        if tally is not None and len(code):
+            tally.add(self, keys, np.bincount(code, minlength=len(keys)), lookup == fallback)
         return lookup[code] if len(code) else np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class UnseenTally:
+    """Rows with a key not seen at fit time: in all, and per ``by`` column the rows whose
+    value in that column was never seen (a new combination of seen values counts in
+    ``rows`` only)."""
+
+    rows: int = 0
+    by_column: dict[str, int] = field(default_factory=dict)
+
+    def add(self, plan: GroupPlan, keys: Sequence[Key], counts: np.ndarray,
+            unseen: np.ndarray) -> None:
+        for i in np.flatnonzero(unseen).tolist():
+            n = int(counts[i])
+            self.rows += n
+            for j, b in enumerate(plan.by):
+                if keys[i][j] not in plan.seen[j]:
+                    self.by_column[b] = self.by_column.get(b, 0) + n
+
+    def merge(self, other: UnseenTally) -> UnseenTally:
+        cols = {b: self.by_column.get(b, 0) + other.by_column.get(b, 0)
+                for b in {**self.by_column, **other.by_column}}
+        return UnseenTally(self.rows + other.rows, cols)
+
+    def to_dict(self, by: Sequence[str]) -> dict[str, Any]:
+        return {"rows": self.rows, "by_column": {b: self.by_column.get(b, 0) for b in by}}
 
 
 def _show(key: Key) -> str:

@@ -32,6 +32,7 @@ from .commit import Commit
 from .dataset import Dataset, load_dataset
 from .errors import exception_text, option
 from .fitting import FitOptions, fit_prepared, locate, prepare_fit
+from .groups import UnseenTally
 from .histogram import FeatureHistograms, HistogramSpec
 from .histogram import specs as histogram_specs
 from .plan import Plan, check_transform_options
@@ -228,6 +229,8 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
     manifest = _manifest(commit.run_id, timings.started_iso, job, stats_json, plan, written,
                          options)
     manifest["output_format"] = to.format
+    if plan.groups is not None:
+        manifest["unseen_keys"] = _unseen(plan, written, session.warn)
     extra = {STATS_NAME: stats_json, **finish_output(to, commit.out, to_write, written, plan,
                                                      options.overwrite, options.storage_options)}
     if histograms is not None:
@@ -300,6 +303,23 @@ def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms
              "output itself is complete")
         return {}
     return {f"{REPORT_DIR}/{name}": data for name, data in files.items()}
+
+
+def _unseen(plan: Plan, written: Sequence[Written], warn: Callable[[str], None]
+            ) -> dict[str, Any]:
+    """The manifest's count of rows whose ``--group-by`` key was not seen at fit time."""
+    assert plan.groups is not None
+    total = UnseenTally()
+    for w in written:
+        total = total.merge(w.unseen or UnseenTally())
+    if total.rows:
+        cols = ", ".join(f"{b} {total.by_column[b]:,}" for b in plan.groups.by
+                         if total.by_column.get(b))
+        got = {"global": "the global statistics", "null": "missing values"}[plan.groups.unseen]
+        warn(f"{total.rows:,} row(s) have a key of {', '.join(plan.groups.by)} not seen at fit "
+             f"time (values never seen, per column: {cols or 'none, new combinations only'}); "
+             f"they got {got} (_SUCCESS: unseen_keys)")
+    return total.to_dict(plan.groups.by)
 
 
 def _manifest(run_id: str, started: str, job: _Fitted, stats_json: bytes, plan: Plan,

@@ -37,7 +37,7 @@ from .artifact import FittedStats
 from .choices import DTYPES, MODES, UNSEEN
 from .columns import null_mask, numpy_view
 from .errors import ArtifactError, DataError, InputError, option
-from .groups import GroupPlan
+from .groups import GroupPlan, UnseenTally
 from .kernel import ColumnPlan, scale_array
 
 __all__ = ["DTYPES", "MODES", "ColumnPlan", "Plan", "check_transform_options", "output_schema",
@@ -240,16 +240,18 @@ def output_schema(schema: pa.Schema, plan: Plan) -> pa.Schema:
 
 
 def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan, where: str | None = None,
-                    observe: Observer | None = None) -> pa.Table:
+                    observe: Observer | None = None, tally: UnseenTally | None = None
+                    ) -> pa.Table:
     """Transform the feature columns of an Arrow table; other columns pass through untouched.
 
-    ``where`` names the source in errors; ``observe`` is as for :func:`transform_array`.
+    ``where`` names the source in errors; ``observe`` is as for :func:`transform_array`;
+    ``tally`` counts rows with keys unseen at fit time (see :class:`GroupPlan`).
     """
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     arrays = list(table.columns)
     index = {name: i for i, name in enumerate(table.column_names)}
-    rows = plan.groups.rows(table, where) if plan.groups is not None else None
+    rows = plan.groups.rows(table, where, tally) if plan.groups is not None else None
     for col in plan.columns:
         if col.name not in index:
             raise DataError(f"column '{col.name}' is missing" + (f" from {where}" if where

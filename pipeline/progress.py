@@ -108,6 +108,9 @@ class Console:
         self.quiet = quiet
         self.verbose = verbose
         self.python_warnings = python_warnings
+        # Each finished pass with bytes: (label, bytes, seconds), the numbers its last
+        # progress line showed, so the summary line repeats them (see rate()).
+        self.passes: list[tuple[str, float, float]] = []
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
     @classmethod
@@ -124,6 +127,10 @@ class Console:
             self._line(text)
 
     def warn(self, text: str) -> None:
+        from .errors import render
+
+        # A warning may name an option (errors.option): a flag here, a keyword in Python.
+        text = render(text, cli=not self.python_warnings)
         if self.python_warnings:
             import warnings
 
@@ -151,6 +158,7 @@ class Progress:
         self.done_bytes = 0
         self.done_rows = 0
         self.start = time.monotonic()
+        self.finished: float | None = None  # when close() froze the elapsed time
         self._last = self.start
         self._drawn = False  # a bar is on the terminal's current line
 
@@ -179,6 +187,10 @@ class Progress:
             self._drawn = False
 
     def close(self) -> None:
+        self.finished = time.monotonic()
+        if self.total_bytes:
+            self.console.passes.append((self.label, self._done_bytes(1.0),
+                                        self.finished - self.start))
         if self.console.quiet:
             return
         if self.console.tty:
@@ -188,7 +200,7 @@ class Progress:
             self.console._line(self._text(bar=False))
 
     def _text(self, *, bar: bool) -> str:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
+        elapsed = (self.finished or time.monotonic()) - self.start
         frac = self.done / self.total if self.total else 1.0
         parts = [f"{self.label:<9}"]
         if bar:
@@ -199,11 +211,19 @@ class Progress:
         if self.total_rows:
             parts.append(f"{self.done_rows:,}/{self.total_rows:,} rows")
         if self.total_bytes:
-            done_b = self.total_bytes * frac if not self.done_bytes else self.done_bytes
+            done_b = self._done_bytes(frac)
             parts.append(f"{human_bytes(done_b)}/{human_bytes(self.total_bytes)}")
-            parts.append(f"{human_bytes(done_b / elapsed)}/s")
+            parts.append(rate(done_b, elapsed))
         if 0 < frac < 1:
             parts.append(f"ETA {elapsed * (1 - frac) / frac:.0f}s")
         else:
             parts.append(f"{elapsed:.1f}s")
         return "  ".join(parts)
+
+    def _done_bytes(self, frac: float) -> float:
+        return self.total_bytes * frac if not self.done_bytes else self.done_bytes
+
+
+def rate(nbytes: float, seconds: float) -> str:
+    """Throughput as the progress lines and the summary line both print it (``48.6 MB/s``)."""
+    return f"{human_bytes(nbytes / max(seconds, 1e-9))}/s"

@@ -250,7 +250,9 @@ def _page(stats: FittedStats, images: Mapping[str, str],
     source = e(str(where.get("path", ""))) if isinstance(where, Mapping) else ""
     fitted = {k: v for k, v in (("ddof", stats.ddof), ("inf", stats.inf),
                                 ("created", stats.created), ("tool_version", stats.tool_version),
-                                ("input", stats.input)) if v or k == "ddof"}
+                                ("input", {k: v for k, v in stats.input.items()
+                                           if k != "file_digests"}))  # one per file: too long
+              if v or k == "ddof"}
     out = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
            f"<title>zscore report{' — ' + source if source else ''}</title>",
            f"<style>{_CSS}</style></head><body>\n<h1>zscore report</h1>",

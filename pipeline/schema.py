@@ -32,6 +32,7 @@ class Footer:
     row_groups: tuple[int, ...] = ()
     schema: pa.Schema | None = None
     error: str | None = None
+    digest: str = ""  # the file's identity: see pipeline.dataset.file_digest
 
 
 @dataclass(frozen=True)

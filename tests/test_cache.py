@@ -76,7 +76,7 @@ def test_corrupt_foreign_and_old_entries_are_recomputed(data, tmp_path, capsys):
     assert again == full
     assert f"cache entry moments/{entries[0].name} is corrupt; recomputing it" in err
     assert f"cache entry moments/{entries[1].name} belongs to another file" in err
-    assert f"cache entry moments/{entries[3].name} has format 99, not 4" in err
+    assert f"cache entry moments/{entries[3].name} has format 99, not 5" in err
     assert f"cache entry moments/{entries[4].name} fails its checksum" in err
     assert "2 of 6 files' moments reused, 4 read" in err
     _, err = fit_json(capsys, data, tmp_path, "--cache", cache)

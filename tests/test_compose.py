@@ -131,3 +131,57 @@ def test_merge_keeps_the_narrowest_type_that_holds_every_stored_type(tmp_path):
         assert main(["fit", str(tmp_path / name), "--stats", str(tmp_path / f"{name}.json")]) == 0
     merged = merge([FittedStats.load(tmp_path / "a.json"), FittedStats.load(tmp_path / "b.json")])
     assert {k: f.dtype for k, f in merged.features.items()} == {"h": "float32", "i": "float64"}
+
+
+@pytest.fixture(scope="module")
+def days(datasets):
+    rng = np.random.default_rng(11)
+    return datasets.write("days", {f"day={d}/part-0.parquet": pa.table(
+        {"x": rng.normal(d, 1, 300), "n": rng.integers(0, 50, 300)}) for d in range(1, 8)})
+
+
+def test_merge_refuses_overlapping_windows_naming_the_shared_files(days, tmp_path, capsys):
+    # The case: days 1-5 and days 1-7 share days 1-5.
+    for name, last in (("a", 5), ("b", 7), ("c", 7)):
+        first = 6 if name == "c" else 1
+        assert main(["fit", str(days), "--stats", str(tmp_path / f"{name}.json"), "-q",
+                     "--filter", f"day >= {first}", "--filter", f"day <= {last}"]) == 0
+    capsys.readouterr()
+    code = main(["merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "-o", str(tmp_path / "ab.json")])
+    err = capsys.readouterr().err
+    shared = sorted(str(p.relative_to(days)) for p in days.rglob("*.parquet")
+                    if int(p.parent.name.split("=")[1]) <= 5)
+    assert code == 2 and len(shared) == 5
+    assert f"overlap: both were fitted on 5 same file(s) ({', '.join(shared)})" in err
+    assert "--filter" in err and not (tmp_path / "ab.json").exists()
+    # Disjoint windows merge, and the row count is the dataset's (pyarrow's count).
+    assert main(["merge", str(tmp_path / "a.json"), str(tmp_path / "c.json"),
+                 "-o", str(tmp_path / "ac.json")]) == 0
+    merged = FittedStats.load(tmp_path / "ac.json")
+    assert merged.input["rows"] == pq.ParquetDataset(days).read().num_rows
+    assert sorted(merged.input["file_digests"].values()) == sorted(
+        str(p.relative_to(days)) for p in days.rglob("*.parquet"))
+    # ... and a merged artifact still knows its files: merging it with b overlaps.
+    with pytest.raises(ArtifactError, match="overlap: both were fitted on 7 same file"):
+        merge([FittedStats.load(tmp_path / "b.json"), merged], names=["b", "ac"])
+
+
+def test_file_digests_follow_the_file_and_old_artifacts_still_load(days, tmp_path):
+    a = pipeline.fit(str(days), filters=["day == 1"])
+    (rel,) = a.input["file_digests"].values()
+    assert rel == "day=1/part-0.parquet"
+    # An artifact written before digests existed loads and merges (fingerprint check only).
+    old = a.to_dict()
+    del old["input"]["file_digests"]
+    b = pipeline.fit(str(days), filters=["day == 2"])
+    merged = merge([FittedStats.from_dict(old), b])
+    assert "file_digests" not in merged.input and merged.input["rows"] == 600
+    # Every field is validated: a bad key, a bad path, a count that disagrees.
+    for digests, what in (({"xyz": rel}, "expected 32 hex digits"),
+                          ({"0" * 32: 5}, "expected a file's path"),
+                          ({"0" * 32: rel, "1" * 32: rel}, "has 2 files, but 'files' is 1")):
+        bad = a.to_dict()
+        bad["input"]["file_digests"] = digests
+        with pytest.raises(ArtifactError, match=f"input.file_digests.*{what}"):
+            FittedStats.from_dict(bad)

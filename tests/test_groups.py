@@ -143,3 +143,37 @@ def test_grouped_artifacts_merge_key_by_key(cluster, datasets):
             m = merged.groups.keys[key][name]
             assert m.count == f.count and m.mean == pytest.approx(f.mean, rel=1e-15)
             assert m.std == pytest.approx(f.std, rel=1e-12)
+
+
+@pytest.mark.parametrize("unseen", ["global", "null"])
+def test_rows_with_unseen_keys_are_counted_per_key_column(tools, tmp_path, capsys, unseen):
+    path, df = tools
+    assert main(["fit", str(path), "--stats", str(tmp_path / "s.json"), "--group-by",
+                 "tool,chamber", "--features", "x", "-q"]) == 0
+    rng = np.random.default_rng(9)
+    new = pd.DataFrame({"tool": rng.choice(["A", "B", "Z", "Y"], 3000),
+                        "chamber": rng.choice([1, 2, 3], 3000), "x": rng.normal(size=3000)})
+    src = tmp_path / "new"
+    src.mkdir()
+    for i, part in enumerate((new.iloc[:1000], new.iloc[1000:2000], new.iloc[2000:])):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), src / f"n{i}.parquet")
+    capsys.readouterr()
+    assert main(["transform", str(src), str(tmp_path / "o"), "--stats", str(tmp_path / "s.json"),
+                 "--unseen", unseen, "-q"]) == 0
+    err = capsys.readouterr().err
+    # The reference: pandas, against the keys of the fitted data.
+    fitted = set(zip(df.tool, df.chamber, strict=True))
+    unseen_rows = ~pd.Series([k in fitted for k in zip(new.tool, new.chamber, strict=True)])
+    expected = {"rows": int(unseen_rows.sum()),
+                "by_column": {"tool": int((~new.tool.isin(set(df.tool))).sum()),
+                              "chamber": int((~new.chamber.isin(set(df.chamber))).sum())}}
+    assert expected["rows"] > expected["by_column"]["tool"] > 0
+    manifest = json.loads((tmp_path / "o" / "_SUCCESS").read_text())
+    assert manifest["unseen_keys"] == expected
+    by = expected["by_column"]
+    assert (f"warning: {expected['rows']:,} row(s) have a key of tool, chamber not seen at fit "
+            f"time (values never seen, per column: tool {by['tool']:,}, chamber "
+            f"{by['chamber']:,})") in err
+    out = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "o").glob("*.parquet")))
+    if unseen == "null":
+        assert int(out["x"].isna().sum()) == expected["rows"]

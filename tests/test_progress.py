@@ -169,3 +169,30 @@ def test_verbose_logs_of_a_failing_task_are_scrubbed_one_record_per_line(tmp_pat
     assert r.stderr.splitlines()[-1] == (
         "zscore: error: column 'bad\\x1b[2J\\nname' has 1 infinite value(s) in nl\\nfile.parquet;"
         " fix the data or use statistics fitted with --inf null")
+
+
+def test_the_summary_line_repeats_each_pass_throughput_of_its_progress_line(tmp_path):
+    """A real zscore process, stderr not a terminal: the last line of each pass and the
+    summary show the same MB/s, and the bytes read are the input files' sizes on disk."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        pq.write_table(pa.table({"x": rng.normal(size=20_000)}), src / f"p{i}.parquet")
+    done = subprocess.run([sys.executable, "-m", "pipeline", "run", str(src),
+                           str(tmp_path / "out"), "--no-report"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    last = {}
+    for line in done.stderr.splitlines():
+        m = re.search(r"zscore: (fit|transform) +4/4 files .*  ([0-9.]+ [kMG]?B/s)  ", line)
+        if m:
+            last[m.group(1)] = m.group(2)
+    assert set(last) == {"fit", "transform"}, done.stderr
+    summary = done.stdout.splitlines()[0]
+    on_disk = sum(p.stat().st_size for p in src.iterdir())
+    assert 1e5 < on_disk < 1e6  # printed in kB
+    assert f"({on_disk / 1e3:.1f} kB read, fit {last['fit']}, transform {last['transform']})" \
+        in summary, (summary, done.stderr)

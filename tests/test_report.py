@@ -347,7 +347,7 @@ def test_huge_variances_give_a_correct_report_and_exit_0(tmp_path, capsys):
     src.mkdir()
     ns = 1_700_000_000_000_000_000 + np.arange(1000, dtype=np.int64) * 7_000_000_000
     pq.write_table(pa.table({"big": np.tile([0.0, 1e20], 500), "ns": ns}), src / "a.parquet")
-    code = main(["run", str(src), str(tmp_path / "out"), "-q"])
+    code = main(["run", str(src), str(tmp_path / "out"), "-q", "--features", "big,ns"])
     _, err = capsys.readouterr()
     assert code == 0, err
     assert "warning" not in err
