@@ -21,7 +21,7 @@ import base64
 import hashlib
 import json
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -178,3 +178,8 @@ def _footer_from(rel: str, p: dict[str, Any]) -> Footer:
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(p["schema"])))
     return Footer(rel=rel, rows=int(p["rows"]), row_groups=tuple(p["row_groups"]),
                   schema=schema, digest=str(p["digest"]))
+
+
+def open_cache(location: str | None, options: Mapping[str, Any], warn: Any) -> Cache | None:
+    """The cache at ``location`` (``--cache``), or ``None`` without one."""
+    return Cache(location, dict(options), warn) if location else None

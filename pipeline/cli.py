@@ -148,7 +148,6 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    storage_options=opts, table=table_options_of(kw))
     click.echo(run_summary(result, "transform", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
-        # result.output: what was published (an Iceberg OUTPUT names a table, not a place)
         _say(f"mlflow: logged {result.output} to run {lineage.log(result.output, opts)}")
 
 

@@ -26,7 +26,7 @@ from .errors import DataError, InputError, option
 from .groups import GroupMoments, finalize_groups
 from .lakehouse import TableOptions
 from .moments import BATCH_ROWS, FileMoments, files_moments, frame_moments
-from .schema import split_names, without_keys
+from .schema import dtype_name, split_names, without_keys
 from .stats import Moments, std_in_range
 from .storage import resolve
 from .tables import Located, open_input, plan_output
@@ -123,6 +123,8 @@ def prepare_fit(source: Any, options: FitOptions, session: Session | None = None
         return _prepare_frame(source, options)
     assert session is not None, "a dataset is read on a cluster"
     loc, listing, _ = located or locate(source, options)
+    from .cache import open_cache
+
     store = open_cache(options.cache, options.storage_options, session.warn)
     dataset, chosen = load_dataset(loc, session.mapper, options.features, options.exclude,
                                    filters=options.filters, cache=store, listing=listing,
@@ -199,12 +201,6 @@ def finalize(features: Sequence[str], dtypes: Mapping[str, str],
                  "standardized values will be 0.0")
     return FittedStats(features=feats, ddof=ddof, inf=inf, created=now_iso(),
                        tool_version=tool_version(), input=dict(source))
-
-
-def dtype_name(arrow_type: str) -> str:
-    """The artifact's name of an Arrow type (``float32`` for Arrow's ``float``, ...)."""
-    return {"float": "float32", "double": "float64", "halffloat": "float16"}.get(
-        arrow_type, arrow_type)
 
 
 def check_spread(name: str, f: FeatureStats, key: str = "") -> None:
@@ -373,12 +369,6 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
     with session_for(client) as session:
         prepared = prepare_fit(source, options, session, located=located)
         return fit_prepared(prepared, options, session)
-
-
-def open_cache(location: str | None, options: Mapping[str, Any], warn: Any) -> Cache | None:
-    from .cache import Cache
-
-    return Cache(location, dict(options), warn) if location else None
 
 
 def _fit_frame(frame: Any, chosen: list[str], options: FitOptions, client: Any) -> FittedStats:

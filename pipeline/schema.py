@@ -323,3 +323,9 @@ def without_keys(chosen: list[str], group_by: Sequence[str], *, explicit: bool) 
         raise InputError(f"no numeric feature column left besides the {option('group_by')} "
                          "columns")
     return kept
+
+
+def dtype_name(arrow_type: str) -> str:
+    """The artifact's name of an Arrow type (``float32`` for Arrow's ``float``, ...)."""
+    return {"float": "float32", "double": "float64", "halffloat": "float16"}.get(
+        arrow_type, arrow_type)
