@@ -121,7 +121,7 @@ def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      default="global", show_default=True,
                      help="With per-key statistics: what a key not seen at fit time gets."),
         click.option("--report/--no-report", default=True, show_default=True,
-                     help="Write OUTPUT/_report/: histograms before and after, per feature."),
+                     help="Write OUTPUT/_report/index.html: the written data, per feature."),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -31,9 +31,8 @@ from .commit import Commit
 from .dataset import Dataset, inspect, scan
 from .errors import exception_text
 from .fit import check_options, fit_dataset, open_cache, without_keys
-from .histogram import FeatureHistograms, HistogramSpec
-from .histogram import specs as histogram_specs
 from .location import resolve
+from .summary import Summary, reference
 from .targets import check
 from .transform import Plan, check_transform_options
 from .write import Written, write_dataset
@@ -84,8 +83,9 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Replace an existing zscore output at ``output`` (atomically on local
         disks); a non-empty directory zscore did not write is never replaced.
     report : bool
-        Write ``output/_report/`` (histograms before and after, see
-        :mod:`pipeline.report`); skipped with a note when matplotlib is missing.
+        Write ``output/_report/``: the written data per feature against the
+        training statistics (see :mod:`pipeline.report`).  A report that cannot
+        be drawn costs a warning, never the output.
     filters : list of str
         ``--filter`` expressions on hive keys, e.g. ``["day >= 2026-01-01"]``; only
         matching partitions are listed, read and written.
@@ -182,18 +182,19 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
             assert fitted is not None
             plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen,
                               types={n: dataset.schema.field(n).type for n in chosen})
-            hist = _histogram_specs(plan, fitted, report, console)
-            written, histograms = write_dataset(session, dataset, plan, commit.target, hist)
+            refs = {c.name: reference(c, plan.mode, plan.inverse) for c in plan.columns} \
+                if report else None
+            written, summaries = write_dataset(session, dataset, plan, commit.target, refs)
             timings.lap("transform")
             stats_json = fitted.to_json().encode()
             manifest = _manifest(commit.run_id, started, dataset, fitted, stats_json, plan,
                                  written, command="run" if fit else "transform",
                                  filters=filters)
             extra = {STATS_NAME: stats_json}
-            if histograms is not None:
-                drawn = _report_files(fitted, histograms, manifest, mode, session.warn)
+            if summaries is not None:
+                drawn = _report_files(fitted, summaries, manifest, mode, session.warn)
                 extra.update(drawn)
-                histograms = histograms if drawn else None
+                summaries = summaries if drawn else None
                 timings.lap("report")
             manifest["timings"] = timings.seconds
             if stats_path is not None:  # before publishing: if it fails, nothing is published
@@ -206,7 +207,7 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
                      stats_path=os.fspath(stats_path) if stats_path is not None else None,
                      manifest=manifest, features=list(chosen),
                      report=(f"{out.display.rstrip('/')}/{REPORT_DIR}/index.html"
-                             if histograms is not None else None))
+                             if summaries is not None else None))
 
 
 class Timings:
@@ -284,20 +285,7 @@ def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int =
     return stats, dataset, chosen
 
 
-def _histogram_specs(plan: Plan, stats: FittedStats, wanted: bool, console: Any
-                     ) -> dict[str, HistogramSpec] | None:
-    from . import report
-
-    if not wanted:
-        return None
-    if not report.available():
-        console.info("report skipped: matplotlib is not installed "
-                     "(pip install 'zscore[report]')")
-        return None
-    return histogram_specs(plan, stats)
-
-
-def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms],
+def _report_files(stats: FittedStats, summaries: Mapping[str, Summary],
                   manifest: Mapping[str, Any], mode: str,
                   warn: Callable[[str], None] | None = None) -> dict[str, bytes]:
     """The report's files under ``_report/``; with ``warn``, empty (and a warning) on failure.
@@ -311,7 +299,7 @@ def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms
     # and 'zscore report' must draw the same page again.
     shown = {k: v for k, v in manifest.items() if k != "timings"}
     try:
-        files = report.build(stats, histograms, manifest=shown, mode=mode, warn=warn)
+        files = report.build(stats, summaries, manifest=shown, mode=mode, warn=warn)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         if warn is None:
             raise
@@ -344,7 +332,7 @@ def rerender_report(output: str | os.PathLike[str],
 
     Returns the report's index URL (without credentials).  Raises
     :class:`~pipeline.errors.ArtifactError` when the output lacks its statistics,
-    manifest or histograms.  A picture that cannot be drawn is left out with a
+    manifest or report summary.  A figure that cannot be drawn is left out with a
     warning through ``warn`` (default :func:`warnings.warn`).
     """
     import json
@@ -352,7 +340,6 @@ def rerender_report(output: str | os.PathLike[str],
     from . import report
     from .commit import SUCCESS, read_bytes, write_bytes
     from .errors import ArtifactError
-    from .histogram import FeatureHistograms
 
     opts = dict(storage_options or {})
     out = resolve(output, opts)
@@ -367,19 +354,17 @@ def rerender_report(output: str | os.PathLike[str],
         raise ArtifactError(f"{shown}/{SUCCESS} is not a zscore manifest: "
                             f"{exception_text(exc)}", path=shown) from None
     stats = FittedStats.load(f"{base}/{STATS_NAME}", opts)
+    where = f"{shown}/{REPORT_DIR}/{report.SUMMARY_NAME}"
     try:
-        raw = json.loads(read_bytes(f"{base}/{REPORT_DIR}/{report.HISTOGRAMS_NAME}", opts))
-        histograms = {k: FeatureHistograms.from_dict(v) for k, v in raw.items()}
+        data = read_bytes(f"{base}/{REPORT_DIR}/{report.SUMMARY_NAME}", opts)
     except FileNotFoundError:
-        raise ArtifactError(f"{shown} has no {REPORT_DIR}/{report.HISTOGRAMS_NAME}: it was "
-                            "written without the report; rerun its zscore run or transform "
-                            "with --overwrite and the report on (the default)",
-                            path=shown) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"cannot read the report's inputs in {shown}: "
-                            f"{exception_text(exc)}", path=shown) from None
+        raise ArtifactError(f"{shown} has no {REPORT_DIR}/{report.SUMMARY_NAME}: it was "
+                            "written without the report (or by an older zscore); rerun its "
+                            "zscore run or transform with --overwrite and the report on (the "
+                            "default)", path=shown) from None
+    summaries = report.read_summaries(data, where)
     # Without timings, as the run drew it (see _report_files): the same page again.
-    files = report.build(stats, histograms, mode=str(manifest.get("mode", "standard")),
+    files = report.build(stats, summaries, mode=str(manifest.get("mode", "standard")),
                          manifest={k: v for k, v in manifest.items() if k != "timings"},
                          warn=warn)
     for name, data in files.items():

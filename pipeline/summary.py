@@ -1,0 +1,361 @@
+"""What the report says about the data that was written, counted while writing it.
+
+For every feature, during the transform pass and with no extra read, a task
+counts the values it writes (float16, float32 or float64, exactly as stored)
+in *z*: standard units of the training statistics, ``z = (w - c) / s`` where
+``c`` and ``s`` are the training mean and σ after the transform (``standard``:
+``c = 0, s = 1``, so z is the written value itself; ``scale``: ``c = mean/σ``,
+``s = 1``; ``center``: ``c = 0``, ``s = σ``; per key under ``--group-by``, each
+row with its own key's numbers).  A :class:`Summary` holds:
+
+* the exact moments of z (:class:`pipeline.stats.Moments`: count, missing,
+  mean, M2, min, max), merged with Chan's update;
+* counts of z in bins of ``STEP`` = 1/256 over [-16, 16) and, beyond, in
+  bins 2**(1/32) apart (2.2 % wide): quantiles are read off them to within
+  one bin, and the page says so;
+* the exact count of ``|z| > 4``;
+* per key (``--group-by``), the moments of z of each key's rows.
+
+Cost: a chunk of ``CHUNK`` values is summed (which also finds NaN), its
+moments taken, and binned by ``t = z * 256 + offset`` (exact: a power of two),
+clipped, truncated and counted with ``np.bincount``: about ten numpy passes
+over data in L2.  Small batches (100-row files) are buffered and counted
+together.  Counts are exact integers, identical whatever the number of workers;
+the moments are merged in task order, so their last bits may depend on how
+files were batched (far below the digits the page shows).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .stats import Moments
+
+STEP = 1.0 / 256  # fine bin width, in training σ (a power of two: z / STEP is exact)
+SPAN = 16.0  # fine bins cover [-SPAN, SPAN)
+FINE = int(2 * SPAN / STEP)  # 8192 bins
+TAIL_BINS = 32  # log bins per doubling of |z| beyond SPAN
+BEYOND = 4.0  # "beyond ±4σ": |z| > BEYOND
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+CHUNK = 1 << 15  # values counted at a time: the temporaries stay in L2
+
+_OFFSET = FINE // 2 + 1  # bucket 0: below -SPAN, 1..FINE: fine bins, FINE + 1: at or above SPAN
+_EDGES = (_OFFSET - int(BEYOND / STEP), _OFFSET + int(BEYOND / STEP))  # buckets of -4 and 4
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """Per group (global last), the training mean ``center`` and σ ``unit`` after the transform."""
+
+    center: np.ndarray
+    unit: np.ndarray
+
+    @property
+    def identity(self) -> bool:
+        return not self.center.any() and bool((self.unit == 1.0).all())
+
+
+def reference(col: Any, mode: str, inverse: bool = False) -> Reference:
+    """The :class:`Reference` of one feature's plan (a :class:`pipeline.kernel.ColumnPlan`)."""
+    const = col.constant
+    std = np.where(const, 1.0, col.std)
+    if inverse:  # the written values are in the input's units
+        center = col.mean.copy() if mode != "scale" else np.where(const, col.mean, 0.0)
+        return Reference(center=center, unit=std if mode != "center" else np.ones_like(std))
+    if mode == "scale":
+        return Reference(center=np.where(const, col.mean, col.mean / std),
+                         unit=np.ones_like(std))
+    unit = std if mode == "center" else np.ones_like(std)
+    return Reference(center=np.zeros_like(std), unit=unit)
+
+
+@dataclass(frozen=True, eq=False)
+class Summary:
+    """What was written of one feature, in z (see the module docstring); merges exactly.
+
+    ``fine`` holds the counts of fine bins ``first .. first + len(fine) - 1``
+    (bin ``i`` is [-SPAN + i*STEP, -SPAN + (i+1)*STEP)); ``low`` and ``high``
+    the tails: bin ``k`` holds ``SPAN * 2**(k/TAIL_BINS) <= |z| < SPAN * 2**((k+1)/TAIL_BINS)``.
+    ``keys`` maps a key index of the plan (``-1``: unseen keys made missing) to
+    the moments of that key's rows.
+    """
+
+    moments: Moments = field(default_factory=Moments)
+    first: int = 0
+    fine: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    low: dict[int, int] = field(default_factory=dict)
+    high: dict[int, int] = field(default_factory=dict)
+    beyond: int = 0
+    keys: dict[int, Moments] | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.moments.count + self.moments.missing
+
+    def merge(self, other: Summary) -> Summary:
+        first, fine = _add_spans(self.first, self.fine, other.first, other.fine)
+        keys = None
+        if self.keys is not None or other.keys is not None:
+            keys = dict(self.keys or {})
+            for k, m in (other.keys or {}).items():
+                keys[k] = keys[k].merge(m) if k in keys else m
+        return Summary(moments=self.moments.merge(other.moments), first=first, fine=fine,
+                       low=_add_dicts(self.low, other.low), high=_add_dicts(self.high, other.high),
+                       beyond=self.beyond + other.beyond, keys=keys)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Summary) and self.to_dict() == other.to_dict()
+
+    # ------------------------------------------------------------- reading
+    def regrid(self, lo: float, hi: float, bins: int) -> tuple[np.ndarray, int, int]:
+        """Counts in ``bins`` equal bins over [lo, hi), and how many lie below and above.
+
+        ``lo`` and ``hi`` must be fine bin edges within [-SPAN, SPAN] and each
+        display bin a whole number of fine bins: the counts are then exact.
+        """
+        per = round((hi - lo) / bins / STEP)
+        start = round((lo + SPAN) / STEP)
+        full = np.zeros(FINE, dtype=np.int64)
+        full[self.first:self.first + self.fine.size] = self.fine
+        inner = full[start:start + bins * per].reshape(bins, per).sum(axis=1)
+        below = sum(self.low.values()) + int(full[:start].sum())
+        return inner, below, self.moments.count - below - int(inner.sum())
+
+    def quantile(self, q: float) -> float:
+        """The value at rank ``(n - 1) * q`` (numpy's default), to within one bin.
+
+        Each of the two order statistics around that rank is placed within its
+        bin by its rank among the bin's values, then the two are interpolated.
+        """
+        n = self.moments.count
+        if n == 0:
+            return math.nan
+        h = (n - 1) * q
+        lo = self._order_statistic(math.floor(h))
+        hi = self._order_statistic(min(math.floor(h) + 1, n - 1))
+        return lo + (h - math.floor(h)) * (hi - lo)
+
+    def _order_statistic(self, k: int) -> float:
+        bins = self._bins()
+        seen = 0
+        for left, right, count in bins:
+            if k < seen + count:
+                value = left + (right - left) * (k - seen + 0.5) / count
+                m = self.moments  # the exact extremes narrow the first and last bins
+                if m.minimum is not None and m.maximum is not None:
+                    value = min(max(value, float(m.minimum)), float(m.maximum))
+                return float(value)
+            seen += count
+        return float(self.moments.maximum or math.nan)
+
+    def _bins(self) -> list[tuple[float, float, int]]:
+        """Every nonempty bin as (left edge, right edge, count), in order."""
+        out = [(-_tail_edge(k + 1), -_tail_edge(k), c) for k, c in
+               sorted(self.low.items(), reverse=True)]
+        nz = np.flatnonzero(self.fine)
+        out += [(-SPAN + (self.first + i) * STEP, -SPAN + (self.first + i + 1) * STEP,
+                 int(self.fine[i])) for i in nz]
+        out += [(_tail_edge(k), _tail_edge(k + 1), c) for k, c in sorted(self.high.items())]
+        return out
+
+    # ------------------------------------------------------------ storage
+    def to_dict(self) -> dict[str, Any]:
+        nz = np.flatnonzero(self.fine)
+        a, b = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
+        d: dict[str, Any] = {"moments": self.moments.to_dict(), "first": self.first + a,
+                             "fine": [int(c) for c in self.fine[a:b]],
+                             "low": {str(k): v for k, v in sorted(self.low.items())},
+                             "high": {str(k): v for k, v in sorted(self.high.items())},
+                             "beyond": self.beyond}
+        if self.keys is not None:
+            d["keys"] = {str(k): m.to_dict() for k, m in sorted(self.keys.items())}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Summary:
+        fine = np.array([int(c) for c in d["fine"]], dtype=np.int64)
+        first = int(d["first"])
+        if first < 0 or first + fine.size > FINE or (fine < 0).any():
+            raise ValueError(f"fine bins {first}..{first + fine.size} outside 0..{FINE}")
+        keys = d.get("keys")
+        return cls(moments=Moments.from_dict(d["moments"]), first=first, fine=fine,
+                   low={int(k): int(v) for k, v in d["low"].items()},
+                   high={int(k): int(v) for k, v in d["high"].items()},
+                   beyond=int(d["beyond"]),
+                   keys=None if keys is None else {int(k): Moments.from_dict(m)
+                                                   for k, m in keys.items()})
+
+
+def _tail_edge(k: int) -> float:
+    return SPAN * 2.0 ** (k / TAIL_BINS)
+
+
+def _add_spans(a0: int, a: np.ndarray, b0: int, b: np.ndarray) -> tuple[int, np.ndarray]:
+    if not a.size:
+        return b0, b
+    if not b.size:
+        return a0, a
+    lo, hi = min(a0, b0), max(a0 + a.size, b0 + b.size)
+    out = np.zeros(hi - lo, dtype=np.int64)
+    out[a0 - lo:a0 - lo + a.size] += a
+    out[b0 - lo:b0 - lo + b.size] += b
+    return lo, out
+
+
+def _add_dicts(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+class Tally:
+    """The counts of one feature within one task (mutable; :meth:`result` freezes them)."""
+
+    def __init__(self, ref: Reference, grouped: bool = False):
+        self.ref = ref
+        self.grouped = grouped
+        self.moments = Moments()
+        self.buckets = np.zeros(FINE + 2, dtype=np.int64)
+        self.low: dict[int, int] = {}
+        self.high: dict[int, int] = {}
+        self.beyond = 0
+        self.keys: dict[int, Moments] = {}
+        self._pending: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self._pending_n = 0
+        self._t = np.empty(0)
+
+    def add(self, values: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Count written ``values`` (NaN: missing); ``rows``: each row's key index.
+
+        The caller may reuse ``values`` afterwards: what is buffered is copied.
+        """
+        if values.size < CHUNK:
+            self._pending.append((values.copy(), None if rows is None else rows.copy()))
+            self._pending_n += values.size
+            if self._pending_n >= CHUNK:
+                self._flush()
+            return
+        self._count(values, rows)
+
+    def _flush(self) -> None:
+        if self._pending:
+            values = np.concatenate([v for v, _ in self._pending])
+            rows = None if self._pending[0][1] is None else \
+                np.concatenate([r for _, r in self._pending if r is not None])
+            self._pending, self._pending_n = [], 0
+            self._count(values, rows)
+
+    def _count(self, values: np.ndarray, rows: np.ndarray | None) -> None:
+        if self._t.size < min(values.size, CHUNK):
+            self._t = np.empty(min(values.size, CHUNK))
+        for start in range(0, values.size, CHUNK):
+            w = values[start:start + CHUNK]
+            r = None if rows is None else rows[start:start + CHUNK]
+            total = float(np.sum(w, dtype=np.float64))
+            missing = 0
+            if not math.isfinite(total):  # NaN (missing) in the chunk, or an overflow
+                keep = ~np.isnan(w)
+                missing = w.size - int(np.count_nonzero(keep))
+                if self.grouped and r is not None and missing:
+                    self._key_missing(r[~keep])
+                w, r = w[keep], None if r is None else r[keep]
+                total = float(np.sum(w, dtype=np.float64))
+            z = self._standard(w, r)
+            if not self.ref.identity:
+                total = float(np.sum(z))
+            self.moments = self.moments.merge(
+                Moments.from_array(z, missing=missing, total=total if math.isfinite(total)
+                                   else None))
+            if z.size:
+                self._bin(z)
+                if self.grouped and r is not None:
+                    self._per_key(z, r)
+
+    def _standard(self, w: np.ndarray, r: np.ndarray | None) -> np.ndarray:
+        ref = self.ref
+        if ref.identity:
+            return w
+        if r is None or len(ref.unit) == 1:
+            c, s = ref.center[-1], ref.unit[-1]
+        else:
+            g = np.where(r < 0, len(ref.unit) - 1, r)
+            c, s = ref.center[g], ref.unit[g]
+        z = np.subtract(w, c, dtype=np.float64)
+        z /= s
+        return z
+
+    def _bin(self, z: np.ndarray) -> None:
+        t = self._t[:z.size]
+        np.multiply(z, 1.0 / STEP, out=t)
+        t += _OFFSET
+        np.clip(t, 0.0, FINE + 1.0, out=t)
+        b = np.bincount(t.astype(np.intp), minlength=FINE + 2)
+        # Adding the offset rounds: a value within ~1e-15 of a bin edge may land one bin
+        # up.  The tails and the ±4 count are settled on z itself where that could matter.
+        if b[0]:
+            tail = z[z < -SPAN]
+            b[1] += b[0] - tail.size
+            b[0] = tail.size
+            _log_bins(self.low, -tail)
+        if b[-1]:
+            tail = z[z >= SPAN]
+            b[-2] += b[-1] - tail.size
+            b[-1] = tail.size
+            _log_bins(self.high, tail)
+        self.buckets += b
+        lo, hi = _EDGES  # the buckets [-4, -4 + STEP) and [4, 4 + STEP)
+        self.beyond += (int(np.count_nonzero(z < -BEYOND)) if b[lo - 1] or b[lo]
+                        else int(b[:lo - 1].sum()))
+        self.beyond += (int(np.count_nonzero(z > BEYOND)) if b[hi - 1] or b[hi]
+                        else int(b[hi + 1:].sum()))
+
+    def _per_key(self, z: np.ndarray, r: np.ndarray) -> None:
+        for k, m in _key_moments(z, r).items():
+            self.keys[k] = self.keys[k].merge(m) if k in self.keys else m
+
+    def _key_missing(self, r: np.ndarray) -> None:
+        ks, counts = np.unique(r, return_counts=True)
+        for k, c in zip(ks.tolist(), counts.tolist(), strict=True):
+            self.keys[k] = self.keys.get(k, Moments()).merge(Moments(missing=c))
+
+    def result(self) -> Summary:
+        self._flush()
+        fine = self.buckets[1:-1]
+        nz = np.flatnonzero(fine)
+        a, b = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
+        return Summary(moments=self.moments, first=a, fine=fine[a:b].copy(), low=dict(self.low),
+                       high=dict(self.high), beyond=self.beyond,
+                       keys=dict(self.keys) if self.grouped else None)
+
+
+def _log_bins(into: dict[int, int], magnitude: np.ndarray) -> None:
+    if magnitude.size:
+        k = np.floor(np.log2(magnitude / SPAN) * TAIL_BINS).astype(np.int64)
+        for key, count in zip(*np.unique(np.maximum(k, 0), return_counts=True), strict=True):
+            into[int(key)] = into.get(int(key), 0) + int(count)
+
+
+def _key_moments(z: np.ndarray, r: np.ndarray) -> dict[int, Moments]:
+    """Moments of ``z`` per key index in ``r`` (-1 and up), like :meth:`Moments.from_array`.
+
+    Vectorised over keys: per key the shift is its mean, then the corrected
+    two-pass sums (Chan, Golub & LeVeque 1983), as in :mod:`pipeline.stats`.
+    """
+    g = r + 1
+    size = int(g.max()) + 1
+    n = np.bincount(g, minlength=size)
+    shift = np.bincount(g, weights=z, minlength=size) / np.maximum(n, 1)
+    d = z - shift[g]
+    c = np.bincount(g, weights=d, minlength=size)
+    m2 = np.bincount(g, weights=d * d, minlength=size) - c * c / np.maximum(n, 1)
+    lo, hi = np.full(size, np.inf), np.full(size, -np.inf)
+    np.minimum.at(lo, g, z)
+    np.maximum.at(hi, g, z)
+    return {k - 1: Moments(count=int(n[k]), shift=float(shift[k]), offset=float(c[k] / n[k]),
+                           m2=max(float(m2[k]), 0.0), minimum=float(lo[k]), maximum=float(hi[k]))
+            for k in np.flatnonzero(n).tolist()}
