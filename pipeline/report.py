@@ -211,7 +211,7 @@ def _page(stats: FittedStats, shown: Mapping[str, Summary], figures: Mapping[str
            + (f'<span class="flag">{len(flagged)} drifted</span>: '
               + ", ".join(f'<a href="#f{_index(stats, n)}">{e(n)}</a>' for n in flagged)
               if flagged else "No feature drifted.")
-           + "</p>", f'<p class="note">{e(_NOTE)}</p>',
+           + "</p>", _provenance(stats), f'<p class="note">{e(_NOTE)}</p>',
            "<h2>Features</h2>", _table(stats, shown, drifts)]
     if stats.groups is not None and any(s.keys for s in shown.values()):
         out += ["<h2>Per key</h2>", _keys_table(stats, shown)]
@@ -232,12 +232,23 @@ def _page(stats: FittedStats, shown: Mapping[str, Summary], figures: Mapping[str
     return "\n".join([*out, "</body></html>\n"])
 
 
+def _provenance(stats: FittedStats) -> str:
+    """Where the reference came from: the fit's input and its size."""
+    src = stats.input if isinstance(stats.input, Mapping) else {}
+    path, rows = src.get("path"), src.get("rows")
+    what = "Reference: the training statistics" + (
+        f' fitted on <span class="mono">{_e(str(path))}</span>' if path else "") + (
+        f" ({rows:,} rows)" if isinstance(rows, int) else "") + (
+        f", filtered by {_e(', '.join(map(str, src['filters'])))}" if src.get("filters") else "")
+    return f"<p>{what}.</p>"
+
+
 _NOTE = (f"z = (written value − training mean) / training σ, both after the transform (in "
          f"standard mode z is the written value). Mean and σ of z are exact (σ with the "
-         f"statistics' ddof); quantiles are read off bins {STEP:g}σ wide (2.2 % of |z| past "
-         f"±16σ), so each is right to within one bin. Drift: |mean z| > {MAX_SHIFT:g} or σ z "
-         f"outside [1/{MAX_RATIO:g}, {MAX_RATIO:g}], zscore diff's default limits. Training "
-         "statistics are in the input's units.")
+         f"statistics' ddof); quantiles are read off bins 1/{round(1 / STEP)} σ wide (2.2 % "
+         f"of |z| past ±16σ), so each is right to within one bin. Drift: |mean z| > "
+         f"{MAX_SHIFT:g} or σ z outside [1/{MAX_RATIO:g}, {MAX_RATIO:g}], zscore diff's "
+         "default limits. Training statistics are in the input's units.")
 _HEAD = ("count", "missing", "mean z", "σ z", *(f"{q * 100:g} %" for q in QUANTILES),
          f"beyond ±{BEYOND:g}σ", "drift")
 _REF = ("count", "mean", "σ")

@@ -268,11 +268,13 @@ class Tally:
             z = self._standard(w, r)
             if not self.ref.identity:
                 total = float(np.sum(z))
-            self.moments = self.moments.merge(
-                Moments.from_array(z, missing=missing, total=total if math.isfinite(total)
-                                   else None))
-            if z.size:
-                self._bin(z)
+            chunk = Moments.from_array(z, missing=missing,
+                                       total=total if math.isfinite(total) else None)
+            self.moments = self.moments.merge(chunk)
+            if chunk.minimum is not None and chunk.maximum is not None:
+                # The chunk's exact extremes say whether any value can fall off the bins
+                # (t stays in [0, FINE + 1] then, even where the offset rounds up).
+                self._bin(z, inside=-SPAN <= chunk.minimum and chunk.maximum < SPAN)
                 if self.grouped and r is not None:
                     self._per_key(z, r)
 
@@ -289,11 +291,12 @@ class Tally:
         z /= s
         return z
 
-    def _bin(self, z: np.ndarray) -> None:
+    def _bin(self, z: np.ndarray, inside: bool = False) -> None:
         t = self._t[:z.size]
         np.multiply(z, 1.0 / STEP, out=t)
         t += _OFFSET
-        np.clip(t, 0.0, FINE + 1.0, out=t)
+        if not inside:
+            np.clip(t, 0.0, FINE + 1.0, out=t)
         b = np.bincount(t.astype(np.intp), minlength=FINE + 2)
         # Adding the offset rounds: a value within ~1e-15 of a bin edge may land one bin
         # up.  The tails and the ±4 count are settled on z itself where that could matter.
