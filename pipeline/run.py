@@ -182,8 +182,7 @@ def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: A
             assert fitted is not None
             plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen,
                               types={n: dataset.schema.field(n).type for n in chosen})
-            refs = {c.name: reference(c, plan.mode, plan.inverse) for c in plan.columns} \
-                if report else None
+            refs = {c.name: reference(c, mode) for c in plan.columns} if report else None
             written, summaries = write_dataset(session, dataset, plan, commit.target, refs)
             timings.lap("transform")
             stats_json = fitted.to_json().encode()
