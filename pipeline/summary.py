@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -140,27 +141,28 @@ class Summary:
         return lo + (h - math.floor(h)) * (hi - lo)
 
     def _order_statistic(self, k: int) -> float:
-        bins = self._bins()
-        seen = 0
-        for left, right, count in bins:
-            if k < seen + count:
-                value = left + (right - left) * (k - seen + 0.5) / count
-                m = self.moments  # the exact extremes narrow the first and last bins
-                if m.minimum is not None and m.maximum is not None:
-                    value = min(max(value, float(m.minimum)), float(m.maximum))
-                return float(value)
-            seen += count
-        return float(self.moments.maximum or math.nan)
+        left, right, counts, cum = self._bins
+        b = int(np.searchsorted(cum, k, side="right"))
+        value = float(left[b] + (right[b] - left[b]) * (k - (cum[b] - counts[b]) + 0.5)
+                      / counts[b])
+        m = self.moments  # the exact extremes narrow the first and last bins
+        if m.minimum is not None and m.maximum is not None:
+            value = min(max(value, float(m.minimum)), float(m.maximum))
+        return value
 
-    def _bins(self) -> list[tuple[float, float, int]]:
-        """Every nonempty bin as (left edge, right edge, count), in order."""
-        out = [(-_tail_edge(k + 1), -_tail_edge(k), c) for k, c in
-               sorted(self.low.items(), reverse=True)]
+    @cached_property
+    def _bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every nonempty bin, in order: left edges, right edges, counts, cumulative counts."""
+        low = sorted(self.low.items(), reverse=True)
+        high = sorted(self.high.items())
         nz = np.flatnonzero(self.fine)
-        out += [(-SPAN + (self.first + i) * STEP, -SPAN + (self.first + i + 1) * STEP,
-                 int(self.fine[i])) for i in nz]
-        out += [(_tail_edge(k), _tail_edge(k + 1), c) for k, c in sorted(self.high.items())]
-        return out
+        fine_left = -SPAN + (self.first + nz) * STEP
+        left = np.concatenate([[-_tail_edge(k + 1) for k, _ in low], fine_left,
+                               [_tail_edge(k) for k, _ in high]])
+        right = np.concatenate([[-_tail_edge(k) for k, _ in low], fine_left + STEP,
+                                [_tail_edge(k + 1) for k, _ in high]])
+        counts = np.concatenate([[c for _, c in low], self.fine[nz], [c for _, c in high]])
+        return left, right, counts, np.cumsum(counts)
 
     # ------------------------------------------------------------ storage
     def to_dict(self) -> dict[str, Any]:
