@@ -381,3 +381,22 @@ def test_no_plotting_library_anywhere():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", ["scale", "center"])
+def test_other_modes_report_z_in_training_units(tmp_path, mode):
+    """z is (written - training mean after the transform) / training σ after it, in every mode."""
+    data = _data(5000, 4, shift=0.3)
+    src = _write(tmp_path / "in", {"p.parquet": {k: v for k, v in data.items() if k in "abn"}})
+    assert main(["run", str(src), str(tmp_path / "out"), "--mode", mode, "-q"]) == 0
+    stats = FittedStats.load(tmp_path / "out" / "_stats.json")
+    _, page = _page(tmp_path / "out")
+    for name, fs in stats.features.items():
+        w = _written(tmp_path / "out", name)
+        w = w[~np.isnan(w)]
+        z = w - fs.mean / fs.std if mode == "scale" else w / fs.std
+        cells = page.rows[name]
+        assert float(cells[2][1]) == pytest.approx(float(z.mean()), abs=1e-9)
+        assert float(cells[3][1]) == pytest.approx(float(z.std()), rel=1e-9)
+        assert abs(float(cells[7][1]) - float(np.median(z))) <= STEP + 1e-9
+        assert cells[12][0] == "—"  # the training data itself has not drifted
