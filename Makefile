@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 ZSCORE := $(VENV)/bin/zscore
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench lock clean
+.PHONY: install demo test test-fast lint bench lock clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The quick subset (tests marked fast): numerics, artifacts, selection, the README's calls,
+# the structural rules; under a minute on 2 cores. `make test` still runs everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "fast and not slow"
+
 lint: $(STAMP)
 	$(PY) -m ruff check pipeline tests bench
 	$(PY) -m mypy pipeline
@@ -43,4 +48,4 @@ lock:
 	rm -rf .lock-venv
 
 clean:
-	rm -rf $(VENV) .airflow-venv demo .pytest_cache build *.egg-info
+	rm -rf $(VENV) .airflow-*-venv demo .pytest_cache build *.egg-info

@@ -81,7 +81,7 @@ def warm(root: str) -> None:
 @functools.cache
 def age_from_psutil() -> bool:
     """Does zscore take its process age (``before_job``) from psutil's ``create_time``?"""
-    spec = importlib.util.find_spec("pipeline.run")
+    spec = importlib.util.find_spec("pipeline.timings")
     try:
         with open(spec.origin if spec and spec.origin else "") as fh:
             source = fh.read()

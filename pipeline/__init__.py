@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from typing import TYPE_CHECKING
 
 from .errors import (
@@ -27,9 +25,9 @@ from .errors import (
 if TYPE_CHECKING:
     from .artifact import FeatureStats, FittedStats
     from .compose import diff, merge
-    from .fit import fit
+    from .fitting import fit
     from .frames import apply, inverse_transform, transform
-    from .run import RunResult, run, transform_dataset
+    from .jobs import RunResult, run, transform_dataset
     from .stats import Moments
 
     __version__: str
@@ -37,10 +35,12 @@ if TYPE_CHECKING:
 # Everything else loads on first use: `import pipeline` stays cheap, so that the command line
 # installs its signal handlers before numpy, pyarrow and Dask are imported (a Ctrl-C during
 # start-up then gets zscore's one-line message, not a traceback from an import), and the
-# command line never needs pandas (the frames module).
+# command line never needs pandas (the frames module).  No public name is also the name of a
+# submodule: importing a submodule binds it as an attribute of the package, which would hide
+# the function (tests/test_structure.py keeps it so).
 _LAZY = {"FeatureStats": "artifact", "FittedStats": "artifact", "diff": "compose",
-         "merge": "compose", "fit": "fit", "RunResult": "run", "run": "run",
-         "transform_dataset": "run", "Moments": "stats", "apply": "frames",
+         "merge": "compose", "fit": "fitting", "RunResult": "jobs", "run": "jobs",
+         "transform_dataset": "jobs", "Moments": "stats", "apply": "frames",
          "inverse_transform": "frames", "transform": "frames"}
 
 
@@ -66,22 +66,6 @@ def _version() -> str:
         return version("zscore")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0+unknown"
-
-
-class _Package(types.ModuleType):
-    """``pipeline.fit``, ``.run`` and ``.transform`` are functions, never the submodules.
-
-    Loading a submodule makes the import system bind it as an attribute of the
-    package, which would hide the function of the same name.
-    """
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

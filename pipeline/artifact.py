@@ -171,7 +171,7 @@ class FittedStats:
 
     def save(self, path: str | os.PathLike[str], storage_options: dict | None = None) -> None:
         """Write the artifact (atomically on local disks) to a path or fsspec URL."""
-        from .commit import write_bytes
+        from .storage import write_bytes
 
         write_bytes(os.fspath(path), self.to_json().encode(), storage_options)
 
@@ -237,7 +237,7 @@ def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _read(name: str, storage_options: dict | None) -> bytes:
     """The file's bytes, refused past :data:`MAX_BYTES` without reading further."""
-    from .location import resolve
+    from .storage import resolve
 
     loc = resolve(name, storage_options)
     try:

@@ -41,6 +41,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .choices import INF_POLICIES
 from .errors import ArtifactError
 from .stats import MAX_STD, MIN_STD
 
@@ -49,7 +50,6 @@ MAX_INT = 2**63  # counts; also the bound of a JSON integer that must fit a floa
 DTYPE_NAMES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
                "uint16", "uint32", "uint64")
 READABLE_VERSIONS = (1, 2)
-INF_POLICIES = ("error", "null")
 _FLOAT_MAX = {"float16": 65504.0, "float32": 3.4028234663852886e38, "float64": math.inf}
 _INT_RANGE = {f"{s}int{b}": ((0, 2**b - 1) if s else (-(2**(b - 1)), 2**(b - 1) - 1))
               for s in ("", "u") for b in (8, 16, 32, 64)}

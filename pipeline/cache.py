@@ -26,10 +26,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from .commit import write_bytes
-from .dataset import Footer, SourceFile
-from .location import resolve
+from .dataset import SourceFile
+from .schema import Footer
 from .stats import Moments
+from .storage import resolve, write_bytes
 
 FORMAT = 4  # 3: moments from the 7-pass from_array; 4: footers without codecs
 FileMoments = dict[str, Moments]

@@ -15,139 +15,26 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from . import interrupt
-from .errors import Interrupted, ZscoreError, exception_text
+from .cli_options import (
+    PATH,
+    common,
+    fit_options,
+    fit_options_of,
+    storage_options,
+    transform_options,
+)
+from .errors import EXIT_DRIFT, EXIT_INPUT, EXIT_OTHER, Interrupted, ZscoreError, exception_text
 from .progress import Console, printable, scrub_log_records
-
-EXIT_INPUT = 2
-EXIT_OTHER = 1
-EXIT_DRIFT = 3
-
-
-# ------------------------------------------------------------------ options
-class _Checked(click.ParamType):
-    """A text option checked by a function of :mod:`pipeline.cluster` (ValueError: refused).
-
-    The value passes through unchanged: the library checks it again (for Python callers).
-    """
-
-    def __init__(self, name: str, check: str):
-        self.name = name
-        self._check = check
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
-        from . import cluster
-
-        try:
-            getattr(cluster, self._check)(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-        return value
-
-
-def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--scheduler", type=_Checked("address", "check_address"),
-                     metavar="ADDRESS", default=None,
-                     help="Existing Dask scheduler (tcp://host:8786, tls://...). "
-                          "Default: $DASK_SCHEDULER_ADDRESS, else an embedded local cluster."),
-        click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="Workers of the embedded cluster (default: number of cores)."),
-        click.option("--memory-limit", type=_Checked("size", "parse_memory"), default=None,
-                     metavar="SIZE",
-                     help="Memory per embedded worker, e.g. 2GiB, at least 512MiB "
-                          "(default: RAM / workers; 0: no limit)."),
-        click.option("--processes/--threads", default=False,
-                     help="Embedded workers as processes on 127.0.0.1, or threads of this "
-                          "process (default, fastest start)."),
-        click.option("--filter", "filters", multiple=True, metavar="EXPR",
-                     help="Only hive partitions matching KEY OP VALUE, e.g. "
-                          "\"day >= 2026-01-01\"; repeatable (AND)."),
-        click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
-                     help="fsspec option for s3:// etc., repeatable "
-                          "(e.g. endpoint_url=http://127.0.0.1:9000)."),
-        click.option("-q", "--quiet", is_flag=True,
-                     help="No progress or notes on stderr (warnings and errors still), and "
-                          "no statistics table on stdout: only the summary lines."),
-        click.option("-v", "--verbose", is_flag=True,
-                     help="Dask's own logs, and tracebacks for internal errors."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--features", default=None, metavar="COLS",
-                     help="Comma-separated names or globs (f*). Default: every integer and "
-                          "floating column except hive partition keys."),
-        click.option("--exclude", default="", metavar="COLS",
-                     help="Names or globs to leave out (write a comma inside a name as \\,)."),
-        click.option("--ddof", type=click.IntRange(0, 1), default=0, show_default=True,
-                     help="0: population std (scikit-learn); 1: sample std (Spark)."),
-        click.option("--inf", "inf", type=click.Choice(["error", "null"]), default="error",
-                     show_default=True, help="Infinite values are an error, or missing."),
-        click.option("--group-by", "group_by", default="", metavar="COLS",
-                     help="Also fit per key of these columns (e.g. tool,chamber); transforms "
-                          "then use each row's key."),
-        click.option("--cache", default=None, metavar="LOCATION",
-                     help="Directory or URL keeping per-file moments: a re-fit reads only new "
-                          "or changed files (same statistics, bit for bit)."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("--mode", type=click.Choice(["standard", "scale", "center"]),
-                     default="standard", show_default=True,
-                     help="standard: (x-mean)/std; scale: x/std; center: x-mean."),
-        click.option("--dtype", type=click.Choice(["preserve", "float32", "float64"]),
-                     default="preserve", show_default=True,
-                     help="preserve: floats keep their (widest stored) type, integers become "
-                          "float64."),
-        click.option("--overwrite", is_flag=True,
-                     help="Replace an existing zscore OUTPUT (atomically, once the new one "
-                          "is complete); other non-empty directories are never replaced."),
-        click.option("--unseen", type=click.Choice(["global", "null", "error"]),
-                     default="global", show_default=True,
-                     help="With per-key statistics: what a key not seen at fit time gets."),
-        click.option("--report/--no-report", default=True, show_default=True,
-                     help="Write OUTPUT/_report/index.html: the written data, per feature."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    from .errors import InputError
-    from .location import remember_options
-
-    out: dict[str, Any] = {}
-    for i, pair in enumerate(pairs, 1):
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
-            # Never echo the text: it may be a secret given without its "key=".
-            raise InputError(f"--storage-option #{i} is not KEY=VALUE (for example "
-                             "endpoint_url=http://127.0.0.1:9000); its text is not shown, as "
-                             "it may hold a secret")
-        out[key.strip()] = {"true": True, "false": False}.get(value.lower(), value)
-    remember_options(out)
-    return out
 
 
 def _publish(stats: Any, path: str, opts: dict[str, Any]) -> None:
     """Save a command's artifact: its publication (a signal from here on lets it finish)."""
-    from .location import redact
+    from .redaction import redact
 
     with interrupt.publishing():
         stats.save(path, opts)
@@ -160,6 +47,15 @@ def _session(kw: dict[str, Any], console: Console) -> Any:
 
     return connect(kw["scheduler"], workers=kw["workers"], memory_limit=kw["memory_limit"],
                    processes=kw["processes"], console=console)
+
+
+def _lineage(kw: dict[str, Any]) -> Any:
+    """The MLflow run to log to, checked before any work; ``None`` without ``--mlflow``."""
+    if not (kw["mlflow"] or kw["mlflow_run_id"]):
+        return None
+    from .lineage import prepare
+
+    return prepare(kw["mlflow_run_id"])
 
 
 def _console(kw: dict[str, Any]) -> Console:
@@ -182,11 +78,11 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("input")
-@click.option("--stats", "stats_path", required=True, metavar="STATS.json",
+@click.argument("input", type=PATH)
+@click.option("--stats", "stats_path", type=PATH, required=True, metavar="STATS.json",
               help="Where to write the fitted statistics (path or URL).")
-@_fit_options
-@_common
+@fit_options
+@common
 def fit(input: str, stats_path: str, **kw: Any) -> None:
     """Fit global mean and std of every feature of INPUT.
 
@@ -195,16 +91,13 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
       zscore fit data/train --stats stats.json --exclude label --ddof 0
     """
     from .display import stats_table
-    from .run import fit_path
+    from .jobs import fit_path
 
     console = _console(kw)
-    opts = _storage_options(kw["storage_option"])
+    opts = storage_options(kw["storage_option"])
+    options = fit_options_of(kw, opts)
     with _session(kw, console) as session:
-        stats, dataset, _ = fit_path(input, features=kw["features"], exclude=kw["exclude"],
-                                     ddof=kw["ddof"], inf=kw["inf"], filters=kw["filters"],
-                                     cache=kw["cache"], group_by=kw["group_by"],
-                                     session=session, stats_path=stats_path,
-                                     storage_options=opts)
+        stats, dataset = fit_path(input, options, session=session, stats_path=stats_path)
     _publish(stats, stats_path, opts)
     _say(f"fitted {len(stats.features)} features on {dataset.rows:,} rows in "
          f"{len(dataset.files)} files; statistics: {stats_path}")
@@ -213,15 +106,15 @@ def fit(input: str, stats_path: str, **kw: Any) -> None:
 
 
 @cli.command()
-@click.argument("input")
-@click.argument("output")
-@click.option("--stats", "stats_path", required=True, metavar="STATS.json",
+@click.argument("input", type=PATH)
+@click.argument("output", type=PATH)
+@click.option("--stats", "stats_path", type=PATH, required=True, metavar="STATS.json",
               help="Fitted statistics to apply (from zscore fit or zscore run).")
 @click.option("--features", default=None, metavar="COLS",
               help="Transform only these of the statistics' features (names or globs).")
 @click.option("--exclude", default="", metavar="COLS", help="Features to pass through.")
-@_transform_options
-@_common
+@transform_options
+@common
 def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
     """Write INPUT normalized with fitted statistics to OUTPUT.
 
@@ -231,11 +124,12 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
     """
     from .artifact import FittedStats
     from .display import run_summary
-    from .run import transform_dataset
+    from .jobs import transform_dataset
 
     console = _console(kw)
-    opts = _storage_options(kw["storage_option"])
+    opts = storage_options(kw["storage_option"])
     stats = FittedStats.load(stats_path, opts)
+    lineage = _lineage(kw)
     with _session(kw, console) as session:
         result = transform_dataset(input, output, stats, features=kw["features"],
                                    exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
@@ -243,17 +137,19 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
                                    storage_options=opts)
     click.echo(run_summary(result, "transform", table=not kw["quiet"]))
+    if lineage is not None:
+        _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
 
 
 @cli.command()
-@click.argument("input")
-@click.argument("output")
-@click.option("--stats", "stats_path", default=None, metavar="STATS.json",
+@click.argument("input", type=PATH)
+@click.argument("output", type=PATH)
+@click.option("--stats", "stats_path", type=PATH, default=None, metavar="STATS.json",
               help="Also save the fitted statistics here (they are always in "
                    "OUTPUT/_stats.json).")
-@_fit_options
-@_transform_options
-@_common
+@fit_options
+@transform_options
+@common
 def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
     """Fit on INPUT, then write its normalized copy to OUTPUT.
 
@@ -265,10 +161,11 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
       zscore run data/train data/train_z --exclude label --workers 4
     """
     from .display import run_summary
-    from .run import run as run_job
+    from .jobs import run as run_job
 
     console = _console(kw)
-    opts = _storage_options(kw["storage_option"])
+    opts = storage_options(kw["storage_option"])
+    lineage = _lineage(kw)
     with _session(kw, console) as session:
         result = run_job(input, output, stats_path=stats_path, features=kw["features"],
                          exclude=kw["exclude"], ddof=kw["ddof"], inf=kw["inf"],
@@ -277,10 +174,12 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
                          storage_options=opts)
     click.echo(run_summary(result, "run", table=not kw["quiet"]))
+    if lineage is not None:
+        _say(f"mlflow: logged {output} to run {lineage.log(output, opts)}")
 
 
 @cli.command()
-@click.argument("stats_path", metavar="STATS.json")
+@click.argument("stats_path", type=PATH, metavar="STATS.json")
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
 def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
     """Print a statistics artifact as a table.
@@ -292,7 +191,7 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
     from .artifact import FittedStats
     from .display import stats_table
 
-    stats = FittedStats.load(stats_path, _storage_options(storage_option))
+    stats = FittedStats.load(stats_path, storage_options(storage_option))
     src = stats.input
     _say(f"statistics {stats_path}: format {stats.format_version}, ddof {stats.ddof}, "
          f"inf {stats.inf}, created {stats.created or '?'} by zscore "
@@ -305,8 +204,8 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("stats_paths", nargs=-1, required=True, metavar="STATS.json...")
-@click.option("-o", "--output", required=True, metavar="OUT.json",
+@click.argument("stats_paths", type=PATH, nargs=-1, required=True, metavar="STATS.json...")
+@click.option("-o", "--output", type=PATH, required=True, metavar="OUT.json",
               help="Where to write the merged statistics.")
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
 def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, ...]) -> None:
@@ -320,7 +219,7 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
     from .compose import merge as merge_stats
     from .display import stats_table
 
-    opts = _storage_options(storage_option)
+    opts = storage_options(storage_option)
     merged = merge_stats([FittedStats.load(p, opts) for p in stats_paths], names=stats_paths)
     _publish(merged, output, opts)
     _say(f"merged {len(stats_paths)} statistics ({merged.input.get('rows', 0):,} rows) "
@@ -329,8 +228,8 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
 
 
 @cli.command()
-@click.argument("old_path", metavar="OLD.json")
-@click.argument("new_path", metavar="NEW.json")
+@click.argument("old_path", type=PATH, metavar="OLD.json")
+@click.argument("new_path", type=PATH, metavar="NEW.json")
 @click.option("--max-shift", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Flag a mean that moved by more than this many old sigmas.")
 @click.option("--max-ratio", type=click.FloatRange(min=1), default=1.5, show_default=True,
@@ -351,7 +250,7 @@ def diff(old_path: str, new_path: str, max_shift: float, max_ratio: float, as_js
     from .compose import diff as diff_stats
     from .display import drift_table
 
-    opts = _storage_options(storage_option)
+    opts = storage_options(storage_option)
     drifts = diff_stats(FittedStats.load(old_path, opts), FittedStats.load(new_path, opts),
                         max_shift=max_shift, max_ratio=max_ratio)
     flagged = [d for d in drifts if d.flagged]
@@ -366,7 +265,7 @@ def diff(old_path: str, new_path: str, max_shift: float, max_ratio: float, as_js
 
 
 @cli.command()
-@click.argument("output")
+@click.argument("output", type=PATH)
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
 def report(output: str, storage_option: tuple[str, ...]) -> None:
     """Draw OUTPUT/_report/ again from a finished output (reads no data).
@@ -375,14 +274,14 @@ def report(output: str, storage_option: tuple[str, ...]) -> None:
     Example:
       zscore report data/train_z && open data/train_z/_report/index.html
     """
-    from .run import rerender_report
+    from .jobs import rerender_report
 
-    index = rerender_report(output, _storage_options(storage_option), warn=Console().warn)
+    index = rerender_report(output, storage_options(storage_option), warn=Console().warn)
     _say(f"report: {index}")
 
 
 @cli.command()
-@click.argument("directory")
+@click.argument("directory", type=PATH)
 @click.option("--rows", type=click.IntRange(1), default=300_000, show_default=True)
 @click.option("--days", type=click.IntRange(1), default=4, show_default=True,
               help="Hive partitions day=2026-01-01, ...")
@@ -459,7 +358,7 @@ def _main(args: list[str]) -> int:
         _error(" ".join(exc.format_message().split()))
         return EXIT_INPUT
     except ZscoreError as exc:
-        _error(str(exc))
+        _error(exc.render(cli=True))
         return exc.exit_code
     except OSError as exc:
         _error(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))

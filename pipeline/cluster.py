@@ -32,9 +32,9 @@ from typing import Any
 from .errors import ClusterError, InputError
 from .interrupt import checkpoint
 from .progress import Console
-from .session import BREADCRUMBS, MAX_TASKS, Session, breadcrumb, plan_batches
+from .session import MAX_TASKS, Session, plan_batches
 
-__all__ = ["BREADCRUMBS", "MAX_TASKS", "MIN_MEMORY", "Session", "breadcrumb", "check_address",
+__all__ = ["MAX_TASKS", "MIN_MEMORY", "Session", "check_address",
            "connect", "parse_memory", "plan_batches", "session_for"]
 
 _DISTRIBUTED_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")

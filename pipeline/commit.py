@@ -25,7 +25,7 @@ on ``_SUCCESS``.  The marker lets a retry replace what a failed run left (see
 :mod:`pipeline.targets`).  The lock is a conditional create (``xb``) of
 ``.NAME.zscore.lock``.
 
-This module knows nothing about statistics.
+This module knows nothing about statistics; small-file I/O lives in :mod:`pipeline.storage`.
 """
 
 from __future__ import annotations
@@ -38,79 +38,15 @@ import json
 import os
 import posixpath
 import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-from .dataset import hidden
-from .errors import OutputError, StorageError, ZscoreError, os_error_text, storage_error
+from .errors import OutputError, StorageError, ZscoreError, os_error_text
 from .interrupt import checkpoint, mark_published, publishing
-from .location import Location, resolve
 from .lock import Lock
-
-SUCCESS = "_SUCCESS"
-MARKER = "_zscore_output.json"
-
-
-# -------------------------------------------------------------- small files
-def write_bytes(url: str, data: bytes, storage_options: dict | None = None) -> None:
-    """Write a small file; on local disks atomically (temporary name, fsync, rename)."""
-    loc = resolve(url, storage_options)
-    try:
-        if loc.local:
-            atomic_write(loc.path, data)
-        else:
-            loc.fs.pipe_file(loc.path, data)
-    except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
-        raise storage_error(exc, "cannot write", loc.display) from None
-
-
-def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
-    """Read a small file; FileNotFoundError passes through, other failures become errors."""
-    loc = resolve(url, storage_options)
-    try:
-        with loc.fs.open(loc.path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - object stores raise their own exception types
-        raise storage_error(exc, "cannot read", loc.display) from None
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                               dir=directory)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def fsync_dir(path: str) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+from .storage import MARKER, SUCCESS, Location, atomic_write, fsync_dir, hidden
 
 
 # ------------------------------------------------------------------ publish
@@ -326,15 +262,3 @@ def _exchange(a: str, b: str) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), b)
-
-
-@contextlib.contextmanager
-def local_tempfile(suffix: str = ".parquet") -> Iterator[str]:
-    """A temporary local file for an upload, removed afterwards."""
-    fd, path = tempfile.mkstemp(prefix="zscore-", suffix=suffix)
-    os.close(fd)
-    try:
-        yield path
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)

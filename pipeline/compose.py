@@ -13,11 +13,16 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
-from .artifact import FeatureStats, FittedStats, Groups, Key, now_iso, tool_version
+import numpy as np
+import pyarrow as pa
+
+from .artifact import FeatureStats, FittedStats, Groups, now_iso, tool_version
 from .errors import ArtifactError
-from .groups import sort_keys
+from .groups import GroupMoments, finalize_groups
+from .schema import unify_numeric
 from .stats import Moments
 
 MAX_SHIFT = 0.5  # default: flag a mean that moved by more than half an old sigma
@@ -104,21 +109,21 @@ def _merge_groups(artifacts: Sequence[FittedStats], labels: Sequence[str], ddof:
         raise ArtifactError(f"{labels[i]} has group-by {_show(list(bys[i] or []))} but "
                             f"{labels[0]} has {_show(list(bys[0] or []))}; only statistics "
                             "fitted the same way can be merged", path=labels[i])
-    total: dict[Key, dict[str, Moments]] = {}
+    per_artifact: list[GroupMoments] = []
     for label, a in zip(labels, artifacts, strict=True):
         assert a.groups is not None
+        moments: GroupMoments = {}
         for key, feats in a.groups.keys.items():
-            mine = total.setdefault(key, {})
             for name, f in feats.items():
                 if f.moments is None:
                     raise ArtifactError(f"{label} has no exact moments for '{name}' in key "
                                         f"{list(key)}; refit it with zscore", path=label)
-                mine[name] = mine[name].merge(f.moments) if name in mine else f.moments
+                moments.setdefault(key, {})[name] = f.moments
+        per_artifact.append(moments)
     dtypes = {n: _wider([a.features[n].dtype for a in artifacts]) for n in artifacts[0].features}
-    keys = {k: {n: FeatureStats.from_moments(m, dtypes[n], ddof) for n, m in total[k].items()}
-            for k in sort_keys(total)}
     assert bys[0] is not None
-    return Groups(by=bys[0], keys=keys)
+    # The same merge, key order and finalize as a fit's per-file group moments.
+    return finalize_groups(bys[0], per_artifact, dtypes, ddof)
 
 
 def _show(value: Any) -> str:
@@ -126,7 +131,18 @@ def _show(value: Any) -> str:
 
 
 def _wider(dtypes: Sequence[str]) -> str:
-    return dtypes[0] if len(set(dtypes)) == 1 else "float64"
+    """The stored type of a feature merged from fits that stored it as ``dtypes``.
+
+    The same rule as for files of one dataset (float16 and float32 give float32).
+    """
+    types = [pa.from_numpy_dtype(np.dtype(d)) for d in dtypes]
+    return str(np.dtype(unify_numeric(types).to_pandas_dtype()))
+
+
+def _exact_mean(f: FeatureStats) -> Fraction:
+    # ``mean`` alone is rounded to float64: at epoch nanoseconds (1.7e18) its ulp is
+    # 256 ns, comparable to sigma, so the shift is taken between the exact means.
+    return Fraction(f.mean) + Fraction(f.mean_residual)
 
 
 @dataclass(frozen=True)
@@ -162,19 +178,20 @@ def diff(old: FittedStats, new: FittedStats, *, max_shift: float = MAX_SHIFT,
             out.append(Drift(name, math.nan, math.nan, True, note))
             continue
         o, n = old.features[name], new.features[name]
-        out.append(drift(name, o.mean, o.std, n.mean, n.std, max_shift=max_shift,
-                         max_ratio=max_ratio))
+        out.append(drift(name, _exact_mean(o), o.std, _exact_mean(n), n.std,
+                         max_shift=max_shift, max_ratio=max_ratio))
     return out
 
 
-def drift(name: str, old_mean: float, old_std: float, new_mean: float, new_std: float, *,
+def drift(name: str, old_mean: float | Fraction, old_std: float,
+          new_mean: float | Fraction, new_std: float, *,
           max_shift: float = MAX_SHIFT, max_ratio: float = MAX_RATIO) -> Drift:
     """One feature's :class:`Drift` from its old and new mean and σ (the rule of :func:`diff`).
 
     The report applies it to the written data in z against the training
     reference (mean 0, σ 1), so its drift flag and ``zscore diff`` agree.
     """
-    delta = new_mean - old_mean
+    delta = float(new_mean - old_mean)  # :func:`diff` passes exact means (Fractions)
     if old_std > 0:
         shift = delta / old_std
         ratio = new_std / old_std

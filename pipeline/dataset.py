@@ -25,19 +25,19 @@ from functools import partial
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .cluster import breadcrumb
 from .errors import (
     DataError,
     InputError,
     StorageError,
     exception_text,
+    option,
     os_error_text,
     storage_error,
 )
-from .location import Location, is_local
-from .schema import Schema, validate
+from .schema import Footer, Schema, validate
+from .storage import Location, hidden, is_local, open_parquet
+from .worker import breadcrumb
 
 
 # -------------------------------------------------------------------- files
@@ -50,11 +50,6 @@ class SourceFile:
     size: int = field(compare=False)
     version: str = field(compare=False)  # mtime, or the ETag on object stores
     partition: tuple[tuple[str, str], ...] = field(compare=False, default=())
-
-
-def hidden(rel: str) -> bool:
-    """True when any component of ``rel`` starts with ``.`` or ``_`` (ignored by readers)."""
-    return any(part.startswith((".", "_")) for part in rel.split("/"))
 
 
 def partition_of(rel: str) -> tuple[tuple[str, str], ...]:
@@ -122,8 +117,8 @@ def scan(loc: Location, filters: Sequence[str] = ()) -> Listing:
                                 partition=partition_of(rel)))
     _check_names(files)
     if not files:
-        which = " matching " + " and ".join(f"--filter {f!r}" for f in filters) if filters \
-            else ""
+        which = " matching " + " and ".join(option("filters", [f], cli=repr(f))
+                                            for f in filters) if filters else ""
         raise InputError(f"input {loc.display} holds no data files{which} "
                          "(files starting with '.' or '_' are ignored)")
     files.sort()
@@ -143,8 +138,9 @@ def _entries(loc: Location, parsed: Sequence[Any], lister: _LocalLister | None
     fs = loc.fs
     if _is_file(loc):
         if parsed:
-            raise InputError(f"--filter {parsed[0].text!r} needs a directory of hive "
-                             f"partitions, but the input {loc.display} is one file")
+            text = parsed[0].text
+            raise InputError(f"{option('filters', [text], cli=repr(text))} needs a directory of "
+                             f"hive partitions, but the input {loc.display} is one file")
         # A single file keeps the name it was given (a link's own name, as inside a directory).
         name = posixpath.basename(loc.display.rstrip("/")) or posixpath.basename(loc.path)
         root = posixpath.dirname(loc.path)
@@ -290,25 +286,7 @@ def fingerprint(files: Sequence[SourceFile]) -> str:
     return h.hexdigest()
 
 
-def open_parquet(fs: Any, path: str) -> pq.ParquetFile:
-    """Open one Parquet file for reading, natively for local paths."""
-    if is_local(fs):
-        return pq.ParquetFile(path, memory_map=False)
-    return pq.ParquetFile(fs.open(path, "rb", cache_type="none"), pre_buffer=True)
-
-
 # ------------------------------------------------------------------ footers
-@dataclass(frozen=True)
-class Footer:
-    """What a file's footer says (or why it could not be read)."""
-
-    rel: str
-    rows: int = 0
-    row_groups: tuple[int, ...] = ()
-    schema: pa.Schema | None = None
-    error: str | None = None
-
-
 def read_footer(fs: Any, file: SourceFile) -> Footer:
     """Read one file's footer; never raises for a bad file, the Footer says why."""
     if file.size == 0:
@@ -360,8 +338,8 @@ class Dataset:
 Mapper = Callable[..., list[Any]]
 
 
-def inspect(loc: Location, mapper: Mapper, features: str | Sequence[str] | None = None,
-            exclude: str | Sequence[str] = (), origin: str = "--features",
+def load_dataset(loc: Location, mapper: Mapper, features: str | Sequence[str] | None = None,
+            exclude: str | Sequence[str] = (), origin: str = "features",
             filters: Sequence[str] = (), cache: Any = None, listing: Listing | None = None,
             warn: Callable[[str], None] | None = None) -> tuple[Dataset, list[str]]:
     """List ``loc`` (pruned by ``filters``), read every footer through ``mapper``,

@@ -11,6 +11,7 @@ from typing import Any
 
 from .artifact import FittedStats
 from .progress import human_bytes, printable
+from .storage import STATS_NAME, SUCCESS
 
 
 def columns(rows: Sequence[Sequence[str]], left: int = 1) -> str:
@@ -49,8 +50,8 @@ def run_summary(result: Any, command: str, table: bool = True) -> str:
     lines = [f"{command}: {result.rows:,} rows in {result.files} files, "
              f"{len(result.features)} features, {result.seconds:.1f} s "
              f"({human_bytes(result.input_bytes)} read, {mbps:.0f} MB/s)",
-             f"output: {out} (manifest {out}/_SUCCESS)",
-             f"statistics: {result.stats_path or out + '/_stats.json'}"]
+             f"output: {out} (manifest {out}/{SUCCESS})",
+             f"statistics: {result.stats_path or out + '/' + STATS_NAME}"]
     if result.report:
         lines.append(f"report: {result.report}")
     lines = [printable(line) for line in lines]

@@ -10,12 +10,63 @@ Exit codes (the contract schedulers script against):
   bad artifacts.  Retrying will not help.
 * ``1`` -- every other :class:`ZscoreError`: infrastructure (cluster lost, disk
   full, a lock held by another run).  A retry may help.
+* ``3`` -- ``zscore diff`` found drift.
 * ``128 + N`` -- :class:`Interrupted`: stopped by signal N before publishing.
+
+Messages speak the library's language: an option is named through
+:func:`option`, which keeps it as data; ``str(error)`` names it as a Python
+keyword (``inf='null'``), :meth:`ZscoreError.render` with ``cli=True`` as a flag
+(``--inf null``), and ``error.options`` lists the options named.
 """
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
+
+EXIT_OTHER = 1  # infrastructure: a retry may help
+EXIT_INPUT = 2  # bad input, data, usage or artifact: do not retry
+EXIT_DRIFT = 3  # zscore diff: a feature drifted past the limits
+
+# Python keywords whose command-line flag is not simply --keyword-with-dashes.
+_FLAGS = {"filters": "--filter", "storage_options": "--storage-option",
+          "stats_path": "--stats"}
+_OPTION = re.compile("\x1f([^\x1e\x1f]*)\x1e([^\x1e\x1f]*)\x1e([^\x1e\x1f]*)\x1f")
+_NO_VALUE = object()
+
+
+def option(name: str, value: Any = _NO_VALUE, *, cli: str | None = None) -> str:
+    """An option named inside an error message, kept as data until the message is shown.
+
+    ``name`` is the Python keyword (``group_by``); ``value`` (optional) what to pass.
+    On the command line it reads ``--group-by VALUE`` (``cli``: the value as it must
+    be typed there, default the value quoted for a shell, a comma inside a name
+    written ``\\,``); in Python ``group_by='VALUE'``, or the bare keyword without a value.
+    """
+    if value is _NO_VALUE:
+        return f"\x1f{name}\x1e\x1e\x1f"
+    if cli is None:
+        cli = shlex.quote(str(value).replace(",", "\\,")) if isinstance(value, str) \
+            else str(value)
+    return f"\x1f{name}\x1e{cli}\x1e{value!r}\x1f"
+
+
+def render(message: str, *, cli: bool = False) -> str:
+    """``message`` with its options named as flags (``cli``) or as Python keywords."""
+    def one(m: re.Match[str]) -> str:
+        name, typed, python = m.groups()
+        if cli:
+            flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+            return f"{flag} {typed}" if typed else flag
+        return f"{name}={python}" if python else name
+
+    return _OPTION.sub(one, message)
+
+
+def options_in(message: str) -> list[str]:
+    """The Python keywords of the options a message names, in order."""
+    return [m.group(1) for m in _OPTION.finditer(message)]
 
 
 class ZscoreError(Exception):
@@ -31,7 +82,7 @@ class ZscoreError(Exception):
         The column at fault.
     """
 
-    exit_code = 1
+    exit_code = EXIT_OTHER
 
     def __init__(self, message: str, *, path: str | None = None, column: str | None = None):
         super().__init__(message)
@@ -39,8 +90,17 @@ class ZscoreError(Exception):
         self.path = path
         self.column = column
 
+    @property
+    def options(self) -> list[str]:
+        """The options (Python keywords) the message tells the user to change or pass."""
+        return options_in(self.message)
+
+    def render(self, *, cli: bool = False) -> str:
+        """The message, naming options as command-line flags (``cli``) or Python keywords."""
+        return render(self.message, cli=cli)
+
     def __str__(self) -> str:
-        return self.message
+        return render(self.message)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only fields are not restored by the default Exception pickling.
@@ -58,7 +118,7 @@ def _rebuild(cls: type[ZscoreError], message: str, path: str | None, column: str
 class InputError(ZscoreError):
     """Bad input, bad data or bad usage: exit code 2, do not retry."""
 
-    exit_code = 2
+    exit_code = EXIT_INPUT
 
 
 class DataError(InputError):
@@ -127,7 +187,7 @@ def exception_text(exc: BaseException, limit: int = 200) -> str:
     Credentials are removed before the text is cut, so that no prefix of a secret
     survives the cut.
     """
-    from .location import redact
+    from .redaction import redact
 
     text = redact(" ".join(str(exc).split())) or type(exc).__name__
     return text if len(text) <= limit else text[:limit - 1] + "…"
@@ -162,7 +222,8 @@ def storage_error(exc: BaseException, action: str, display: str) -> ZscoreError:
                           "and the storage options", path=display)
     if any(d in type(exc).__name__ + text for d in _BAD_CREDENTIALS):
         return InputError(f"{action} {display}: bad credentials ({text}); check the AWS_* "
-                          "environment variables, profiles, or --storage-option", path=display)
+                          f"environment variables, profiles, or {option('storage_options')}",
+                          path=display)
     if isinstance(exc, OSError):
         return StorageError(f"{action} {display}: {os_error_text(exc)}", path=display)
     return StorageError(f"{action} {display}: {type(exc).__name__}: {text}", path=display)

@@ -1,6 +1,6 @@
 """The DataFrame front ends of the kernel: pandas (:func:`apply`) and lazy Dask.
 
-Kept apart from :mod:`pipeline.transform` so that the command line, which works
+Kept apart from :mod:`pipeline.plan` so that the command line, which works
 on Arrow tables only, never pays for importing pandas.
 """
 
@@ -15,8 +15,8 @@ import pyarrow as pa
 
 from .artifact import FittedStats
 from .columns import null_mask
-from .errors import DataError
-from .transform import ColumnPlan, Plan, _few, transform_array, transform_values
+from .errors import DataError, option
+from .plan import ColumnPlan, Plan, _few, transform_array, transform_values
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -62,7 +62,7 @@ def _apply_plan(df: pd.DataFrame, plan: Plan) -> pd.DataFrame:
     if plan.groups is not None:
         missing = [b for b in plan.groups.by if b not in df.columns]
         if missing:
-            raise DataError(f"--group-by column '{missing[0]}' is not in the DataFrame",
+            raise DataError(f"{option('group_by')} column '{missing[0]}' is not in the DataFrame",
                             column=missing[0])
         keys = pa.Table.from_pandas(df[list(plan.groups.by)], preserve_index=False)
         rows = plan.groups.rows(keys)

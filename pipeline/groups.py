@@ -27,10 +27,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .artifact import FeatureStats, Groups, Key
-from .errors import DataError, InputError
+from .errors import DataError, InputError, option
 from .stats import Moments
 
-UNSEEN = ("global", "null", "error")
 GroupMoments = dict[Key, dict[str, Moments]]
 
 
@@ -67,7 +66,8 @@ def codes(table: pa.Table, by: Sequence[str]) -> tuple[np.ndarray, list[Key]]:
         radix *= len(dictionary)
         values.append([jsonable(v) for v in dictionary])
     if radix >= 2**62:
-        raise InputError(f"too many distinct keys in --group-by {','.join(by)}")
+        names = ",".join(by)
+        raise InputError(f"too many distinct keys in {option('group_by', names, cli=names)}")
     uniq, inverse = np.unique(combined, return_inverse=True)
     keys = []
     for u in uniq:
@@ -131,16 +131,18 @@ class GroupPlan:
         """Per row, its key's index (len(keys) for global, -1 for missing under "null")."""
         missing = [b for b in self.by if b not in table.column_names]
         if missing:
-            raise DataError(f"--group-by column '{missing[0]}' is missing" +
+            raise DataError(f"{option('group_by')} column '{missing[0]}' is missing" +
                             (f" from {where}" if where else ""), column=missing[0], path=where)
         code, keys = codes(table, self.by)
         fallback = {"global": len(self.index), "null": -1, "error": -2}[self.unseen]
         lookup = np.array([self.index.get(k, fallback) for k in keys], dtype=np.int64)
         if self.unseen == "error" and (lookup == -2).any():
             key = keys[int(np.argmax(lookup == -2))]
-            raise DataError(f"key {_show(key)} of --group-by {','.join(self.by)} was not seen "
+            by = ",".join(self.by)
+            raise DataError(f"key {_show(key)} of {option('group_by', by, cli=by)} was not seen "
                             "at fit time" + (f" (in {where})" if where else "") +
-                            "; refit, or pass --unseen global or --unseen null",
+                            f"; refit, or pass {option('unseen', 'global')} or "
+                            f"{option('unseen', 'null')}",
                             column=self.by[0], path=where)
         return lookup[code] if len(code) else np.zeros(0, dtype=np.int64)
 

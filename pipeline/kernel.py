@@ -3,7 +3,7 @@
 :func:`scale_array` takes any integer or floating numpy array and a
 :class:`ColumnPlan` whose numbers are arrays indexed by group (the global
 statistics last; a global plan has only those), plus, for per-key plans, each
-row's group.  The Arrow, pandas and Dask front ends (:mod:`pipeline.transform`,
+row's group.  The Arrow, pandas and Dask front ends (:mod:`pipeline.plan`,
 :mod:`pipeline.frames`) all go through it.
 
 Exactness: the mean is subtracted as a double-double (``mean`` then

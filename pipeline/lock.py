@@ -34,7 +34,7 @@ import time
 from typing import Any
 
 from .errors import InputError, LockedError, storage_error
-from .location import Location, is_local
+from .storage import Location, is_local
 
 STALE_ENV = "ZSCORE_LOCK_STALE_SECONDS"
 DEFAULT_STALE_SECONDS = 120.0

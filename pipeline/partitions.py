@@ -4,6 +4,8 @@ An expression is ``KEY OP VALUE`` with OP one of ``== = != < <= > >=``, e.g.
 ``day >= 2026-01-01``.  Values are compared as the partition values look:
 integers as integers (``hour=9`` < ``hour=10``), ISO dates and times as dates
 and times, anything else as text.  Several ``--filter`` are combined with AND.
+Values are compared as Parquet readers show them: percent-escapes in directory names
+are decoded (``city=New%20York`` is ``New York``), as pyarrow, Spark and Dask do.
 """
 
 from __future__ import annotations
@@ -12,17 +14,19 @@ import datetime as _dt
 import operator
 import posixpath
 import re
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, option
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "=": operator.eq, "!=": operator.ne, "<=": operator.le,
     ">=": operator.ge, "<": operator.lt, ">": operator.gt}
 _EXPR = re.compile(r"^\s*([^\s=!<>]+)\s*(==|=|!=|<=|>=|<|>)\s*(.*?)\s*$")
+_EXAMPLE = "day >= 2026-01-01"
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,9 @@ class Filter:
         """Parse ``"day >= 2026-01-01"``; :class:`InputError` if it is not KEY OP VALUE."""
         match = _EXPR.match(text)
         if not match or not match.group(3):
-            raise InputError(f"--filter {text!r} is not KEY OP VALUE (OP one of == != < <= > "
-                             ">=), e.g. --filter 'day >= 2026-01-01'")
+            raise InputError(f"{option('filters', [text], cli=repr(text))} is not KEY OP VALUE "
+                             "(OP one of == != < <= > >=), e.g. "
+                             f"{option('filters', [_EXAMPLE], cli=repr(_EXAMPLE))}")
         key, op, value = match.groups()
         return cls(key=key, op=op, value=value.strip("'\""), text=text)
 
@@ -81,8 +86,9 @@ def allowed(filters: Sequence[Filter], values: Sequence[str]) -> set[str]:
             target = convert(f.value)
         except ValueError:
             example = sorted(values)[0] if values else "?"
-            raise InputError(f"value {f.value!r} of --filter {f.text!r} is not {kind} like the "
-                             f"values of '{f.key}' (e.g. {example})", column=f.key) from None
+            named = option("filters", [f.text], cli=repr(f.text))
+            raise InputError(f"value {f.value!r} of {named} is not {kind} like the values of "
+                             f"'{f.key}' (e.g. {example})", column=f.key) from None
         keep = {v for v in keep if _OPS[f.op](convert(v), target)}
     return keep
 
@@ -120,12 +126,13 @@ def walk(ls: Callable[[str], list[dict[str, Any]]], root: str, filters: Sequence
             if key:
                 seen_keys.add(key)
             if key in by_key:
-                keep = allowed(by_key[key], [v for v, _ in entries])
-                entries = [(v, p) for v, p in entries if v in keep]
+                shown = [(urllib.parse.unquote(v), p) for v, p in entries]
+                keep = allowed(by_key[key], [v for v, _ in shown])
+                entries = [(v, p) for v, p in shown if v in keep]
             pending.extend(p for _, p in entries)
     unknown = sorted(set(by_key) - seen_keys)
     if unknown:
         keys = ", ".join(sorted(seen_keys)) or "none"
-        raise InputError(f"--filter names '{unknown[0]}', which is not a partition key of the "
-                         f"input (its keys: {keys})", column=unknown[0])
+        raise InputError(f"{option('filters')} names '{unknown[0]}', which is not a partition "
+                         f"key of the input (its keys: {keys})", column=unknown[0])
     return found

@@ -49,10 +49,10 @@ def escape(text: str) -> str:
 def printable(text: str) -> str:
     """``text`` as it may be written to a terminal or a log: one line, no secrets.
 
-    Credentials are removed first (:func:`pipeline.location.redact`), then control
+    Credentials are removed first (:func:`pipeline.redaction.redact`), then control
     characters escaped (:func:`escape`).
     """
-    from .location import redact
+    from .redaction import redact
 
     return escape(redact(text))
 
@@ -164,9 +164,11 @@ class Progress:
         if self.console.tty:
             if now - self._last >= 0.1 or self.done == self.total:
                 self._last = now
+                # Marked first: a signal's Interrupted raised inside write() or flush()
+                # (the main thread) must still find the line to end (see abort).
+                self._drawn = True
                 self.console.stream.write("\r" + self._text(bar=True) + "\x1b[K")
                 self.console.stream.flush()
-                self._drawn = True
         elif now - self._last >= LOG_EVERY and self.done < self.total:
             self._last = now
             self.console._line(self._text(bar=False))

@@ -28,15 +28,15 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .artifact import FeatureStats, FittedStats
-from .commit import atomic_write
+from .choices import MODES
 from .compose import MAX_RATIO, MAX_SHIFT, Drift, drift
 from .errors import ArtifactError, InputError, exception_text
-from .location import redact
 from .progress import escape
+from .redaction import redact
 from .stats import Moments
+from .storage import atomic_write
 from .summary import BEYOND, QUANTILES, STEP, Summary
 from .svg import feature_svg
-from .transform import MODES
 
 SUMMARY_NAME = "summary.json"
 INDEX_NAME = "index.html"

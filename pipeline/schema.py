@@ -8,24 +8,30 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import shlex
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from .errors import DataError, InputError
-
-if TYPE_CHECKING:
-    from .dataset import Footer
+from .errors import DataError, InputError, option
 
 MAX_PROBLEMS = 20  # problems listed in one error; the rest are counted
 
 
 def is_numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+
+@dataclass(frozen=True)
+class Footer:
+    """What a file's footer says (or why it could not be read): read by :mod:`pipeline.dataset`."""
+
+    rel: str
+    rows: int = 0
+    row_groups: tuple[int, ...] = ()
+    schema: pa.Schema | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def unify_numeric(types: Sequence[pa.DataType]) -> pa.DataType:
 
 def validate(footers: Sequence[Footer], partition_keys: Sequence[str],
              features: str | Sequence[str] | None = None,
-             exclude: str | Sequence[str] = (), origin: str = "--features"
+             exclude: str | Sequence[str] = (), origin: str = "features"
              ) -> tuple[Schema, list[str]]:
     """Check every footer against the dataset's schema and select the features.
 
@@ -175,8 +181,8 @@ def _drift(schema: Schema, good: Sequence[Footer], types: dict[str, Counter[pa.D
             where = (f"'{name}' is missing from {_some(lacking)} but present in "
                      f"{len(good) - len(lacking)} other file(s)")
             if feature:
-                problems.append(f"selected feature {where}; exclude it with --exclude "
-                                f"{as_option(name)} or fix the files")
+                problems.append(f"selected feature {where}; exclude it with "
+                                f"{option('exclude', name)} or fix the files")
             else:
                 notes.append(f"pass-through column {where}; each output file keeps the "
                              "columns of its input file")
@@ -188,7 +194,7 @@ def _drift(schema: Schema, good: Sequence[Footer], types: dict[str, Counter[pa.D
             where = (f"'{name}' is {odd[1]} in {odd[0].rel} but {majority} in "
                      f"{counts[majority]} other file(s)")
             if feature:
-                problems.append(f"column {where}; exclude it with --exclude {as_option(name)} "
+                problems.append(f"column {where}; exclude it with {option('exclude', name)} "
                                 "or fix the file")
             else:
                 notes.append(f"pass-through column {where}; each output file keeps the type "
@@ -230,7 +236,7 @@ def _raise(problems: list[str], footers: Sequence[Footer]) -> None:
 
 # ----------------------------------------------------------------- features
 def select_features(schema: Schema, features: str | Sequence[str] | None = None,
-                    exclude: str | Sequence[str] = (), origin: str = "--features") -> list[str]:
+                    exclude: str | Sequence[str] = (), origin: str = "features") -> list[str]:
     """Resolve ``--features`` / ``--exclude`` (names and shell globs) to column names.
 
     Default: every integer and floating column, minus hive partition keys, columns
@@ -244,10 +250,15 @@ def select_features(schema: Schema, features: str | Sequence[str] | None = None,
     """
     names = [n for n in schema.names if n not in schema.partition_keys]
     wanted = _split(features)
+    if features is not None and not wanted:
+        # An empty list (often an unset shell variable: --features "$COLS") is not
+        # "every column": normalizing ids and labels silently is the worse mistake.
+        raise InputError(f"{option(origin)} is empty; name the columns to normalize, or "
+                         f"leave {option(origin)} out to normalize every numeric column")
     keys = [w for w in wanted if w in schema.partition_keys]
     if keys:
         what = (f"column '{keys[0]}' of the statistics" if origin == "statistics"
-                else f"{origin} '{keys[0]}'")
+                else f"{option(origin)} '{keys[0]}'")
         raise InputError(f"{what} is a hive partition key; partition keys (and "
                          "stored columns of the same name) are passed through, never "
                          "normalized", column=keys[0])
@@ -261,7 +272,7 @@ def select_features(schema: Schema, features: str | Sequence[str] | None = None,
     else:
         chosen = [n for n in names if is_numeric(schema.field(n).type)
                   and n not in schema.index_columns]
-    dropped = set(_match(_split(exclude), schema.names, "--exclude"))
+    dropped = set(_match(_split(exclude), schema.names, "exclude"))
     chosen = [n for n in chosen if n not in dropped]
     if not chosen:
         if not any(is_numeric(schema.field(n).type) for n in names):
@@ -281,19 +292,33 @@ def _split(spec: str | Sequence[str] | None) -> list[str]:
     return [s.strip() for s in items if s.strip()]
 
 
-def as_option(name: str) -> str:
-    """``name`` as it must be typed after ``--exclude`` in a shell (the inverse of parsing)."""
-    return shlex.quote(name.replace(",", "\\,"))
 
-
-def _match(patterns: list[str], names: list[str], option: str) -> list[str]:
+def _match(patterns: list[str], names: list[str], origin: str) -> list[str]:
     chosen: list[str] = []
     for pat in patterns:
         hits = [n for n in names if n == pat or fnmatch.fnmatchcase(n, pat)]
         if not hits:
-            what = (f"column '{pat}' of the statistics is not in the input" if option ==
-                    "statistics" else f"{option} '{pat}' matches no column")
+            what = (f"column '{pat}' of the statistics is not in the input" if origin ==
+                    "statistics" else f"{option(origin)} '{pat}' matches no column")
             raise InputError(f"{what}; available columns: " + ", ".join(names[:30]),
                              column=pat)
         chosen.extend(h for h in hits if h not in chosen)
     return [n for n in names if n in chosen]
+
+
+def split_names(value: str | Sequence[str] | None) -> list[str]:
+    """Names from a comma-separated string or a list (``group_by``), blanks dropped."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return [x.strip() for x in items if x.strip()]
+
+
+def without_keys(chosen: list[str], group_by: Sequence[str], *, explicit: bool) -> list[str]:
+    """Drop ``group_by`` columns from a default feature selection (keys are not features)."""
+    keys = set(group_by)
+    if explicit or not keys:
+        return chosen
+    kept = [c for c in chosen if c not in keys]
+    if not kept:
+        raise InputError(f"no numeric feature column left besides the {option('group_by')} "
+                         "columns")
+    return kept

@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import ClusterError, ZscoreError
+from .errors import ClusterError, ZscoreError, option
 from .interrupt import check, checkpoint
 from .progress import Console
+from .worker import BREADCRUMBS
 
 MAX_TASKS = 512  # per pass: bounds graph size and scheduler overhead for 10,000s of files
 
@@ -50,7 +51,7 @@ class Session:
 
     def mapper(self, fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], *,
                label: str) -> list[Any]:
-        """``dataset.inspect``'s mapper: :meth:`map` without weights."""
+        """``dataset.load_dataset``'s mapper: :meth:`map` without weights."""
         return self.map(fn, items, label=label)
 
     def map(self, fn: Callable[[list[Any]], list[Any]], items: Sequence[Any], *, label: str,
@@ -120,7 +121,7 @@ class Session:
         return results
 
     def _culprit(self) -> str | None:
-        """The file that workers which died were reading most often (see :func:`breadcrumb`)."""
+        """The file that workers which died were reading most often (their breadcrumbs)."""
         from collections import Counter
 
         try:
@@ -169,7 +170,7 @@ class Session:
                 shown = culprit
             return ClusterError(f"the task reading {shown} killed its worker repeatedly "
                                 "(crash or out of memory on that input); check the file or "
-                                "give workers more memory with --memory-limit")
+                                f"give workers more memory with {option('memory_limit')}")
         if kind in ("CancelledError", "FutureCancelledError") or fut.status == "cancelled":
             return self._lost()
         text = " ".join(str(exc).split())[:300]
@@ -234,28 +235,6 @@ class _NoWorkers:
                     "no-workers-timeout sets how long to wait)")
                 session._cancel(self.futures)
                 return
-
-
-BREADCRUMBS = "zscore-reading"
-
-
-def breadcrumb(rel: str) -> None:
-    """Tell the scheduler which file this worker starts reading (kept if the worker dies).
-
-    When a task keeps killing its workers, Dask blames whichever tasks were on the
-    dying workers, innocent ones included; the last breadcrumb of each dead
-    worker names the file that really killed it.  A no-op outside a Dask worker.
-    """
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return
-    try:
-        worker.log_event(BREADCRUMBS, {"file": rel, "worker": worker.address})
-    except Exception:  # noqa: BLE001 - a breadcrumb must never fail a task
-        pass
 
 
 def _name(item: Any) -> str:

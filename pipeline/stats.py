@@ -226,15 +226,3 @@ def _difference(a: Number, b: Number) -> float:
     if isinstance(a, int) and isinstance(b, int):
         return float(a - b)
     return float(a) - float(b)
-
-
-def exact_reference(values: Iterable[Number], ddof: int = 0) -> tuple[float, float]:
-    """Mean and standard deviation computed exactly with rationals, rounded at the end.
-
-    The accuracy yardstick for tests and benchmarks; far too slow for real data.
-    """
-    xs = [Fraction(v) for v in values]
-    n = len(xs)
-    mean = sum(xs, Fraction(0)) / n
-    m2 = sum(((x - mean) ** 2 for x in xs), Fraction(0))
-    return float(mean), math.sqrt(float(m2 / (n - ddof))) if n - ddof > 0 else math.nan

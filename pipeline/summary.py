@@ -16,19 +16,16 @@ row with its own key's numbers).  A :class:`Summary` holds:
 * the exact count of ``|z| > 4``;
 * per key (``--group-by``), the moments of z of each key's rows.
 
-Cost: a chunk of ``CHUNK`` values is summed (which also finds NaN), its
-extremes taken, binned by ``t = z * 256 + offset`` (exact: a power of two),
-truncated and counted with ``np.bincount``, and its squares summed: about ten
-numpy passes over data in L2, each a fraction of a nanosecond per value.
-Small batches (100-row files) are buffered and counted together.  Counts are
-exact integers, identical whatever the number of workers; the moments are
-merged in task order, so their last bits may depend on how files were batched
-(far below the digits the page shows).
+Counts are exact integers, identical whatever the number of workers; the
+moments are merged in task order, so their last bits may depend on how files
+were batched (far below the digits the page shows).  :class:`Tally` says what
+the counting costs.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -71,8 +68,7 @@ def reference(col: Any, mode: str, inverse: bool = False) -> Reference:
     if mode == "scale":
         return Reference(center=np.where(const, col.mean, col.mean / std),
                          unit=np.ones_like(std))
-    unit = std if mode == "center" else np.ones_like(std)
-    return Reference(center=np.zeros_like(std), unit=unit)
+    return Reference(center=np.zeros_like(std), unit=std if mode == "center" else np.ones_like(std))
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,10 +90,6 @@ class Summary:
     beyond: int = 0
     keys: dict[int, Moments] | None = None
 
-    @property
-    def rows(self) -> int:
-        return self.moments.count + self.moments.missing
-
     def merge(self, other: Summary) -> Summary:
         first, fine = _add_spans(self.first, self.fine, other.first, other.fine)
         keys = None
@@ -106,7 +98,8 @@ class Summary:
             for k, m in (other.keys or {}).items():
                 keys[k] = keys[k].merge(m) if k in keys else m
         return Summary(moments=self.moments.merge(other.moments), first=first, fine=fine,
-                       low=_add_dicts(self.low, other.low), high=_add_dicts(self.high, other.high),
+                       low=dict(Counter(self.low) + Counter(other.low)),
+                       high=dict(Counter(self.high) + Counter(other.high)),
                        beyond=self.beyond + other.beyond, keys=keys)
 
     def __eq__(self, other: object) -> bool:
@@ -209,19 +202,15 @@ def _add_spans(a0: int, a: np.ndarray, b0: int, b: np.ndarray) -> tuple[int, np.
     return lo, out
 
 
-def _add_dicts(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
-    return out
-
-
 class Tally:
     """The counts of one feature within one task (mutable; :meth:`result` freezes them).
 
-    Per chunk the work is a handful of numpy passes and a few Python operations:
-    sums of well-conditioned chunks are added as plain floats (see
-    :meth:`_moments`), and the ±4σ count is read off the buckets at the end,
+    A chunk of ``CHUNK`` values (small batches, e.g. 100-row files, are buffered
+    and counted together) is summed (which also finds NaN), its extremes taken,
+    binned by ``t = z * 256 + offset`` (exact: a power of two), truncated and
+    counted with ``np.bincount``, and its squares summed: about ten numpy passes
+    over data in L2.  Sums of well-conditioned chunks are added as plain floats
+    (see :meth:`_moments`); the ±4σ count is read off the buckets at the end,
     corrected only by chunks with values next to ±4.
     """
 

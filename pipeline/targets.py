@@ -7,7 +7,7 @@ report is part of ``OUTPUT``), the statistics file (``--stats``) and the cache
 Before any compute each destination is checked:
 
 * against the input, on real paths (symbolic links and ``..`` resolved, see
-  :mod:`pipeline.location`) and by device and inode (so that a bind mount or a
+  :mod:`pipeline.storage`) and by device and inode (so that a bind mount or a
   case-insensitive spelling of the input is the input): nothing may be written
   inside the input or inside a directory or file it links to, and no
   destination may contain it;
@@ -21,7 +21,7 @@ Before any compute each destination is checked:
 
 On object stores paths compare by bucket and prefix, and "checked" means that
 the URL resolves and its bucket exists and answers: permissions there are only
-known by writing.  That is why :mod:`pipeline.run` writes the statistics file
+known by writing.  That is why :mod:`pipeline.jobs` writes the statistics file
 before it publishes ``OUTPUT``, and why the output's lock, taken before any
 data is read, is the write probe for ``OUTPUT``.
 """
@@ -36,9 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .commit import MARKER, SUCCESS
-from .errors import OutputError, StorageError, os_error_text, storage_error
-from .location import Location
+from .errors import OutputError, StorageError, option, os_error_text, storage_error
+from .storage import MARKER, STATS_NAME, SUCCESS, Location
 
 CACHE_DIRS = ("footers", "moments")
 _MANIFEST_KEYS = ("run_id", "command", "tool_version", "files")
@@ -149,7 +148,8 @@ def _check_contents(out: Location, overwrite: bool) -> None:
         if overwrite:
             return
         raise OutputError(f"output {out.display} exists and holds a zscore output; pass "
-                          "--overwrite to replace it or choose another path", path=out.display)
+                          f"{option('overwrite')} to replace it or choose another path",
+                          path=out.display)
     if MARKER in names:
         return  # what a failed zscore run left on an object store: nothing was published
     shown = ", ".join(entries[:_SHOWN]) + (", ..." if len(entries) > _SHOWN else "")
@@ -180,9 +180,10 @@ def _check_stats(stats: Location, sources: list[_Place], out: Location | None,
                               path=stats.display)
     how = _relation(stats.fs, stats.path, _place(out), ids) if out is not None else None
     if out is not None and how is not None:
+        saved = f"{out.display.rstrip('/')}/{STATS_NAME}"
         raise OutputError(f"{name} {how} the output {out.display}, which publishing replaces "
-                          f"(the statistics are saved as {out.display.rstrip('/')}/_stats.json "
-                          "anyway); write it elsewhere", path=stats.display)
+                          f"(the statistics are saved as {saved} anyway); write it elsewhere",
+                          path=stats.display)
     _check_bucket(stats, "statistics file")
     if stats.local:
         if os.path.isdir(stats.path):
@@ -300,7 +301,7 @@ class _Identity:
 
     @staticmethod
     def local(fs: Any) -> bool:
-        from .location import is_local
+        from .storage import is_local
 
         return is_local(fs)
 

@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .cluster import breadcrumb
-from .commit import local_tempfile
-from .dataset import Dataset, SourceFile, open_parquet
-from .errors import DataError, StorageError, exception_text, os_error_text
-from .location import Location
+from .dataset import Dataset, SourceFile
+from .errors import StorageError, os_error_text
+from .plan import Plan, output_schema, transform_table
+from .storage import Location, local_tempfile, open_parquet
 from .summary import Reference, Summary, Tally
-from .transform import Plan, output_schema, transform_table
+from .worker import breadcrumb, corrupt_file
 
 if TYPE_CHECKING:
     from .cluster import Session
@@ -136,7 +135,7 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
         pf = open_parquet(src_fs, file.path)
         schema = output_schema(pf.schema_arrow, plan)
     except (OSError, pa.ArrowException, ValueError) as exc:
-        raise _corrupt(file, exc) from None
+        raise corrupt_file(file.rel, exc) from None
     rows = 0
     options = writer_options(*encodings(pf.metadata), plan)
     with pq.ParquetWriter(dest, schema, **options) as writer:
@@ -153,12 +152,7 @@ def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
             yield from pf.iter_batches(batch_size=MAX_ROW_GROUP, row_groups=[i],
                                        use_threads=False)
         except (OSError, pa.ArrowException, ValueError) as exc:
-            raise _corrupt(file, exc) from None
-
-
-def _corrupt(file: SourceFile, exc: BaseException) -> DataError:
-    return DataError(f"cannot read {file.rel}: {exception_text(exc, 300)}; the file "
-                     "is corrupt: replace or remove it", path=file.rel)
+            raise corrupt_file(file.rel, exc) from None
 
 
 def write_files(src_fs: Any, files: Sequence[SourceFile], target: Location,

@@ -1,147 +1,83 @@
-"""deploy/airflow/zscore_dag.py in a real Apache Airflow 3.3.2.
+"""deploy/airflow's DAGs in real Apache Airflow, 2.10.5 and 3.3.2 (see airflow_env.py).
 
-Airflow gets its own virtual environment, ``.airflow-venv/`` (git-ignored), never the
-project's: the DAG runs zscore as a command and imports nothing of it. The environment is
-installed on first use with the pins of ``deploy/airflow/constraints.txt`` and reused while
-its stamp matches them; a failed install fails the tests (never skips). Every Airflow
-process gets a temporary AIRFLOW_HOME (SQLite), no example DAGs, and none of the caller's
-AIRFLOW_* or DASK_* variables. Settings reach the DAG as Airflow does it: Variables through
-``AIRFLOW_VAR_ZSCORE_*``, params through the run's conf.
+Settings reach the DAGs as Airflow does it: Variables through ``AIRFLOW_VAR_ZSCORE_*``,
+params through the run's conf; the sensor waits 12 s at most, looking every second. In
+each version, one process runs, in order (``dag.test``, on the embedded local cluster):
 
-- The DAG folder has no import errors, as ``airflow dags list-import-errors`` reports them.
-- A day's run on the embedded local cluster (``dag.test``, after ``airflow dags reserialize``):
-  the fit covers the days before it, the gate is skipped (no previous fit), both outputs
-  are published; a second run for the same day rewrites byte-identical data files and
-  overwrites the day's artifact. The next day passes the gate.
-- zscore's exit codes end to end, with ``retries=1``: drift (3) and a missing input (2)
-  fail after one try; an unwritable stats_dir (1) is retried.
-- ``run_zscore``'s mapping of every kind of exit, and the settings' precedence.
+1. ``zscore_training_set`` for 2026-01-04, window 3 days: the set's data, each day
+   normalized with the one fit of the window (checked against exact sums of the input),
+   and ``training_set.json`` (artifact digest, days, rows, version) written last; an
+   Asset/Dataset event names it.
+2. The same set again: refused (it is published), no retry.
+3. ``zscore_daily`` 2026-01-04 with that set: the day passes the gate and is normalized
+   with the training artifact, not its own fit.
+4. 2026-01-05, whose input marker appears 3 s after the run starts: waited for.
+5. Drift (``max_shift`` 0): exit 3 fails the gate, no retry, nothing transformed.
+6. 2026-01-06, never there: the sensor times out; the task fails, no retry.
+7. A corrupt input file: exit 2, no retry.  8. An unwritable stats_dir: exit 1, retried.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
+import math
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from airflow_env import VERSIONS, Airflow, run
 
-ROOT = Path(__file__).resolve().parents[1]
-DAG_FILE = ROOT / "deploy" / "airflow" / "zscore_dag.py"
-CONSTRAINTS = ROOT / "deploy" / "airflow" / "constraints.txt"
-AIRFLOW = "apache-airflow==3.3.2"
-VENV = ROOT / ".airflow-venv"
 ZSCORE = Path(sys.executable).parent / "zscore"  # the project's, beside this interpreter
-DAG_ID = "zscore_daily"
+WAIT_TIMEOUT = 12
+FEATURE = "f_normal"
 
-# The install (about a minute) runs inside the first test's timeout.
-pytestmark = pytest.mark.timeout(900)
+# The install (a minute or two per version) runs inside the first test's timeout.
+pytestmark = pytest.mark.timeout(1200)
 
-
-# ------------------------------------------------------------------ Airflow
-def _run(cmd: list[str], timeout: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{' '.join(cmd[:4])} ... took over {timeout} s")
-
-
-@pytest.fixture(scope="session")
-def airflow_venv() -> Path:
-    """``.airflow-venv`` with the pinned Airflow, (re)built unless its stamp matches."""
-    stamp = VENV / ".installed-stamp"
-    want = (f"{AIRFLOW} {hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()} "
-            f"python {platform.python_version()}\n")
-    python = VENV / "bin" / "python"
-    # python is a symlink to the base interpreter, which may have gone since.
-    if (stamp.is_file() and stamp.read_text() == want and python.resolve().is_file()
-            and (VENV / "bin" / "airflow").is_file()):
-        return VENV
-    shutil.rmtree(VENV, ignore_errors=True)
-    steps = [[sys.executable, "-m", "venv", str(VENV)],
-             [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-              "-c", str(CONSTRAINTS), AIRFLOW]]
-    for cmd in steps:
-        proc = _run(cmd, timeout=600)
-        if proc.returncode:
-            pytest.fail(f"cannot install {AIRFLOW} into {VENV}: {' '.join(cmd[2:5])} exited "
-                        f"{proc.returncode}: {' '.join(proc.stderr.split())[-800:]}")
-    stamp.write_text(want)  # last: an interrupted install is redone next time
-    return VENV
-
-
-class Airflow:
-    """An isolated Airflow installation: its own AIRFLOW_HOME, DAGs folder and variables."""
-
-    def __init__(self, venv: Path, home: Path, variables: dict[str, str]):
-        self.venv, self.home = venv, home
-        self.dags = home / "dags"
-        self.dags.mkdir(parents=True)
-        shutil.copy(DAG_FILE, self.dags)
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("AIRFLOW", "DASK_", "ZSCORE_"))}
-        self.env.update({
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "ZSCORE_AIRFLOW_RETRIES": "1",
-            "ZSCORE_AIRFLOW_RETRY_DELAY": "0",
-            **{f"AIRFLOW_VAR_ZSCORE_{k.upper()}": v for k, v in variables.items()},
-        })
-
-    def cli(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = _run([str(self.venv / "bin" / "airflow"), *args], timeout=180, env=self.env,
-                    cwd=self.home)
-        if ok:
-            assert proc.returncode == 0, f"airflow {' '.join(args)}: {proc.stdout[-2000:]}" \
-                                         f"{proc.stderr[-2000:]}"
-        return proc
-
-    def python(self, code: str, *args: str, log: Path) -> None:
-        with log.open("w") as out:
-            try:
-                proc = subprocess.run([str(self.venv / "bin" / "python"), "-c", code, *args],
-                                      stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                      cwd=self.home, timeout=600)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"over 600 s: {log.read_text()[-4000:]}")
-        assert proc.returncode == 0, log.read_text()[-4000:]
-
-
-# Runs the DAG once per entry of runs, in this process, and records after each run the
-# states and tries of its tasks and the sha256 and mtime of every file under data.
+# Runs the DAGs once per entry of runs, in this process, and records after each run the
+# states and tries of its tasks and the Asset (3.x) / Dataset (2.x) events it emitted.
 DRIVER = r"""
-import hashlib, json, sys
+import json, sys, threading
 from datetime import datetime, timezone
 from pathlib import Path
 
-from airflow.dag_processing.dagbag import DagBag
+import airflow
+try:
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.asset import AssetEvent as Event
+except ImportError:  # Airflow 2
+    from airflow.models.dagbag import DagBag
+    from airflow.models.dataset import DatasetEvent as Event
+    # dag_run_note refers to FAB's ab_user table; `airflow dags test` loads it, a script must.
+    import airflow.providers.fab.auth_manager.models  # noqa: F401
 from airflow.utils.session import create_session
 
 spec = json.loads(Path(sys.argv[1]).read_text())
-data, results = Path(spec["data"]), []
+sys.path.insert(0, spec["dags"])  # as Airflow's own processes do, for the shared modules
+results = []
 for run in spec["runs"]:
     # Parsed again for each run, as a worker would: dag.test() keeps a run's conf in the
     # DAG object's params, where the next run would inherit it.
     bag = DagBag(dag_folder=spec["dags"])
     assert not bag.import_errors, bag.import_errors
+    if run.get("late"):  # the input's marker appears while the sensor waits
+        threading.Timer(3.0, Path(run["late"]).touch).start()
     day = datetime.fromisoformat(run["date"]).replace(tzinfo=timezone.utc)
-    dr = bag.get_dag(spec["dag_id"]).test(logical_date=day, run_conf=run["conf"])
+    date_arg = "execution_date" if airflow.__version__.startswith("2.") else "logical_date"
+    started = datetime.now(timezone.utc)
+    dr = bag.get_dag(run["dag"]).test(**{date_arg: day}, run_conf=run["conf"])
     with create_session() as session:
         tasks = {ti.task_id: [ti.state and str(ti.state), ti.try_number]
                  for ti in dr.get_task_instances(session=session)}
-    files = {str(p.relative_to(data)): [hashlib.sha256(p.read_bytes()).hexdigest(),
-                                        p.stat().st_mtime_ns]
-             for p in sorted(data.rglob("*")) if p.is_file()}
-    results.append({"state": str(dr.state), "tasks": tasks, "files": files})
+        # Airflow 2 gives reruns of a date the same run_id: the time tells this run's own.
+        events = [[e.uri, e.extra] for e in session.query(Event).filter(
+            Event.source_dag_id == run["dag"], Event.source_run_id == dr.run_id,
+            Event.timestamp >= started)]
+    results.append({"state": str(dr.state), "tasks": tasks, "events": events})
     Path(spec["result"]).write_text(json.dumps(results))
 """
 
@@ -150,66 +86,94 @@ for run in spec["runs"]:
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("zscore-root")
     for name, rows, files, seed in [("train", 20_000, 2, 1), ("validation", 5_000, 1, 2)]:
-        proc = _run([str(ZSCORE), "sample", str(root / name), "--rows", str(rows), "--days",
-                     "5", "--files-per-day", str(files), "--seed", str(seed)], timeout=120)
+        proc = run([str(ZSCORE), "sample", str(root / name), "--rows", str(rows), "--days",
+                    "5", "--files-per-day", str(files), "--seed", str(seed)], timeout=120)
         assert proc.returncode == 0, proc.stderr
+        for day in (root / name).iterdir():
+            (day / "_SUCCESS").touch()  # what the producer of the input writes when done
+    (root / "validation" / "day=2026-01-05" / "_SUCCESS").unlink()  # arrives late (run 4)
+    bad = root / "bad" / "day=2026-01-04"
+    bad.mkdir(parents=True)
+    (bad / "part-0.parquet").write_bytes(b"not parquet at all")
+    (bad / "_SUCCESS").touch()
     return root
 
 
-@pytest.fixture(scope="module")
-def airflow(airflow_venv: Path, data: Path, tmp_path_factory: pytest.TempPathFactory
-            ) -> Airflow:
-    af = Airflow(airflow_venv, tmp_path_factory.mktemp("airflow-home"), {
-        "root": str(data),
-        "executable": str(ZSCORE),
-        # The sample's epoch-seconds column moves with the day by design; a deployment
-        # leaves timestamps out of the features too.
-        "exclude": "id,label,f_epoch_seconds",
-    })
-    af.cli("db", "migrate")
-    # Airflow 3's dag.test() wants the DAG serialized in the metadata database first.
-    af.cli("dags", "reserialize")
-    return af
-
-
-# (logical date, the run's conf)
-RUNS: list[tuple[str, dict[str, Any]]] = [
-    ("2026-01-03", {}),
-    ("2026-01-03", {}),                                   # a rerun of the same day
-    ("2026-01-04", {}),                                   # the gate compares with 01-03
-    ("2026-01-05", {"max_shift": 0}),                     # every shift is drift: exit 3
-    ("2026-01-05", {"train_input": "/nonexistent/train"}),         # exit 2
+SET = "training_sets/ts"
+# (DAG, logical date, the run's conf, a marker that appears late)
+RUNS: list[tuple[str, str, dict[str, Any], str]] = [
+    ("zscore_training_set", "2026-01-04", {"window_days": 3, "name": "ts"}, ""),
+    ("zscore_training_set", "2026-01-04", {"window_days": 3, "name": "ts"}, ""),
+    ("zscore_daily", "2026-01-04", {}, ""),
+    ("zscore_daily", "2026-01-05", {}, "validation/day=2026-01-05/_SUCCESS"),
+    ("zscore_daily", "2026-01-03", {"max_shift": 0}, ""),
+    ("zscore_daily", "2026-01-06", {}, ""),
+    ("zscore_daily", "2026-01-04", {"input": "{data}/bad"}, ""),
     # exit 1: /sys refuses new files even to root (a directory under a file would be exit 2)
-    ("2026-01-05", {"stats_dir": "/sys/zscore-stats"}),
+    ("zscore_daily", "2026-01-03", {"stats_dir": "/sys/zscore-stats"}, ""),
 ]
 
 
+@pytest.fixture(scope="module", params=sorted(VERSIONS))
+def airflow(request: pytest.FixtureRequest, data: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Airflow:
+    af = Airflow(request.param, tmp_path_factory.mktemp(f"airflow-{request.param}"), {
+        "root": str(data), "executable": str(ZSCORE),
+        # The sample's epoch-seconds column moves with the day by design; a deployment
+        # leaves timestamps out of the features too.
+        "exclude": "id,label,f_epoch_seconds",
+        "training_set": str(data / SET / "training_set.json"),
+    }, env={"ZSCORE_AIRFLOW_RETRIES": "1", "ZSCORE_AIRFLOW_RETRY_DELAY": "0",
+            "ZSCORE_AIRFLOW_POKE_INTERVAL": "1", "ZSCORE_AIRFLOW_WAIT_TIMEOUT": str(WAIT_TIMEOUT),
+            "KUBECONFIG": "/nonexistent"})
+    af.migrate()
+    return af
+
+
 @pytest.fixture(scope="module")
-def runs(airflow: Airflow, data: Path) -> tuple[list[dict[str, Any]], str]:
-    """The results of RUNS, in order, and the log of the process that ran them."""
-    spec = airflow.home / "runs.json"
-    result = airflow.home / "result.json"
-    spec.write_text(json.dumps({
-        "dags": str(airflow.dags), "dag_id": DAG_ID, "data": str(data),
-        "result": str(result),
-        "runs": [{"date": d, "conf": {k: v.format(data=data) if isinstance(v, str) else v
-                                      for k, v in conf.items()}} for d, conf in RUNS],
-    }))
+def runs(airflow: Airflow, data: Path) -> tuple[list[dict[str, Any]], str, Path]:
+    """The results of RUNS, in order, the log of the process that ran them, and the data."""
+    # Each version starts from the same inputs: outputs of the other version's runs go.
+    for name in ("training_sets", "validation_z", "daily_stats"):
+        for p in sorted((data / name).rglob("*"), reverse=True) if (data / name).exists() else []:
+            p.unlink() if p.is_file() else p.rmdir()
+    late = data / RUNS[3][3]
+    late.unlink(missing_ok=True)
+    spec, result = airflow.home / "runs.json", airflow.home / "result.json"
+    spec.write_text(json.dumps({"dags": str(airflow.dags), "result": str(result), "runs": [
+        {"dag": dag, "date": d, "late": str(data / marker) if marker else "",
+         "conf": {k: v.format(data=data) if isinstance(v, str) else v for k, v in conf.items()}}
+        for dag, d, conf, marker in RUNS]}))
     log = airflow.home / "runs.log"
     airflow.python(DRIVER, str(spec), log=log)
     out = json.loads(result.read_text())
     assert len(out) == len(RUNS)
-    return out, log.read_text()
-
-
-def _data_files(files: dict[str, Any], under: str) -> dict[str, Any]:
-    """The data files of one output: no part of their path starts with ``_``."""
-    return {k: v for k, v in files.items() if k.startswith(under + "/")
-            and not any(part.startswith("_") for part in Path(k).parts)}
+    return out, log.read_text(), data
 
 
 def _tasks(run: dict[str, Any]) -> dict[str, str]:
     return {task: state for task, (state, _) in run["tasks"].items()}
+
+
+def _exact(files: list[Path]) -> tuple[float, float]:
+    """Mean and population std of FEATURE over ``files``, from exact sums (math.fsum)."""
+    values = [v for f in files for v in pq.read_table(f, columns=[FEATURE]).column(0)
+              .to_pylist() if v is not None and not math.isnan(v)]
+    mean = math.fsum(values) / len(values)
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+
+
+def _check_normalized(src: Path, out: Path, mean: float, std: float) -> None:
+    files = sorted(src.glob("*.parquet"))
+    assert sorted(p.name for p in out.glob("*.parquet")) == [p.name for p in files]
+    for f in files:
+        x = pq.read_table(f, columns=[FEATURE]).column(0).to_pylist()
+        z = pq.read_table(out / f.name, columns=[FEATURE]).column(0).to_pylist()
+        for a, b in zip(x, z, strict=True):
+            if a is None or math.isnan(a):
+                continue
+            ref = (a - mean) / std
+            assert abs(b - ref) <= 1e-12 * max(1.0, abs(ref)), f"{out / f.name}: {b} != {ref}"
 
 
 # ------------------------------------------------------------------ tests
@@ -219,176 +183,107 @@ def test_the_dag_folder_has_no_import_errors(airflow: Airflow) -> None:
     assert proc.returncode == 0 and json.loads(proc.stdout.splitlines()[-1]) == [], \
         proc.stdout[-3000:]
     listed = json.loads(airflow.cli("dags", "list", "-o", "json").stdout.splitlines()[-1])
-    assert [(d["dag_id"], Path(d["fileloc"]).name) for d in listed] == [
-        (DAG_ID, DAG_FILE.name)]
+    assert sorted((d["dag_id"], Path(d["fileloc"]).name) for d in listed) == [
+        ("zscore_daily", "zscore_dags.py"), ("zscore_daily_pods", "zscore_k8s.py"),
+        ("zscore_training_set", "zscore_dags.py"),
+        ("zscore_training_set_daskjob", "zscore_k8s.py")]
 
 
-def test_a_day_fits_on_the_days_before_it_and_publishes_both_splits(runs, data) -> None:
-    first = runs[0][0]
-    assert first["state"] == "success"
-    # No fit for 2026-01-02 exists: the gate is skipped, and the transforms still run.
-    assert _tasks(first) == {"plan": "success", "fit": "success", "drift_gate": "skipped",
-                             "transform_train": "success", "transform_validation": "success"}
-    stats = json.loads((data / "stats" / "2026-01-03.json").read_text())
-    assert stats["input"]["filters"] == ["day >= 2025-12-04", "day < 2026-01-03"]
-    before = [data / "train" / f"day=2026-01-0{d}" for d in (1, 2)]
-    assert stats["input"]["rows"] == sum(pq.ParquetDataset(p).read().num_rows for p in before)
-    assert "f_epoch_seconds" not in stats["features"]  # the Variable zscore_exclude
-    for split in ("train", "validation"):
-        out = data / f"{split}_z" / "day=2026-01-03"
-        assert (out / "_SUCCESS").is_file()
-        names = sorted(p.name for p in (data / split / "day=2026-01-03").glob("*.parquet"))
-        assert sorted(p.name for p in out.glob("*.parquet")) == names
-        assert _data_files(first["files"], f"{split}_z/day=2026-01-03")
-    # zscore's stderr streams into the task log.
-    assert re.search(r"zscore: fit +4/4 files", runs[1])
+def test_a_training_set_is_one_fit_and_its_manifest_comes_last(runs) -> None:
+    results, _, data = runs
+    first = results[0]
+    assert first["state"] == "success" and set(_tasks(first).values()) == {"success"}
+    root = data / SET
+    doc = json.loads((root / "training_set.json").read_text())
+    assert doc["format"] == "zscore-training-set/1"
+    assert doc["artifact"] == {"path": str(root / "stats.json"), "sha256": hashlib.sha256(
+        (root / "stats.json").read_bytes()).hexdigest()}
+    window = [f"2026-01-0{d}" for d in (1, 2, 3)]
+    days = [{"day": d, "rows": pq.ParquetDataset(data / "train" / f"day={d}").read().num_rows,
+             "files": 2} for d in window]
+    assert doc["days"] == days and doc["days_without_data"] == []
+    assert doc["rows"] == sum(d["rows"] for d in days)
+    version = run([str(ZSCORE), "--version"], timeout=60).stdout
+    assert doc["zscore_version"] in version
+    assert not (root / "data" / "day=2026-01-04").exists()  # the window ends before ds
+    # Published last: after the data's own manifest.
+    assert (root / "training_set.json").stat().st_mtime_ns >= \
+        (root / "data" / "_SUCCESS").stat().st_mtime_ns
+    # Every day of the set normalized with the one fit of the whole window.
+    mean, std = _exact([f for d in window
+                        for f in (data / "train" / f"day={d}").glob("*.parquet")])
+    for d in window:
+        _check_normalized(data / "train" / f"day={d}", root / "data" / f"day={d}", mean, std)
+    assert first["events"] == [["zscore://zscore_training_set/training_set", {
+        "manifest": str(root / "training_set.json"), "artifact_sha256": doc["artifact"]["sha256"]}]]
 
 
-def test_a_rerun_of_the_day_replaces_it_with_identical_data(runs) -> None:
-    first, second = runs[0][:2]
-    assert second["state"] == "success" and _tasks(second) == _tasks(first)
-    for out in ("train_z/day=2026-01-03", "validation_z/day=2026-01-03"):
-        a, b = _data_files(first["files"], out), _data_files(second["files"], out)
-        assert a.keys() == b.keys()
-        for name in a:
-            assert b[name][0] == a[name][0], f"{name} differs after the rerun"
-            assert b[name][1] != a[name][1], f"{name} was not rewritten by the rerun"
-        assert (second["files"][f"{out}/_SUCCESS"][1] != first["files"][f"{out}/_SUCCESS"][1])
-    artifact = "stats/2026-01-03.json"
-    assert second["files"][artifact][1] != first["files"][artifact][1]
+def test_a_published_training_set_is_not_rebuilt(runs) -> None:
+    results, log, _ = runs
+    assert results[1]["state"] == "failed" and results[1]["tasks"]["plan"] == ["failed", 1]
+    assert "training_set.json exists: that training set is published" in log
 
 
-def test_the_next_day_passes_the_drift_gate(runs, data) -> None:
-    run = runs[0][2]
-    assert run["state"] == "success"
-    assert _tasks(run)["drift_gate"] == "success"  # ran: the fit of 2026-01-03 exists
-    assert _tasks(run)["transform_train"] == "success"
-    assert "zscore diff" in runs[1] and "0 of 7 features drifted" in runs[1]
-    assert (data / "train_z" / "day=2026-01-04" / "_SUCCESS").is_file()
+def test_a_day_is_normalized_with_the_production_artifact(runs) -> None:
+    results, log, data = runs
+    run3 = results[2]
+    assert run3["state"] == "success" and set(_tasks(run3).values()) == {"success"}
+    assert "0 of 7 features drifted" in log
+    out = data / "validation_z" / "day=2026-01-04"
+    artifact = data / SET / "stats.json"
+    success = json.loads((out / "_SUCCESS").read_text())
+    assert success["statistics_sha256"] == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    window = [f for d in (1, 2, 3)
+              for f in (data / "train" / f"day=2026-01-0{d}").glob("*.parquet")]
+    _check_normalized(data / "validation" / "day=2026-01-04", out, *_exact(window))
+    # The gate compared the day's own statistics, fitted on that day alone.
+    own = json.loads((data / "daily_stats" / "2026-01-04.json").read_text())
+    assert own["input"]["rows"] == pq.ParquetDataset(
+        data / "validation" / "day=2026-01-04").read().num_rows
+    assert run3["events"] == [["zscore://zscore_daily/output", {
+        "path": str(out), "rows": success["rows"],
+        "training_set": str(data / SET / "training_set.json")}]]
+
+
+def test_late_input_is_waited_for(runs) -> None:
+    results, log, data = runs
+    assert results[3]["state"] == "success", results[3]
+    assert f"waiting for {data}/validation/day=2026-01-05/_SUCCESS" in log
+    assert (data / "validation_z" / "day=2026-01-05" / "_SUCCESS").is_file()
 
 
 def test_drift_fails_the_gate_without_a_retry(runs) -> None:
-    run = runs[0][3]
-    assert run["state"] == "failed"
-    assert run["tasks"]["drift_gate"] == ["failed", 1]  # retries=1, yet one try
-    assert _tasks(run)["transform_train"] == "upstream_failed"
-    assert _tasks(run)["transform_validation"] == "upstream_failed"
-    assert "zscore diff exited 3 (drift past the limits; not retried)" in runs[1]
+    results, log, data = runs
+    run5 = results[4]
+    assert run5["state"] == "failed"
+    assert run5["tasks"]["drift_gate"] == ["failed", 1]  # retries=1, yet one try
+    assert _tasks(run5)["transform"] == "upstream_failed"
+    assert "zscore diff exited 3 (drift past the limits; not retried)" in log
+    assert not (data / "validation_z" / "day=2026-01-03").exists()
+
+
+def test_input_that_never_arrives_times_out_without_a_retry(runs) -> None:
+    results, log, _ = runs
+    run6 = results[5]
+    assert run6["state"] == "failed"
+    assert run6["tasks"]["wait_for_input"][0] == "failed"
+    assert _tasks(run6)["fit_day"] == "upstream_failed"
+    assert re.search(r"Sensor has timed out; run duration of [0-9.]+ seconds exceeds the "
+                     rf"specified timeout of {WAIT_TIMEOUT}", log)
+    assert log.count("AirflowSensorTimeout") >= 1
 
 
 def test_bad_input_fails_without_a_retry(runs) -> None:
-    run = runs[0][4]
-    assert run["state"] == "failed"
-    assert run["tasks"]["fit"] == ["failed", 1]
-    assert ("zscore fit exited 2 (bad input or data; not retried): zscore: error: input "
-            "/nonexistent/train does not exist") in runs[1]
+    results, log, _ = runs
+    assert results[6]["state"] == "failed"
+    assert results[6]["tasks"]["fit_day"] == ["failed", 1]
+    # zscore names the file relative to its input, the day's partition.
+    assert ("zscore fit exited 2 (bad input or data; not retried): zscore: error: "
+            "part-0.parquet is not a readable Parquet file") in log
 
 
 def test_an_infrastructure_failure_is_retried(runs) -> None:
-    run = runs[0][5]
-    assert run["state"] == "failed"
-    assert run["tasks"]["fit"] == ["failed", 2]  # the first try and its one retry
-    assert "zscore fit exited 1 (infrastructure; retried while retries last)" in runs[1]
-
-
-# ------------------------------------------------------------------ units, in Airflow's venv
-UNITS = r"""
-import doctest, importlib.util, json, os, signal, sys
-
-spec = importlib.util.spec_from_file_location("zscore_dag", sys.argv[1])
-dag = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(dag)
-out = {"doctest": doctest.testmod(dag).failed}
-
-def outcome(cmd):
-    try:
-        dag.run_zscore(cmd, grace=5)
-        return "ok"
-    except Exception as exc:
-        return [type(exc).__name__, str(exc)]
-
-for code in (0, 1, 2, 3, 130, 143):
-    out[str(code)] = outcome([sys.executable, "-c", "import sys; print('working', "
-                              f"file=sys.stderr); print('zscore: error: boom', file="
-                              f"sys.stderr); print('last line'); sys.exit({code})"])
-out["signal"] = outcome([sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"])
-out["missing"] = outcome(["/nonexistent/zscore", "fit"])
-
-variables = {"root": "s3://bucket/z/", "window_days": "7", "drift_gate": "off",
-             "exclude": "", "max_shift": "9"}
-s = dag.resolve_settings({"max_shift": 0.25, "scheduler": "tcp://10.0.0.1:8786"},
-                         variables.get)
-out["settings"] = s
-out["plan"] = dag.plan_commands("2026-03-01", s)
-out["default_plan"] = dag.plan_commands("2026-01-31", dag.resolve_settings({"workers": 2},
-                                                                          lambda name: None))
-# An interrupted task (execution_timeout raises in the task) stops the zscore it runs.
-class Interrupted(BaseException):
-    pass
-
-def interrupt(signum, frame):
-    raise Interrupted
-
-signal.signal(signal.SIGALRM, interrupt)
-pidfile = sys.argv[2]
-signal.setitimer(signal.ITIMER_REAL, 1.0)
-try:
-    dag.run_zscore([sys.executable, "-c", "import os, time; open(%r, 'w').write(str("
-                    "os.getpid())); time.sleep(120)" % pidfile], grace=5)
-except Interrupted:
-    try:
-        os.kill(int(open(pidfile).read()), 0)
-        out["interrupted"] = "zscore still runs"
-    except ProcessLookupError:
-        out["interrupted"] = "zscore stopped"
-
-try:
-    dag.resolve_settings({}, {"window_days": "a week"}.get)
-except Exception as exc:
-    out["bad_variable"] = [type(exc).__name__, str(exc)]
-print(json.dumps(out))
-"""
-
-
-def test_exit_codes_and_settings_in_airflows_venv(airflow: Airflow, tmp_path) -> None:
-    log = tmp_path / "units.log"
-    airflow.python(UNITS, str(airflow.dags / DAG_FILE.name), str(tmp_path / "pid"), log=log)
-    out = json.loads(log.read_text().splitlines()[-1])
-    assert out["doctest"] == 0
-    assert out["0"] == "ok"
-    fail, retry = "AirflowFailException", "AirflowException"
-    # The error line of zscore, not its last line, names the cause.
-    assert out["2"][0] == fail
-    assert out["2"][1].endswith(" -c exited 2 (bad input or data; not retried): "
-                                "zscore: error: boom")
-    assert out["3"][0] == fail and "(drift past the limits; not retried)" in out["3"][1]
-    assert out["1"][0] == retry and "(infrastructure; retried while" in out["1"][1]
-    for killed in ("130", "143", "signal"):
-        assert out[killed][0] == retry and "(killed; retried while" in out[killed][1]
-    assert out["signal"][1].split(" (")[0].endswith("exited -9")
-    assert out["missing"][0] == fail and "zscore_executable" in out["missing"][1]
-    assert out["interrupted"] == "zscore stopped"
-
-    s = out["settings"]
-    assert (s["train_input"], s["stats_dir"]) == ("s3://bucket/z/train", "s3://bucket/z/stats")
-    assert (s["window_days"], s["drift_gate"], s["max_shift"]) == (7, False, 0.25)
-    assert s["executable"] == "zscore" and s["partition_key"] == "day"  # the defaults
-    p = out["plan"]
-    assert p["diff"] is None
-    assert p["fit"] == ["zscore", "fit", "s3://bucket/z/train", "--stats",
-                        "s3://bucket/z/stats/2026-03-01.json",
-                        "--scheduler", "tcp://10.0.0.1:8786",
-                        "--filter", "day >= 2026-02-22", "--filter", "day < 2026-03-01"]
-    assert p["transform_validation"][2:4] == ["s3://bucket/z/validation/day=2026-03-01",
-                                              "s3://bucket/z/validation_z/day=2026-03-01"]
-    # Every command line the DAG can build is one that zscore's command line accepts.
-    from pipeline.cli import cli
-
-    for plan in (p, out["default_plan"]):
-        for step in ("fit", "diff", "transform_train", "transform_validation"):
-            if plan[step] is not None:
-                cli.commands[plan[step][1]].make_context(plan[step][1], plan[step][2:])
-    assert "--workers" in out["default_plan"]["transform_train"]
-    assert out["default_plan"]["diff"][-4:] == ["--max-shift", "0.5", "--max-ratio", "1.5"]
-    assert out["bad_variable"] == [fail, "Variable zscore_window_days is 'a week', expected "
-                                   "integer: fit on this many days before the logical date"]
+    results, log, _ = runs
+    assert results[7]["state"] == "failed"
+    assert results[7]["tasks"]["fit_day"] == ["failed", 2]  # the first try and its one retry
+    assert "zscore fit exited 1 (infrastructure; retried while retries last)" in log

@@ -31,9 +31,10 @@ from procs import (
     wait_for,
     zscore_cmd,
 )
+from reference import exact_reference
 
+import pipeline
 from pipeline.cli import main
-from pipeline.stats import exact_reference
 
 
 def zscore(capsys, *args: str) -> tuple[int, str, str]:
@@ -148,6 +149,11 @@ def bad_inputs(datasets):
     (["--features", "inf"], "zscore: error: column 'inf' has 1 infinite value(s), e.g. in "
                             "a.parquet; fix the data, exclude the column, or pass --inf null "
                             "to treat them as missing"),
+    (["--features", ""], "zscore: error: --features is empty; name the columns to normalize, "
+                         "or leave --features out to normalize every numeric column"),
+    (["--features", " , "], "zscore: error: --features is empty; name the columns to "
+                            "normalize, or leave --features out to normalize every numeric "
+                            "column"),
     (["--mode", "minmax"], "zscore: error: Invalid value for '--mode': 'minmax' is not one of "
                            "'standard', 'scale', 'center'. (see 'zscore run --help')"),
 ])
@@ -406,3 +412,28 @@ def test_on_a_terminal_the_error_gets_its_own_line(datasets, tmp_path):
     bar, error = text.rsplit("zscore: error: ", 1)
     assert error.strip() == "stopped by SIGINT; nothing was published"
     assert bar.endswith("\n") and "ETA" in bar.rsplit("\r", 2)[-2], repr(text[-300:])
+
+
+@pytest.mark.parametrize("args, name", [
+    (["run", "", "OUT"], "INPUT"),
+    (["run", "IN", ""], "OUTPUT"),
+    (["run", "IN", "OUT", "--cache", " "], "--cache"),
+    (["fit", "IN", "--stats", ""], "--stats"),
+    (["transform", "IN", "OUT", "--stats", ""], "--stats"),
+    (["diff", "", "x.json"], "OLD.json"),
+])
+def test_an_empty_path_is_refused_never_taken_for_the_current_directory(datasets, tmp_path,
+                                                                        capsys, args, name):
+    # An unset shell variable ("$OUT") must not make the current directory the output,
+    # the input, or silently switch the cache off.
+    real = {"IN": str(datasets.sample()), "OUT": str(tmp_path / "out")}
+    code, out, err = zscore(capsys, *[real.get(a, a) for a in args])
+    assert code == 2, err
+    assert error_line(err).startswith(f"zscore: error: Invalid value for '{name}': is empty; "
+                                      "give a path or URL")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_python_api_refuses_an_empty_path(datasets):
+    with pytest.raises(pipeline.InputError, match="a path is empty"):
+        pipeline.fit("")

@@ -142,15 +142,23 @@ def test_scheduler_killed(big, clean_output, tmp_path):
 def test_batches_follow_the_work_and_stay_bounded():
     from pipeline.cluster import MAX_TASKS, plan_batches
 
+    def covers(batches, n):  # contiguous, in order, nothing empty, nothing left out
+        flat = [i for lo, hi in batches for i in range(lo, hi)]
+        return flat == list(range(n)) and all(hi > lo for lo, hi in batches)
+
     mb = 1 << 20
-    assert plan_batches([50 * mb] * 40, nthreads=2) == [(i, i + 1) for i in range(40)]
-    small = plan_batches([30_000] * 1000, nthreads=2)  # 30 MB in all: 16 tasks, not 1000
-    assert len(small) == 16 and small[0] == (0, 63) and small[-1][1] == 1000
+    big = plan_batches([50 * mb] * 40, nthreads=2)  # each file is worth a task of its own
+    assert covers(big, 40) and len(big) == 40
+    small = plan_batches([30_000] * 1000, nthreads=2)  # 30 MB in all: not 1000 tasks ...
+    sizes = [hi - lo for lo, hi in small]
+    assert covers(small, 1000) and len(small) == 8 * 2  # ... but 8 per thread, for balance
+    assert max(sizes) - min(sizes) <= 1  # equal weights, equal shares
     many = plan_batches(None, nthreads=100, n=100_000)
-    assert len(many) == MAX_TASKS
+    assert covers(many, 100_000) and len(many) == MAX_TASKS
     weights = [1] * 50 + [100] * 10  # cuts follow the weights, not the count
-    sums = [sum(weights[lo:hi]) for lo, hi in plan_batches(weights, nthreads=1)]
-    assert len(sums) == 8 and max(sums) <= 2 * min(sums)
+    cut = plan_batches(weights, nthreads=1)
+    sums = [sum(weights[lo:hi]) for lo, hi in cut]
+    assert covers(cut, 60) and len(cut) == 8 and max(sums) <= 2 * min(sums)
 
 
 # ----------------------------------------------------------------- loopback only

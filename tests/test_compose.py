@@ -6,14 +6,17 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from reference import exact_reference
 
 import pipeline
 from pipeline.artifact import FittedStats
 from pipeline.cli import main
 from pipeline.compose import diff, merge
 from pipeline.errors import ArtifactError
-from pipeline.stats import exact_reference
+
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +32,11 @@ def months(datasets):
     return datasets.write("months", files)
 
 
-def test_merge_equals_fitting_together(months, tmp_path):
-    parts = [pipeline.fit(str(months), filters=[f"month == {m}"]) for m in ("01", "02", "03")]
+def test_merge_equals_fitting_together(cluster, months, tmp_path):
+    parts = [pipeline.fit(str(months), filters=[f"month == {m}"], client=cluster)
+             for m in ("01", "02", "03")]
     merged = merge(parts)
-    together = pipeline.fit(str(months))
+    together = pipeline.fit(str(months), client=cluster)
     values = pa.concat_tables(
         pa.parquet.read_table(p) for p in sorted(months.rglob("*.parquet"))).to_pydict()
     for name, f in merged.features.items():
@@ -47,12 +51,12 @@ def test_merge_equals_fitting_together(months, tmp_path):
     assert merged.input["rows"] == together.input["rows"]
 
 
-def test_merge_refuses_what_does_not_add_up(months):
-    a = pipeline.fit(str(months), filters=["month == 01"])
-    b = pipeline.fit(str(months), filters=["month == 02"], ddof=1)
+def test_merge_refuses_what_does_not_add_up(cluster, months):
+    a = pipeline.fit(str(months), filters=["month == 01"], client=cluster)
+    b = pipeline.fit(str(months), filters=["month == 02"], ddof=1, client=cluster)
     with pytest.raises(ArtifactError, match="b.json has ddof 1 but a.json has 0"):
         merge([a, b], names=["a.json", "b.json"])
-    c = pipeline.fit(str(months), filters=["month == 02"], features="i")
+    c = pipeline.fit(str(months), filters=["month == 02"], features="i", client=cluster)
     with pytest.raises(ArtifactError, match="has features i but a.json has big, i, f"):
         merge([a, c], names=["a.json", "c.json"])
     with pytest.raises(ArtifactError, match="were fitted on the same input"):
@@ -92,3 +96,38 @@ def test_diff_flags_constant_and_missing_features():
     got = {d.feature: d for d in diff(old, new)}
     assert got["c"].flagged and got["c"].shift == float("inf") and got["c"].ratio == 1.0
     assert got["x"].note == "only in the old statistics" and got["y"].flagged
+
+
+def test_diff_of_epoch_nanoseconds_measures_the_exact_shift(tmp_path, capsys):
+    # At 1.7e18 a float64 mean is a multiple of 256 ns, comparable to sigma (~290 ns):
+    # the shift must come from the exact means, not from the rounded ones.
+    from fractions import Fraction
+
+    rng = np.random.default_rng(1)
+    old = 1_700_000_000_000_000_000 + rng.integers(0, 1000, 5000)
+    new = old + 150
+    for name, values in (("old", old), ("new", new)):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"t": values.astype("int64")}), tmp_path / name / "p.parquet")
+        assert main(["fit", str(tmp_path / name), "--stats", str(tmp_path / f"{name}.json")]) == 0
+    n = len(old)
+    mean = Fraction(sum(int(v) for v in old), n)
+    var = sum((Fraction(int(v)) - mean) ** 2 for v in old) / n
+    exact_shift = Fraction(150) / Fraction(float(var) ** 0.5)
+    drift = diff(FittedStats.load(tmp_path / "old.json"), FittedStats.load(tmp_path / "new.json"))
+    assert abs(drift[0].shift - float(exact_shift)) < 1e-12 * float(exact_shift)
+    assert drift[0].flagged and drift[0].ratio == 1.0
+
+
+def test_merge_keeps_the_narrowest_type_that_holds_every_stored_type(tmp_path):
+    # float16 in one fit and float32 in another merge to float32, as files of one dataset do;
+    # an integer next to a float gives float64.
+    rng = np.random.default_rng(2)
+    stored = {"a": {"h": "float16", "i": "int32"}, "b": {"h": "float32", "i": "float32"}}
+    for name, types in stored.items():
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({c: rng.normal(5, 1, 100).astype(t) for c, t in types.items()}),
+                       tmp_path / name / "p.parquet")
+        assert main(["fit", str(tmp_path / name), "--stats", str(tmp_path / f"{name}.json")]) == 0
+    merged = merge([FittedStats.load(tmp_path / "a.json"), FittedStats.load(tmp_path / "b.json")])
+    assert {k: f.dtype for k, f in merged.features.items()} == {"h": "float32", "i": "float64"}

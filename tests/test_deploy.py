@@ -203,8 +203,17 @@ def messages(validator: jsonschema.protocols.Validator, instance: Any, at: str) 
 def k8s_errors(obj: dict[str, Any], crds: dict[str, Crd],
                pod_spec: jsonschema.protocols.Validator) -> list[str]:
     """What the API server would reject in one object (by schema, for the kinds used here)."""
-    kind, name = obj.get("kind"), obj.get("metadata", {}).get("name", "")
-    errors = [] if DNS_LABEL.fullmatch(name) else [f"metadata.name {name!r} is not a DNS label"]
+    kind, meta = obj.get("kind"), obj.get("metadata", {})
+    name = meta.get("name", "")
+    if "generateName" in meta and "name" not in meta:
+        # The API server appends 5 characters to it; a Job's pods add more.
+        prefix = meta["generateName"]
+        errors = ([] if prefix.endswith("-") and DNS_LABEL.fullmatch(prefix + "x" * 5)
+                  else [f"metadata.generateName {prefix!r} is not a DNS label prefix"])
+        name = prefix + "x" * 5
+    else:
+        errors = [] if DNS_LABEL.fullmatch(name) else [
+            f"metadata.name {name!r} is not a DNS label"]
     if kind in crds:
         if obj.get("apiVersion") != crds[kind].api_version:
             errors.append(f"apiVersion {obj.get('apiVersion')!r}, the CRD serves "
@@ -447,7 +456,8 @@ def test_k8s_files_agree_with_each_other_and_the_image() -> None:
     from dask.utils import parse_bytes
 
     uid = docker_exec_user()
-    objs = {o["metadata"]["name"]: o for p in K8S_FILES for o in load_all(p)}
+    objs = {o["metadata"].get("name") or o["metadata"]["generateName"]: o
+            for p in K8S_FILES for o in load_all(p)}
     containers = k8s_containers()
     assert {c.role for c in containers} == {"job", "scheduler", "worker"}
     for c in containers:
@@ -486,7 +496,7 @@ def test_k8s_files_agree_with_each_other_and_the_image() -> None:
     assert "--scheduler" not in runner, "the operator sets DASK_SCHEDULER_ADDRESS for the runner"
     (wait,) = job["spec"]["job"]["spec"]["initContainers"]
     assert f'"tcp://{job["metadata"]["name"]}-scheduler:8786"' in wait["command"][-1]
-    on_cluster = argv_k8s(objs["zscore-train-on-cluster"]["spec"]["template"]["spec"]
+    on_cluster = argv_k8s(objs["zscore-train-on-cluster-"]["spec"]["template"]["spec"]
                           ["containers"][0])
     assert option(on_cluster, "--scheduler") == "tcp://zscore-scheduler:8786"
     assert objs["zscore"]["kind"] == "DaskCluster"
@@ -547,7 +557,9 @@ def docker_exec_user() -> int:
 def test_dockerfile_builds_the_cli_from_the_constraints() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     steps = dockerfile()
-    assert steps[0] == ("FROM", "python:3.11-slim")
+    # Pinned by digest: the same base bytes for every build, whatever the tag does since.
+    assert steps[0][0] == "FROM"
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", steps[0][1]), steps[0][1]
     assert docker_exec("ENTRYPOINT") == ["zscore"] and "zscore" in project["scripts"]
     assert docker_exec_user() == 10001
     for instr, rest in steps:
@@ -555,13 +567,72 @@ def test_dockerfile_builds_the_cli_from_the_constraints() -> None:
             *sources, _ = rest.split()
             for source in sources:
                 assert (ROOT / source).exists(), f"COPY {source}: not in the build context"
-    (install,) = [shlex.split(rest) for instr, rest in steps
-                  if instr == "RUN" and "pip install" in rest]
-    pip = install[install.index("pip"):install.index("&&")]
+    pip = image_pip_install()
     assert option(pip, "-c") == "constraints.txt" and "-e" not in pip
-    extras = [re.fullmatch(r"\.\[(.+)\]", a) for a in pip]
-    assert [m.group(1) for m in extras if m] == ["s3"] and "s3" in project[
-        "optional-dependencies"]
+    extras = image_extras()
+    # Every runtime extra (all but the developers' ones): object stores, lineage.
+    runtime = set(project["optional-dependencies"]) - {"test", "dev", "bench"}
+    assert {"s3", "gcs"} <= extras and extras == runtime, (extras, runtime)
+
+
+def image_pip_install() -> list[str]:
+    (install,) = [shlex.split(rest) for instr, rest in dockerfile()
+                  if instr == "RUN" and "pip install" in rest]
+    return install[install.index("pip"):install.index("&&")]
+
+
+def image_extras() -> set[str]:
+    found = [re.fullmatch(r"\.\[(.+)\]", a) for a in image_pip_install()]
+    return {e for m in found if m for e in m.group(1).split(",")}
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level modules ``path`` imports, but for optional ones (a ``try`` with a fallback)."""
+    import ast
+
+    def modules(nodes: Any) -> set[str]:
+        names = {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in nodes
+                  if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        return {n.split(".")[0] for n in names}
+
+    tree = ast.parse(path.read_text())
+    optional: set[str] = set()
+    for node in ast.walk(tree):
+        caught = {t.id for h in getattr(node, "handlers", []) for t in (
+            h.type.elts if isinstance(h.type, ast.Tuple) else [h.type])
+            if isinstance(t, ast.Name)}
+        if isinstance(node, ast.Try) and caught & {"ImportError", "ModuleNotFoundError",
+                                                   "Exception"}:
+            optional |= modules([n for b in node.body for n in ast.walk(b)])
+    return modules(list(ast.walk(tree))) - optional
+
+
+def test_the_image_installs_everything_zscore_imports() -> None:
+    """Whatever module the report (or any feature) needs is in the image, whatever it is called.
+
+    Every third-party module imported anywhere in ``pipeline/`` (at the top or inside a
+    function, as the report's drawing code is) must come from a core dependency or an
+    extra the Dockerfile installs.
+    """
+    from importlib.metadata import packages_distributions
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [*project["dependencies"], *(r for e in image_extras()
+                                         for r in project["optional-dependencies"][e])]
+    installed = {Requirement(r).name.lower().replace("_", "-") for r in reqs}
+    dists = packages_distributions()
+    modules = set().union(*(_imports(p) for p in (ROOT / "pipeline").glob("*.py")))
+    missing = []
+    for module in sorted(modules - set(sys.stdlib_module_names) - {"pipeline", "__future__"}):
+        names = {d.lower().replace("_", "-") for d in dists.get(module, [])}
+        if not names & installed:
+            missing.append(f"{module} (from {sorted(names) or 'no installed distribution'})")
+    assert missing == [], f"pipeline imports modules the image does not install: {missing}"
+    report = _imports(ROOT / "pipeline" / "report.py")
+    assert report, "pipeline/report.py imports nothing?"
 
 
 COMMANDS = all_commands()

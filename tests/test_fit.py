@@ -11,17 +11,17 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from distributed import Client, LocalCluster
+from reference import exact_reference
 
 import pipeline
-from pipeline.errors import DataError
-from pipeline.stats import exact_reference
+from pipeline.errors import DataError, InputError
+
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
 
 
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
+@pytest.fixture
+def client(cluster):
+    return cluster  # the session's LocalCluster (conftest)
 
 
 def _hostile(n: int, seed: int = 7) -> pd.DataFrame:
@@ -111,6 +111,7 @@ def _fit_json(path, **cluster_kw) -> dict:
     return json.loads(stats.to_json())["features"]
 
 
+@pytest.mark.slow  # four clusters of its own
 def test_bit_identical_whatever_the_cluster(datasets):
     path = datasets.sample("sample-fit", rows=30_000, days=4, files_per_day=4)
     reference = _fit_json(path, n_workers=1, threads_per_worker=1, processes=False)
@@ -130,6 +131,35 @@ def test_fit_a_dask_dataframe_agrees_with_the_files(datasets, client):
         mean, std = exact_reference(df[name].tolist())
         assert math.isclose(stats.features[name].std, std, rel_tol=1e-12)
         assert abs(stats.features[name].mean - mean) <= 1e-12 * std + np.spacing(abs(mean))
+
+
+def test_fit_a_pandas_dataframe_in_process(datasets, client):
+    df = _hostile(1500)
+    stats = pipeline.fit(df, exclude="s")  # no client and no cluster: it is fitted here
+    for name in ["big", "f32", "epoch"]:
+        mean, std = exact_reference(df[name].tolist())
+        assert math.isclose(stats.features[name].std, std, rel_tol=1e-12)
+        assert abs(stats.features[name].mean - mean) <= 1e-12 * std + np.spacing(abs(mean))
+    assert stats.features["f32"].dtype == "float32" and stats.input["rows"] == 1500
+    # The same numbers as the files, bit for bit.
+    path = datasets.write("pandas-vs-files", _split(df, [1500]))
+    assert stats.features == pipeline.fit(str(path), exclude="s", client=client).features
+
+
+@pytest.mark.parametrize("option, value", [("group_by", "s"), ("filters", ["day == 1"]),
+                                           ("cache", "cache-dir"),
+                                           ("storage_options", {"anon": True})])
+def test_dataset_options_are_refused_for_a_dataframe_naming_the_keyword(client, option, value):
+    import dask.dataframe as dd
+
+    df = _hostile(20)
+    for frame, kind in ((df, "pandas"), (dd.from_pandas(df, npartitions=2), "Dask")):
+        with pytest.raises(InputError) as info:
+            pipeline.fit(frame, client=client, **{option: value})
+        assert str(info.value) == (f"{option} applies to a dataset of Parquet files, not to a "
+                                   f"{kind} DataFrame; drop it, or write the frame to Parquet "
+                                   "and fit that")
+        assert info.value.options == [option] and info.value.exit_code == 2
 
 
 def test_the_library_warns_through_python_warnings(datasets, client, capsys):

@@ -11,12 +11,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from reference import exact_reference
 
 import pipeline
 from pipeline.artifact import FittedStats
 from pipeline.cli import main
 from pipeline.errors import DataError
-from pipeline.stats import exact_reference
+
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
 
 LEVELS = {"A": (1e9, 1e-3), "B": (5.0, 2.0), "C": (-3.0, 0.5)}
 
@@ -39,9 +41,9 @@ def tools(datasets):
     return path, pd.concat(frames, ignore_index=True)
 
 
-def test_per_key_statistics_are_exact(tools):
+def test_per_key_statistics_are_exact(cluster, tools):
     path, df = tools
-    stats = pipeline.fit(str(path), group_by="tool")
+    stats = pipeline.fit(str(path), group_by="tool", client=cluster)
     assert stats.names == ["chamber", "x", "flat", "y"]  # the key is not a feature
     assert stats.groups is not None and stats.groups.by == ("tool",)
     assert list(stats.groups.keys) == [("A",), ("B",), ("C",)]
@@ -53,18 +55,18 @@ def test_per_key_statistics_are_exact(tools):
             assert abs(f.mean - mean) <= 1e-12 * std + np.spacing(abs(mean)), (tool, name)
     assert stats.groups.keys[("C",)]["flat"].constant
     # the global statistics are those of an ungrouped fit, bit for bit
-    plain = pipeline.fit(str(path))
+    plain = pipeline.fit(str(path), client=cluster)
     assert json.loads(stats.to_json())["features"] == \
         {k: v for k, v in json.loads(plain.to_json())["features"].items() if k != "tool"}
 
 
-def test_dask_grouped_std_is_wrong_where_zscore_is_right(tools):
+def test_dask_grouped_std_is_wrong_where_zscore_is_right(cluster, tools):
     import dask.dataframe as dd
 
     path, df = tools
     dask_std = dd.from_pandas(df, npartitions=4).groupby("tool")["x"].std(ddof=0).compute()
     _, exact = exact_reference(df.loc[df.tool == "A", "x"].tolist())
-    ours = pipeline.fit(str(path), group_by="tool").groups.keys[("A",)]["x"].std
+    ours = pipeline.fit(str(path), group_by="tool", client=cluster).groups.keys[("A",)]["x"].std
     assert abs(dask_std["A"] - exact) > 1e-2 * exact  # sum(x**2) - sum(x)**2/n at 1e9
     assert abs(ours - exact) <= 1e-12 * exact
 
@@ -86,9 +88,9 @@ def test_transform_uses_each_rows_key(tools, tmp_path, capsys):
     assert sum(k["count"] + k["missing"] for k in x["keys"].values()) == len(df)
 
 
-def test_unseen_keys(tools, tmp_path, capsys):
+def test_unseen_keys(cluster, tools, tmp_path, capsys):
     path, _ = tools
-    stats = pipeline.fit(str(path), group_by="tool", features="x")
+    stats = pipeline.fit(str(path), group_by="tool", features="x", client=cluster)
     new = pd.DataFrame({"tool": ["B", "Z", None], "x": [5.0, 5.0, 5.0]})
     out = pipeline.apply(new, stats)["x"].to_numpy()
     _, df = tools
@@ -100,7 +102,8 @@ def test_unseen_keys(tools, tmp_path, capsys):
         assert abs(Fraction(got) - want) <= Fraction(1, 10**12) * max(1, abs(want))
     out = pipeline.apply(new, stats, unseen="null")["x"]
     assert out.isna().tolist() == [False, True, True]
-    with pytest.raises(DataError, match="key 'Z' of --group-by tool was not seen at fit time"):
+    with pytest.raises(DataError, match="key 'Z' of group_by='tool' was not seen at fit time; "
+                                        "refit, or pass unseen='global' or unseen='null'"):
         pipeline.apply(new, stats, unseen="error")
     stats.save(tmp_path / "s.json")
     src = tmp_path / "new"
@@ -112,9 +115,9 @@ def test_unseen_keys(tools, tmp_path, capsys):
         capsys.readouterr().err
 
 
-def test_inverse_round_trips_per_key(tools):
+def test_inverse_round_trips_per_key(cluster, tools):
     path, df = tools
-    stats = pipeline.fit(str(path), group_by="tool", features="x,y")
+    stats = pipeline.fit(str(path), group_by="tool", features="x,y", client=cluster)
     z = pipeline.apply(df, stats)
     back = pipeline.apply(z, stats, inverse=True)
     np.testing.assert_allclose(back["x"], df["x"], rtol=1e-15)
@@ -129,12 +132,13 @@ def test_group_by_errors(tools, tmp_path, capsys):
     assert "--group-by column 'chamber' is also a selected feature" in capsys.readouterr().err
 
 
-def test_grouped_artifacts_merge_key_by_key(datasets):
+def test_grouped_artifacts_merge_key_by_key(cluster, datasets):
     frames = {f"half={h}/p.parquet": _frame(3000, 40 + h) for h in (1, 2)}
     path = datasets.write("tools-halves", frames)
-    halves = [pipeline.fit(str(path), group_by="tool", filters=[f"half == {h}"]) for h in (1, 2)]
+    halves = [pipeline.fit(str(path), group_by="tool", filters=[f"half == {h}"], client=cluster)
+              for h in (1, 2)]
     merged = pipeline.merge(halves)
-    together = pipeline.fit(str(path), group_by="tool")
+    together = pipeline.fit(str(path), group_by="tool", client=cluster)
     for key, feats in together.groups.keys.items():
         for name, f in feats.items():
             m = merged.groups.keys[key][name]

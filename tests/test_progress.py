@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.location import redact, remember_options
 from pipeline.progress import Console, escape, printable
+from pipeline.redaction import redact, remember_options
 
 # Anything that could drive a terminal, forge a log line or reorder text: C0 but newline,
 # DEL, C1, bidi controls, line/paragraph separators, lone surrogates.
@@ -93,7 +93,7 @@ def test_hostile_names_are_escaped_on_the_terminal_and_kept_in_the_artifact(tmp_
     assert code == 0, err
     for stream in (out, err):
         assert not RAW.search(stream), stream
-    assert "Glyph" not in err and "Warning" not in err  # matplotlib drew escaped labels
+    assert "Glyph" not in err and "Warning" not in err  # the report escapes the names itself
     rows = out.splitlines()[4:]  # after the summary lines: the statistics table
     assert len(rows) == 1 + len(HOSTILE)
     for shown in HOSTILE.values():

@@ -375,7 +375,7 @@ def test_no_plotting_library_anywhere():
     deps = project["project"]["dependencies"] + [
         d for extra in project["project"]["optional-dependencies"].values() for d in extra]
     assert not [d for d in deps if re.match(r"(matplotlib|plotly|bokeh|seaborn)\b", d)]
-    code = ("import sys, pipeline.report, pipeline.run, pipeline.cli; "
+    code = ("import sys, pipeline.report, pipeline.jobs, pipeline.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('matplotlib', 'PIL', 'plotly')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from reference import exact_reference
 
-from pipeline.stats import Moments, exact_reference
+from pipeline.stats import Moments
+
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
 
 finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, allow_infinity=False)
 arrays = st.lists(finite, min_size=0, max_size=40).map(lambda v: np.array(v, dtype=np.float64))
@@ -116,24 +119,32 @@ def test_constant_is_decided_by_min_equal_max_not_by_variance():
     assert not barely.constant and barely.std() > 0
 
 
-def test_fold_in_canonical_order_is_bit_identical_whatever_finished_first():
-    """Pieces computed concurrently, folded in piece order: the same bits as one by one."""
-    import random
+def _slow_moments(chunks, batch):
+    """A task; the first batch is held back so that others finish before it."""
     import time
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    if batch[0] == 0:
+        time.sleep(0.5)
+    return [Moments.from_array(chunks[i]) for i in batch]
+
+
+def test_a_pass_folds_in_item_order_whatever_finished_first(cluster):
+    """Session.map hands results back in item order, so the fold has the sequential bits."""
+    from functools import partial
+
+    from pipeline.session import Session
 
     rng = np.random.default_rng(3)
     chunks = [1e9 + rng.standard_normal(int(n)) for n in rng.integers(1, 300, 40)]
     sequential = Moments.merge_all(Moments.from_array(c) for c in chunks)
-
-    def piece(i: int) -> tuple[int, Moments]:
-        time.sleep(random.random() / 200)  # finish in a scrambled order
-        return i, Moments.from_array(chunks[i])
-
-    with ThreadPoolExecutor(8) as pool:
-        done = [f.result() for f in as_completed([pool.submit(piece, i)
-                                                  for i in range(len(chunks))])]
-    assert Moments.merge_all(m for _, m in sorted(done, key=lambda p: p[0])) == sequential
+    # The hazard is real: folded in another order the same pieces give other bits.
+    pieces = [Moments.from_array(c) for c in chunks]
+    assert Moments.merge_all(reversed(pieces)) != sequential
+    finished = []
+    got = Session(cluster).map(partial(_slow_moments, chunks), list(range(len(chunks))),
+                               label="test", on_result=lambda i, _: finished.append(i))
+    assert finished != sorted(finished)  # tasks did complete out of order
+    assert Moments.merge_all(got) == sequential
 
 
 def test_round_trip_through_dict():

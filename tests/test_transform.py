@@ -13,8 +13,10 @@ import pytest
 from pipeline.artifact import FeatureStats, FittedStats, Groups
 from pipeline.errors import ArtifactError, DataError, InputError
 from pipeline.frames import apply, inverse_transform, transform
+from pipeline.plan import Plan, transform_table
 from pipeline.stats import Moments
-from pipeline.transform import Plan, transform_table
+
+pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
 
 
 def _stats(inf="error", **columns) -> FittedStats:
@@ -141,6 +143,7 @@ def test_column_views_match_pyarrow_on_sliced_arrays():
         np.testing.assert_array_equal(numpy_view(clean), clean.to_numpy())
 
 
+@pytest.mark.slow  # a real zscore process
 def test_the_command_line_never_imports_pandas(datasets, tmp_path):
     import subprocess
     import sys

@@ -94,7 +94,7 @@ def test_the_input_codec_is_kept(tmp_path, codec):
 
 
 def test_writer_options_never_dictionary_encode_features():
-    from pipeline.transform import ColumnPlan, Plan
+    from pipeline.plan import ColumnPlan, Plan
 
     plan = Plan(columns=(ColumnPlan.single("x", 0.0, 1.0),))
     assert write.writer_options({"x": "SNAPPY", "s": "SNAPPY"}, {"x", "s"}, plan) == {

@@ -33,16 +33,15 @@ import numpy as np
 import pyarrow as pa
 
 from .artifact import FittedStats
+from .choices import DTYPES, MODES, UNSEEN
 from .columns import null_mask, numpy_view
-from .errors import ArtifactError, DataError, InputError
-from .groups import UNSEEN, GroupPlan
+from .errors import ArtifactError, DataError, InputError, option
+from .groups import GroupPlan
 from .kernel import ColumnPlan, scale_array
 
 __all__ = ["DTYPES", "MODES", "ColumnPlan", "Plan", "check_transform_options", "output_schema",
            "scale_array", "transform_array", "transform_table", "transform_values"]
 
-MODES = ("standard", "scale", "center")
-DTYPES = ("preserve", "float32", "float64")
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +103,7 @@ def check_transform_options(mode: str, dtype: str, unseen: str = "global") -> No
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
     if unseen not in UNSEEN:
-        raise InputError(f"--unseen must be one of {', '.join(UNSEEN)}, not {unseen!r}")
+        raise InputError(f"{option('unseen')} must be one of {', '.join(UNSEEN)}, not {unseen!r}")
 
 
 def _few(names: list[str], k: int = 10) -> str:
@@ -134,8 +133,8 @@ def _check_finite(values: np.ndarray, out: np.ndarray, x: np.ndarray,
     n = int(bad.sum())
     if n:
         name = values.dtype.name
-        fix = ("pass --dtype float64" if name != "float64" else
-               f"rescale the column or exclude it with --exclude {col.name}")
+        fix = (f"pass {option('dtype', 'float64')}" if name != "float64" else
+               f"rescale the column or exclude it with {option('exclude', col.name)}")
         raise DataError(f"column '{col.name}' has {n} value(s) that overflow {name} when "
                         "transformed" + (f" in {where}" if where else "") + f"; {fix}",
                         column=col.name, path=where)
@@ -144,7 +143,7 @@ def _check_finite(values: np.ndarray, out: np.ndarray, x: np.ndarray,
     if plan.inf == "error":
         place = f" in {where}" if where else ""
         raise DataError(f"column '{col.name}' has {int(inf.sum())} infinite value(s){place}; "
-                        "fix the data or use statistics fitted with --inf null",
+                        f"fix the data or use statistics fitted with {option('inf', 'null')}",
                         column=col.name, path=where)
     values[inf] = np.nan
     out[inf] = np.nan

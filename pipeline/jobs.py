@@ -18,27 +18,25 @@ be good and nothing is visible until everything is written:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .artifact import FittedStats, now_iso, tool_version
 from .cluster import Session, session_for
 from .commit import Commit
-from .dataset import Dataset, inspect, scan
-from .errors import exception_text
-from .fit import check_options, fit_dataset, open_cache, without_keys
-from .location import resolve
+from .dataset import Dataset, load_dataset
+from .errors import exception_text, option
+from .fitting import FitOptions, fit_prepared, locate, prepare_fit
+from .plan import Plan, check_transform_options
+from .storage import REPORT_DIR, STATS_NAME, resolve
 from .summary import Summary, reference
-from .targets import check
-from .transform import Plan, check_transform_options
+from .timings import Timings
 from .write import Written, write_dataset
-
-STATS_NAME = "_stats.json"
-REPORT_DIR = "_report"
 
 
 @dataclass
@@ -111,11 +109,24 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     ZscoreError
         Infrastructure failures (exit code 1).
     """
-    return _job(input, output, stats_path=stats_path, fit=True, features=features,
-                exclude=exclude, ddof=ddof, inf=inf, mode=mode, dtype=dtype,
-                overwrite=overwrite, report=report, filters=filters, cache=cache,
-                group_by=group_by, unseen=unseen, client=client,
-                storage_options=storage_options)
+    begun = now_iso(), time.monotonic()
+    fit_options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
+                             filters=filters, cache=cache, group_by=group_by,
+                             storage_options=storage_options or {})
+    located = locate(input, fit_options, output=output, overwrite=overwrite,
+                     stats_path=stats_path)
+    options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,
+                           report=report, stats_path=stats_path, filters=tuple(filters),
+                           storage_options=fit_options.storage_options, command="run")
+    timings = Timings(begun)
+    with _output(output, options, client, timings) as (session, commit):
+        prepared = prepare_fit(input, fit_options, session, located=located)
+        timings.lap("footers")
+        fitted = fit_prepared(prepared, fit_options, session)
+        timings.lap("fit")
+        assert prepared.dataset is not None
+        return _write_job(session, commit, _Fitted(prepared.dataset, prepared.features,
+                                                   fitted), options, timings)
 
 
 def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -131,157 +142,109 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
     every feature of ``stats`` is transformed; ``features``/``exclude`` narrow
     that.  Other parameters as for :func:`run`.
     """
-    return _job(input, output, stats=stats, fit=False, features=features, exclude=exclude,
-                mode=mode, dtype=dtype, overwrite=overwrite, report=report, filters=filters,
-                unseen=unseen, client=client, storage_options=storage_options)
-
-
-def _job(input: Any, output: Any, *, fit: bool, stats: Any = None, stats_path: Any = None,
-         features: Any = None, exclude: Any = (), ddof: int = 0, inf: str = "error",
-         mode: str = "standard", dtype: str = "preserve", overwrite: bool = False,
-         report: bool = True, filters: Sequence[str] = (), cache: str | None = None,
-         group_by: Any = (), unseen: str = "global", client: Any = None,
-         storage_options: Mapping[str, Any] | None = None) -> RunResult:
-    started, t0 = now_iso(), time.monotonic()
+    begun = now_iso(), time.monotonic()
     opts = dict(storage_options or {})
-    check_options(ddof, inf)
-    inp, out = resolve(input, opts), resolve(output, opts)
-    listing = scan(inp, filters)
-    check(inp, listing.links, output=out, overwrite=overwrite,
-          stats=resolve(stats_path, opts) if stats_path is not None else None,
-          cache=resolve(cache, opts) if cache else None)
-    fitted: FittedStats | None = None
-    check_transform_options(mode, dtype)
-    if not fit:
-        fitted = stats if isinstance(stats, FittedStats) else FittedStats.load(stats, opts)
-    timings = Timings()
+    loc, listing = locate(input, FitOptions(filters=filters, storage_options=opts),
+                          output=output, overwrite=overwrite)
+    options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,
+                           report=report, filters=tuple(filters), storage_options=opts,
+                           command="transform")
+    fitted = stats if isinstance(stats, FittedStats) else FittedStats.load(stats, opts)
+    timings = Timings(begun)
+    with _output(output, options, client, timings) as (session, commit):
+        spec = features if features else fitted.names
+        dataset, chosen = load_dataset(loc, session.mapper, spec, exclude,
+                                       origin="features" if features else "statistics",
+                                       filters=filters, listing=listing, warn=session.warn)
+        timings.lap("footers")
+        return _write_job(session, commit, _Fitted(dataset, chosen, fitted), options, timings)
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """How a job writes its output: the transform's options and where the statistics go."""
+
+    mode: str = "standard"
+    dtype: str = "preserve"
+    unseen: str = "global"
+    overwrite: bool = False
+    report: bool = True
+    stats_path: str | os.PathLike[str] | None = None
+    filters: tuple[str, ...] = ()
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    command: str = "run"
+
+    def __post_init__(self) -> None:
+        check_transform_options(self.mode, self.dtype, self.unseen)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """What the write job transforms: the dataset, the features and their statistics."""
+
+    dataset: Dataset
+    features: list[str]
+    stats: FittedStats
+
+
+@contextlib.contextmanager
+def _output(output: Any, options: WriteOptions, client: Any, timings: Timings
+            ) -> Iterator[tuple[Session, Commit]]:
+    """The cluster session and the output's commit (lock, staging) a job runs inside."""
+    out = resolve(output, dict(options.storage_options))
     with session_for(client) as session:
-        console = session.console
         timings.started(session)
-        with Commit(out, overwrite=overwrite, warn=session.warn) as commit:
-            if fit:
-                store = open_cache(cache, opts, session.warn)
-                dataset, chosen = inspect(inp, session.mapper, features, exclude,
-                                          filters=filters, cache=store, listing=listing,
-                                          warn=session.warn)
-                chosen = without_keys(chosen, group_by, explicit=features is not None)
-                timings.lap("footers")
-                console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
-                fitted = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf,
-                                     filters=filters, cache=store, group_by=group_by)
-                timings.lap("fit")
-            else:
-                assert fitted is not None
-                Plan.build(fitted, mode=mode, dtype=dtype, unseen=unseen)  # options first
-                spec = features if features else fitted.names
-                dataset, chosen = inspect(inp, session.mapper, spec, exclude,
-                                          origin="--features" if features else "statistics",
-                                          filters=filters, listing=listing,
-                                          warn=session.warn)
-                timings.lap("footers")
-            assert fitted is not None
-            plan = Plan.build(fitted, mode=mode, dtype=dtype, features=chosen, unseen=unseen,
-                              types={n: dataset.schema.field(n).type for n in chosen})
-            refs = {c.name: reference(c, mode) for c in plan.columns} if report else None
-            written, summaries = write_dataset(session, dataset, plan, commit.target, refs)
-            timings.lap("transform")
-            stats_json = fitted.to_json().encode()
-            manifest = _manifest(commit.run_id, started, dataset, fitted, stats_json, plan,
-                                 written, command="run" if fit else "transform",
-                                 filters=filters)
-            extra = {STATS_NAME: stats_json}
-            if summaries is not None:
-                drawn = _report_files(fitted, summaries, manifest, mode, session.warn)
-                extra.update(drawn)
-                summaries = summaries if drawn else None
-                timings.lap("report")
-            manifest["timings"] = timings.seconds
-            if stats_path is not None:  # before publishing: if it fails, nothing is published
-                fitted.save(stats_path, opts)
-            commit.publish([w.rel for w in written], manifest, extra)
-    return RunResult(stats=fitted, output=out.display, files=len(written),
+        with Commit(out, overwrite=options.overwrite, warn=session.warn) as commit:
+            yield session, commit
+
+
+def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOptions,
+               timings: Timings) -> RunResult:
+    """The transform pass into staging, the report, the statistics, then publication."""
+    dataset, chosen, fitted = job.dataset, job.features, job.stats
+    plan = Plan.build(fitted, mode=options.mode, dtype=options.dtype, features=chosen,
+                      unseen=options.unseen,
+                      types={n: dataset.schema.field(n).type for n in chosen})
+    refs = {c.name: reference(c, options.mode) for c in plan.columns} if options.report \
+        else None
+    written, summaries = write_dataset(session, dataset, plan, commit.target, refs)
+    timings.lap("transform")
+    stats_json = fitted.to_json().encode()
+    manifest = _manifest(commit.run_id, timings.started_iso, job, stats_json, plan, written,
+                         options)
+    extra = {STATS_NAME: stats_json}
+    if summaries is not None:
+        drawn = _report_files(fitted, summaries, manifest, options.mode, session.warn)
+        extra.update(drawn)
+        summaries = summaries if drawn else None
+        timings.lap("report")
+    manifest["timings"] = timings.seconds
+    if options.stats_path is not None:  # before publishing: if it fails, nothing is published
+        fitted.save(options.stats_path, dict(options.storage_options))
+    commit.publish([w.rel for w in written], manifest, extra)
+    out = commit.out.display.rstrip("/")
+    return RunResult(stats=fitted, output=commit.out.display, files=len(written),
                      timings=timings.seconds,
                      rows=sum(w.rows for w in written), bytes=sum(w.bytes for w in written),
-                     input_bytes=dataset.nbytes, seconds=time.monotonic() - t0,
-                     stats_path=os.fspath(stats_path) if stats_path is not None else None,
+                     input_bytes=dataset.nbytes, seconds=time.monotonic() - timings.t0,
+                     stats_path=(os.fspath(options.stats_path)
+                                 if options.stats_path is not None else None),
                      manifest=manifest, features=list(chosen),
-                     report=(f"{out.display.rstrip('/')}/{REPORT_DIR}/index.html"
-                             if summaries is not None else None))
+                     report=f"{out}/{REPORT_DIR}/index.html" if summaries is not None
+                     else None)
 
 
-class Timings:
-    """Seconds spent in each phase of a job, for the manifest.
-
-    ``before_job``: from the process's start to the job's, minus ``startup``
-    (imports and argument parsing, for the command line); ``startup``: starting
-    or connecting to the cluster.  Publishing happens after the manifest is
-    written, so it has no entry.
-    """
-
-    def __init__(self) -> None:
-        self._last = time.time()
-        self.seconds: dict[str, float] = {}
-        age = process_age()
-        if age is not None:
-            self.seconds["before_job"] = round(age, 4)
-
-    def started(self, session: Session) -> None:
-        """Account the cluster's start-up (it may predate the job: the CLI starts it)."""
-        now = time.time()
-        startup = session.startup_seconds + (now - self._last)
-        if "before_job" in self.seconds:
-            self.seconds["before_job"] = round(max(self.seconds["before_job"] -
-                                                   session.startup_seconds, 0.0), 4)
-        self.seconds["startup"] = round(startup, 4)
-        self._last = now
-
-    def lap(self, phase: str) -> None:
-        now = time.time()
-        self.seconds[phase] = round(now - self._last, 4)
-        self._last = now
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux: /proc, to the clock tick; else psutil)."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        start_ticks = int(fields[19])  # field 22 of stat(5), counted after the ")"
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        pass
-    try:
-        import psutil
-
-        return time.time() - psutil.Process().create_time()
-    except (ImportError, OSError):
-        return None
-
-
-def fit_path(input: Any, *, features: Any = None, exclude: Any = (), ddof: int = 0,
-             inf: str = "error", filters: Sequence[str] = (), cache: str | None = None,
-             group_by: Any = (), session: Session, stats_path: Any = None,
-             storage_options: Mapping[str, Any] | None = None
-             ) -> tuple[FittedStats, Dataset, list[str]]:
+def fit_path(input: Any, options: FitOptions, *, session: Session, stats_path: Any = None
+             ) -> tuple[FittedStats, Dataset]:
     """The ``zscore fit`` job on an open session: check destinations, validate, then fit.
 
     ``stats_path`` (where the caller will save the result) is checked before
-    anything is computed, as is ``cache`` (see :mod:`pipeline.targets`).
+    anything is computed, as is ``options.cache`` (see :mod:`pipeline.targets`).
     """
-    check_options(ddof, inf)
-    opts = dict(storage_options or {})
-    loc = resolve(input, opts)
-    listing = scan(loc, filters)
-    check(loc, listing.links, stats=resolve(stats_path, opts) if stats_path is not None else None,
-          cache=resolve(cache, opts) if cache else None)
-    store = open_cache(cache, opts, session.warn)
-    dataset, chosen = inspect(loc, session.mapper, features, exclude, filters=filters,
-                              cache=store, listing=listing, warn=session.warn)
-    chosen = without_keys(chosen, group_by, explicit=features is not None)
-    session.console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
-    stats = fit_dataset(session, dataset, chosen, ddof=ddof, inf=inf, filters=filters,
-                        cache=store, group_by=group_by)
-    return stats, dataset, chosen
+    located = locate(input, options, stats_path=stats_path)
+    prepared = prepare_fit(input, options, session, located=located)
+    assert prepared.dataset is not None
+    return fit_prepared(prepared, options, session), prepared.dataset
 
 
 def _report_files(stats: FittedStats, summaries: Mapping[str, Summary],
@@ -308,15 +271,15 @@ def _report_files(stats: FittedStats, summaries: Mapping[str, Summary],
     return {f"{REPORT_DIR}/{name}": data for name, data in files.items()}
 
 
-def _manifest(run_id: str, started: str, dataset: Dataset, stats: FittedStats,
-              stats_json: bytes, plan: Plan, written: Sequence[Written], *, command: str,
-              filters: Sequence[str] = ()) -> dict[str, Any]:
+def _manifest(run_id: str, started: str, job: _Fitted, stats_json: bytes, plan: Plan,
+              written: Sequence[Written], options: WriteOptions) -> dict[str, Any]:
+    dataset = job.dataset
     return {
-        "run_id": run_id, "command": command, "tool_version": tool_version(),
+        "run_id": run_id, "command": options.command, "tool_version": tool_version(),
         "started": started, "finished": now_iso(),
         "input": {"path": dataset.location.display, "files": len(dataset.files),
                   "rows": dataset.rows, "bytes": dataset.nbytes,
-                  "fingerprint": dataset.fingerprint, "filters": list(filters)},
+                  "fingerprint": dataset.fingerprint, "filters": list(options.filters)},
         "statistics_sha256": hashlib.sha256(stats_json).hexdigest(),
         "mode": plan.mode, "dtype": plan.dtype, "features": [c.name for c in plan.columns],
         "rows": sum(w.rows for w in written),
@@ -337,8 +300,8 @@ def rerender_report(output: str | os.PathLike[str],
     import json
 
     from . import report
-    from .commit import SUCCESS, read_bytes, write_bytes
     from .errors import ArtifactError
+    from .storage import SUCCESS, read_bytes, write_bytes
 
     opts = dict(storage_options or {})
     out = resolve(output, opts)
@@ -359,8 +322,8 @@ def rerender_report(output: str | os.PathLike[str],
     except FileNotFoundError:
         raise ArtifactError(f"{shown} has no {REPORT_DIR}/{report.SUMMARY_NAME}: it was "
                             "written without the report (or by an older zscore); rerun its "
-                            "zscore run or transform with --overwrite and the report on (the "
-                            "default)", path=shown) from None
+                            f"zscore run or transform with {option('overwrite')} and the report "
+                            "on (the default)", path=shown) from None
     summaries = report.read_summaries(data, where)
     # Without timings, as the run drew it (see _report_files): the same page again.
     files = report.build(stats, summaries, mode=str(manifest.get("mode", "standard")),

@@ -1,0 +1,13 @@
+"""The values each option may take: one source for the library, the artifact and the CLI.
+
+A module without imports, so that the command line can build its ``click.Choice``
+lists from it before any heavy library is loaded.
+"""
+
+from __future__ import annotations
+
+MODES = ("standard", "scale", "center")  # (x - mean) / std, x / std, x - mean
+DTYPES = ("preserve", "float32", "float64")  # the output type of a transformed feature
+INF_POLICIES = ("error", "null")  # infinite values: refused, or missing
+UNSEEN = ("global", "null", "error")  # a key not seen at fit time: global stats, missing, refused
+DDOFS = (0, 1)  # population std (scikit-learn), sample std (Spark)

@@ -1,0 +1,387 @@
+"""The statistics pass on the client: one way in, one canonical merge, one artifact.
+
+Every fit -- :func:`pipeline.fit`, ``zscore fit``, ``zscore run`` -- goes the same
+way: :class:`FitOptions` (checked once), :func:`locate` (resolve and list the input,
+check every destination), :func:`prepare_fit` (the validated dataset or frame and
+its features), then :func:`fit_prepared` (the pass).  Workers compute moments per
+file (:mod:`pipeline.moments`); the client folds them in sorted relative-path
+order, so the result is bit-identical however many workers ran and whichever
+finished first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .choices import DDOFS, INF_POLICIES
+from .dataset import Dataset, Listing, load_dataset, scan
+from .errors import DataError, InputError, option
+from .groups import GroupMoments, finalize_groups
+from .moments import BATCH_ROWS, FileMoments, files_moments, frame_moments
+from .schema import split_names, without_keys
+from .stats import Moments, std_in_range
+from .storage import Location, resolve
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from .cache import Cache
+    from .session import Session
+
+
+
+# ------------------------------------------------------------------ options
+@dataclass(frozen=True)
+class FitOptions:
+    """The options of one fit, checked when built (the API, the CLI and the jobs share it).
+
+    ``features``/``exclude`` are names or globs (a string is comma-separated);
+    ``group_by`` is normalized to a tuple of names, ``filters`` to a tuple.
+    """
+
+    features: str | Sequence[str] | None = None
+    exclude: str | Sequence[str] = ()
+    ddof: int = 0
+    inf: str = "error"
+    filters: Sequence[str] = ()
+    cache: str | None = None
+    group_by: str | Sequence[str] = ()
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ddof not in DDOFS:
+            raise InputError(f"{option('ddof')} must be 0 or 1, not {self.ddof}")
+        if self.inf not in INF_POLICIES:
+            raise InputError(f"{option('inf')} must be 'error' or 'null', not {self.inf!r}")
+        object.__setattr__(self, "group_by", tuple(split_names(self.group_by)))
+        object.__setattr__(self, "filters", tuple(self.filters))
+        object.__setattr__(self, "storage_options", dict(self.storage_options or {}))
+
+    @property
+    def explicit(self) -> bool:
+        """Whether the features were named (else: the default selection)."""
+        return self.features is not None
+
+
+# Options that only mean something for a dataset of files.
+_DATASET_ONLY = ("group_by", "filters", "cache", "storage_options")
+
+
+@dataclass(frozen=True)
+class FitInput:
+    """What a fit reads: a validated dataset (or an in-memory frame) and its features."""
+
+    features: list[str]
+    dataset: Dataset | None = None
+    frame: Any = None  # a pandas or Dask DataFrame
+    cache: Cache | None = None
+
+
+def locate(source: str | os.PathLike[str], options: FitOptions, *,
+           output: str | os.PathLike[str] | None = None, overwrite: bool = False,
+           stats_path: str | os.PathLike[str] | None = None) -> tuple[Location, Listing]:
+    """Resolve and list the input, and check every destination before anything runs.
+
+    ``output``, ``stats_path`` and ``options.cache`` are checked against the input
+    and each other (see :mod:`pipeline.targets`).
+    """
+    from .targets import check
+
+    opts = dict(options.storage_options)
+    loc = resolve(source, opts)
+    listing = scan(loc, options.filters)
+    check(loc, listing.links, output=resolve(output, opts) if output is not None else None,
+          overwrite=overwrite,
+          stats=resolve(stats_path, opts) if stats_path is not None else None,
+          cache=resolve(options.cache, opts) if options.cache else None)
+    return loc, listing
+
+
+def prepare_fit(source: Any, options: FitOptions, session: Session | None = None, *,
+                located: tuple[Location, Listing] | None = None) -> FitInput:
+    """The one way into a fit: the validated dataset (or frame) and the features to fit.
+
+    ``source`` is a path or URL (then ``session`` reads the footers on its cluster;
+    ``located`` is :func:`locate`'s result when the caller already checked the
+    destinations), or a pandas or Dask DataFrame (then every option that only
+    applies to a dataset is refused, naming it).
+    """
+    if not isinstance(source, str | os.PathLike):
+        return _prepare_frame(source, options)
+    assert session is not None, "a dataset is read on a cluster"
+    loc, listing = located or locate(source, options)
+    store = open_cache(options.cache, options.storage_options, session.warn)
+    dataset, chosen = load_dataset(loc, session.mapper, options.features, options.exclude,
+                                   filters=options.filters, cache=store, listing=listing,
+                                   warn=session.warn)
+    chosen = without_keys(chosen, options.group_by, explicit=options.explicit)
+    session.console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
+    return FitInput(features=chosen, dataset=dataset, cache=store)
+
+
+def _prepare_frame(frame: Any, options: FitOptions) -> FitInput:
+    from .schema import Schema, select_features
+
+    kind = "Dask" if hasattr(frame, "to_delayed") else "pandas"
+    if kind == "pandas" and not hasattr(frame, "columns"):
+        raise InputError(f"cannot fit a {type(frame).__name__}: give a directory or URL of "
+                         "Parquet files, a pandas DataFrame or a Dask DataFrame")
+    for name in _DATASET_ONLY:
+        if getattr(options, name):
+            raise InputError(f"{option(name)} applies to a dataset of Parquet files, not to a "
+                             f"{kind} DataFrame; drop it, or write the frame to Parquet and "
+                             "fit that")
+    meta = frame._meta if kind == "Dask" else frame.iloc[:0]
+    schema = pa.Schema.from_pandas(meta, preserve_index=False)
+    chosen = select_features(Schema(fields=tuple(schema), partition_keys=()), options.features,
+                             options.exclude)
+    return FitInput(features=chosen, frame=frame)
+
+
+def fit_prepared(prepared: FitInput, options: FitOptions, session: Session | None = None,
+                 client: Any = None) -> FittedStats:
+    """The statistics pass over what :func:`prepare_fit` returned."""
+    if prepared.dataset is None:
+        return _fit_frame(prepared.frame, prepared.features, options, client)
+    assert session is not None
+    return fit_dataset(session, prepared.dataset, prepared.features, options,
+                       cache=prepared.cache)
+
+
+# ------------------------------------------------------------------- merge
+def finalize(features: Sequence[str], dtypes: Mapping[str, str],
+             pieces: Sequence[tuple[str, FileMoments]], *, ddof: int, inf: str,
+             source: Mapping[str, Any], warn: Any = None) -> FittedStats:
+    """Merge per-piece moments in the order given and build the artifact.
+
+    ``pieces`` pairs a label (a file's relative path) with its moments, in the
+    canonical order; the label names the culprit in errors.
+
+    Raises
+    ------
+    DataError
+        A feature with infinite values (``inf="error"``) or with no value at all.
+    """
+    warn = warn or (lambda msg: None)
+    feats: dict[str, FeatureStats] = {}
+    for name in features:
+        total = Moments.merge_all(fm[name] for _, fm in pieces)
+        if total.inf and inf == "error":
+            where = next(label for label, fm in pieces if fm[name].inf)
+            raise DataError(f"column '{name}' has {total.inf} infinite value(s), e.g. in "
+                            f"{where}; fix the data, exclude the column, or pass "
+                            f"{option('inf', 'null')} to treat them as missing", column=name,
+                            path=where)
+        if total.count == 0 and not total.missing + total.inf:
+            raise DataError("the input has no rows: every file is empty; there is nothing to "
+                            "fit", column=name)
+        if total.count == 0:
+            raise DataError(f"column '{name}' has no values (all {total.missing + total.inf} "
+                            f"are missing); exclude it with {option('exclude', name)}",
+                            column=name)
+        feats[name] = FeatureStats.from_moments(total, dtype_name(dtypes[name]), ddof)
+        check_spread(name, feats[name])
+        if total.constant:
+            warn(f"column '{name}' is constant ({feats[name].min!r}): its std is 0 and its "
+                 "standardized values will be 0.0")
+    return FittedStats(features=feats, ddof=ddof, inf=inf, created=now_iso(),
+                       tool_version=tool_version(), input=dict(source))
+
+
+def dtype_name(arrow_type: str) -> str:
+    """The artifact's name of an Arrow type (``float32`` for Arrow's ``float``, ...)."""
+    return {"float": "float32", "double": "float64", "halffloat": "float16"}.get(
+        arrow_type, arrow_type)
+
+
+def check_spread(name: str, f: FeatureStats, key: str = "") -> None:
+    """Refuse a non-constant feature whose std is outside float64's range for squares.
+
+    See :data:`pipeline.stats.MIN_STD`: below it squares of deviations underflow, so
+    no digit of the std can be trusted; above :data:`~pipeline.stats.MAX_STD` sums of
+    squares overflow.  ``key`` names a ``--group-by`` key in the message.
+    """
+    if f.constant or std_in_range(f.std):
+        return
+    where = f" within {key}" if key else ""
+    if f.std < 1:
+        what, fix = "too small", "multiply it by a power of ten"
+    else:
+        what, fix = "too large", "divide it by a power of ten"
+    raise DataError(f"column '{name}'{where} has std {f.std:.3g}, {what} for float64 squares "
+                    "(the supported range is 1.5e-154 to 6.7e153); rescale the column "
+                    f"({fix}) or exclude it with {option('exclude', name)}", column=name)
+
+
+def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
+                options: FitOptions, cache: Cache | None = None) -> FittedStats:
+    """The statistics pass over a validated dataset, on ``session``'s cluster.
+
+    With a ``cache``, files whose moments it holds are not read, and the moments
+    of the others are stored in it.  With ``options.group_by``, statistics per key too.
+    """
+    by = check_group_by(dataset, features, options.group_by, cache)
+    files = list(dataset.files)
+    inf = options.inf
+    known = cache.moments(files, features, inf, BATCH_ROWS) if cache is not None else {}
+    todo = [f for f in files if f.rel not in known]
+    rows = {f.rel: ft.rows for f, ft in zip(files, dataset.footers, strict=True)}
+    fresh = session.map(partial(files_moments, dataset.location.fs, features=list(features),
+                                by=by), todo,
+                        label="fit", weights=[f.size for f in todo],
+                        rows=[rows[f.rel] for f in todo]) if todo else []
+    per_group: list[GroupMoments] = []
+    if by:
+        fresh, per_group = [r[0] for r in fresh], [r[1] for r in fresh]
+    if cache is not None:
+        if todo:
+            cache.put_moments(todo, features, inf, BATCH_ROWS, fresh)
+        session.console.info(f"cache: {len(known)} of {len(files)} files' moments reused, "
+                             f"{len(todo)} read")
+    by_rel = {**known, **{f.rel: m for f, m in zip(todo, fresh, strict=True)}}
+    pieces = [(f.rel, by_rel[f.rel]) for f in files]
+    dtypes = {n: str(dataset.schema.field(n).type) for n in features}
+    source: dict[str, Any] = {"path": dataset.location.display, "files": len(files),
+                              "rows": dataset.rows, "fingerprint": dataset.fingerprint}
+    if options.filters:
+        source["filters"] = list(options.filters)
+    stats = finalize(features, dtypes, pieces, ddof=options.ddof, inf=inf, source=source,
+                     warn=session.warn)
+    if not by:
+        return stats
+    groups = finalize_groups(by, per_group, {n: stats.features[n].dtype for n in features},
+                             options.ddof)
+    for key, feats in groups.keys.items():
+        for name, f in feats.items():
+            check_spread(name, f, key=f"key {list(key)} of "
+                                         f"{option('group_by', ','.join(by), cli=','.join(by))}")
+    session.console.info(f"group-by {', '.join(by)}: {len(groups.keys)} keys")
+    return replace(stats, groups=groups)
+
+
+def check_group_by(dataset: Dataset, features: Sequence[str], group_by: Sequence[str],
+                   cache: Any = None) -> list[str]:
+    """Validate ``group_by`` columns: present in the files, not features, no cache."""
+    by = split_names(group_by)
+    for b in by:
+        named = f"{option('group_by')} column '{b}'"
+        if b not in dataset.schema.names:
+            raise InputError(f"{named} is not a column of the files (hive partition keys "
+                             "cannot be used); available: "
+                             + ", ".join(dataset.schema.names[:30]), column=b)
+        if b in dataset.schema.varying:
+            raise InputError(f"{named} differs in type or presence between files (see the "
+                             "warning above); its keys would not compare: fix the files",
+                             column=b)
+        if b in features:
+            raise InputError(f"{named} is also a selected feature; exclude it with "
+                             f"{option('exclude', b)}", column=b)
+    if by and cache is not None:
+        raise InputError(f"{option('cache')} cannot be combined with {option('group_by')} yet; "
+                         "drop one of them")
+    return by
+
+
+# --------------------------------------------------------------- public API
+def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
+        features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
+        ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
+        cache: str | None = None, group_by: str | Sequence[str] = (), client: Any = None,
+        storage_options: Mapping[str, Any] | None = None) -> FittedStats:
+    """Fit global per-feature mean and standard deviation in one distributed pass.
+
+    Parameters
+    ----------
+    source : str, path, dask.dataframe.DataFrame or pandas.DataFrame
+        A directory (or fsspec URL) of Parquet files, possibly hive-partitioned;
+        or a Dask DataFrame, whose partitions are merged in partition order; or a
+        pandas DataFrame (fitted in this process, no cluster).
+    features : str or list of str, optional
+        Names or shell globs (``"f*"``); default every integer and floating
+        column except hive partition keys.
+    exclude : str or list of str
+        Names or globs to leave out.
+    ddof : {0, 1}
+        0 for the population std (default, as scikit-learn), 1 for the sample std.
+    inf : {"error", "null"}
+        What infinite values are: an error, or missing.
+    filters : list of str
+        Hive-partition filters such as ``["day >= 2026-01-01", "day < 2026-02-01"]``.
+    cache : str, optional
+        A directory or fsspec URL keeping per-file footers and moments: a re-fit
+        reads only new or changed files and gives bit-identical statistics.
+    group_by : str or list of str
+        Key columns: statistics per key value too (see :mod:`pipeline.groups`);
+        they are left out of the default feature selection.
+    client : distributed.Client, optional
+        Default: the current client if there is one, else an embedded local
+        cluster started for this call.
+    storage_options : dict, optional
+        Passed to fsspec (``{"endpoint_url": ...}``).
+
+    ``filters``, ``cache``, ``group_by`` and ``storage_options`` apply to a dataset
+    of files: with a DataFrame they are refused (:class:`InputError` naming the
+    keyword), never silently dropped.
+
+    Returns
+    -------
+    FittedStats
+
+    Raises
+    ------
+    InputError
+        Bad options, unknown or non-numeric columns, unreadable files, features
+        with no values or (``inf="error"``) infinite values.
+
+    Examples
+    --------
+    >>> stats = fit("data/train", exclude="label")        # doctest: +SKIP
+    >>> stats.save("stats.json")                          # doctest: +SKIP
+    """
+    options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
+                         filters=filters, cache=cache, group_by=group_by,
+                         storage_options=storage_options or {})
+    if not isinstance(source, str | os.PathLike):
+        return fit_prepared(prepare_fit(source, options), options, client=client)
+    from .cluster import session_for
+
+    located = locate(source, options)
+    with session_for(client) as session:
+        prepared = prepare_fit(source, options, session, located=located)
+        return fit_prepared(prepared, options, session)
+
+
+def open_cache(location: str | None, options: Mapping[str, Any], warn: Any) -> Cache | None:
+    from .cache import Cache
+
+    return Cache(location, dict(options), warn) if location else None
+
+
+def _fit_frame(frame: Any, chosen: list[str], options: FitOptions, client: Any) -> FittedStats:
+    """Fit a pandas DataFrame (here) or a Dask DataFrame (partition by partition, in order)."""
+    if hasattr(frame, "to_delayed"):
+        import dask
+
+        parts = frame[chosen].to_delayed()
+        kwargs = {"scheduler": client} if client is not None else {}
+        per_part = list(dask.compute(*[dask.delayed(frame_moments)(p, chosen)
+                                       for p in parts], **kwargs))
+        what, labels = "<dask DataFrame>", [f"partition {i}" for i in range(len(parts))]
+    else:
+        per_part = [frame_moments(frame, chosen)]
+        what, labels = "<pandas DataFrame>", ["the DataFrame"]
+    rows = sum(m.count + m.missing + m.inf for m in (pm[chosen[0]] for pm in per_part))
+    meta = frame._meta if hasattr(frame, "_meta") else frame.iloc[:0]
+    types = pa.Schema.from_pandas(meta[chosen], preserve_index=False)
+    return finalize(chosen, {n: str(types.field(n).type) for n in chosen},
+                    list(zip(labels, per_part, strict=True)), ddof=options.ddof,
+                    inf=options.inf, source={"path": what, "files": len(per_part),
+                                             "rows": int(rows)})
