@@ -26,12 +26,12 @@ $(BASE): constraints.txt
 
 # Reinstall when the project or its pins change.
 $(RUNTIME): $(BASE) pyproject.toml
-	$(INSTALL) -e ".[report]"
+	$(INSTALL) -e "."
 	touch $(RUNTIME)
 
 # pip too: the tests build the wheel, and fetch the deploy tests' wheels, with it.
 $(STAMP): $(RUNTIME)
-	$(INSTALL) pip -e ".[report,sklearn,onnx,mlflow,delta,iceberg,test,dev]"
+	$(INSTALL) pip -e ".[sklearn,onnx,mlflow,delta,iceberg,test,dev]"
 	touch $(STAMP)
 
 # The main job on the embedded local Dask cluster, on generated sample data.
@@ -62,7 +62,7 @@ lock:
 	rm -rf .lock-venv
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet --disable-pip-version-check uv \
-		-e ".[report,sklearn,onnx,mlflow,delta,iceberg,test,dev,bench]"
+		-e ".[sklearn,onnx,mlflow,delta,iceberg,test,dev,bench]"
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^dask.zscore' > constraints.txt
 	rm -rf .lock-venv
 

@@ -164,7 +164,7 @@ def transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--mlflow-run-id", default=None, metavar="RUN_ID",
                      help="Log into this existing MLflow run (implies --mlflow)."),
         click.option("--report/--no-report", default=True, show_default=True,
-                     help="Write OUTPUT/_report/: histograms before and after, per feature."),
+                     help="Write OUTPUT/_report/index.html: the written data, per feature."),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -205,13 +205,25 @@ def diff(old: FittedStats, new: FittedStats, *, max_shift: float = MAX_SHIFT,
             out.append(Drift(name, math.nan, math.nan, True, note))
             continue
         o, n = old.features[name], new.features[name]
-        delta = float(_exact_mean(n) - _exact_mean(o))
-        if o.std > 0:
-            shift = delta / o.std
-            ratio = n.std / o.std
-        else:  # the old fit was constant
-            shift = 0.0 if delta == 0 else math.copysign(math.inf, delta)
-            ratio = 1.0 if n.std == 0 else math.inf
-        flagged = abs(shift) > max_shift or ratio > max_ratio or ratio < 1 / max_ratio
-        out.append(Drift(name, shift, ratio, flagged))
+        out.append(drift(name, _exact_mean(o), o.std, _exact_mean(n), n.std,
+                         max_shift=max_shift, max_ratio=max_ratio))
     return out
+
+
+def drift(name: str, old_mean: float | Fraction, old_std: float,
+          new_mean: float | Fraction, new_std: float, *,
+          max_shift: float = MAX_SHIFT, max_ratio: float = MAX_RATIO) -> Drift:
+    """One feature's :class:`Drift` from its old and new mean and σ (the rule of :func:`diff`).
+
+    The report applies it to the written data in z against the training
+    reference (mean 0, σ 1), so its drift flag and ``zscore diff`` agree.
+    """
+    delta = float(new_mean - old_mean)  # :func:`diff` passes exact means (Fractions)
+    if old_std > 0:
+        shift = delta / old_std
+        ratio = new_std / old_std
+    else:  # the old fit was constant
+        shift = 0.0 if delta == 0 else math.copysign(math.inf, delta)
+        ratio = 1.0 if new_std == 0 else math.inf
+    flagged = abs(shift) > max_shift or ratio > max_ratio or ratio < 1 / max_ratio
+    return Drift(name, shift, ratio, flagged)

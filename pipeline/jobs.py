@@ -33,10 +33,9 @@ from .dataset import Dataset, load_dataset
 from .errors import exception_text, option
 from .fitting import FitOptions, fit_prepared, locate, prepare_fit
 from .groups import UnseenTally
-from .histogram import FeatureHistograms, HistogramSpec
-from .histogram import specs as histogram_specs
 from .plan import Plan, check_transform_options
 from .storage import REPORT_DIR, STATS_NAME, resolve
+from .summary import Summary, reference
 from .tables import TableOptions, TableOutput, after_publish, finish_output, prepare_output
 from .timings import Timings
 from .write import Written, write_dataset
@@ -85,8 +84,9 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         Replace an existing zscore output at ``output`` (atomically on local
         disks); a non-empty directory zscore did not write is never replaced.
     report : bool
-        Write ``output/_report/`` (histograms before and after, see
-        :mod:`pipeline.report`); skipped with a note when matplotlib is missing.
+        Write ``output/_report/``: the written data per feature against the
+        training statistics (see :mod:`pipeline.report`).  A report that cannot
+        be drawn costs a warning, never the output.
     filters : list of str
         ``--filter`` expressions on hive keys, e.g. ``["day >= 2026-01-01"]``; only
         matching partitions are listed, read and written.
@@ -220,10 +220,11 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
     plan = Plan.build(fitted, mode=options.mode, dtype=options.dtype, features=chosen,
                       unseen=options.unseen,
                       types={n: dataset.schema.field(n).type for n in chosen})
-    hist = _histogram_specs(plan, fitted, options.report, session.console)
+    refs = {c.name: reference(c, options.mode) for c in plan.columns} if options.report \
+        else None
     to = options.output or TableOutput("parquet", commit.out.display, commit.out.display)
     to_write = prepare_output(to, dataset, commit.run_id)
-    written, histograms = write_dataset(session, to_write, plan, commit.target, hist)
+    written, summaries = write_dataset(session, to_write, plan, commit.target, refs)
     timings.lap("transform")
     stats_json = fitted.to_json().encode()
     manifest = _manifest(commit.run_id, timings.started_iso, job, stats_json, plan, written,
@@ -233,10 +234,10 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
         manifest["unseen_keys"] = _unseen(plan, written, session.warn)
     extra = {STATS_NAME: stats_json, **finish_output(to, commit.out, to_write, written, plan,
                                                      options.overwrite, options.storage_options)}
-    if histograms is not None:
-        drawn = _report_files(fitted, histograms, manifest, options.mode, session.warn)
+    if summaries is not None:
+        drawn = _report_files(fitted, summaries, manifest, options.mode, session.warn)
         extra.update(drawn)
-        histograms = histograms if drawn else None
+        summaries = summaries if drawn else None
         timings.lap("report")
     manifest["timings"] = timings.seconds
     if options.stats_path is not None:  # before publishing: if it fails, nothing is published
@@ -251,7 +252,7 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
                      stats_path=(os.fspath(options.stats_path)
                                  if options.stats_path is not None else None),
                      manifest=manifest, features=list(chosen),
-                     report=f"{out}/{REPORT_DIR}/index.html" if histograms is not None
+                     report=f"{out}/{REPORT_DIR}/index.html" if summaries is not None
                      else None)
 
 
@@ -268,20 +269,7 @@ def fit_path(input: Any, options: FitOptions, *, session: Session, stats_path: A
     return fit_prepared(prepared, options, session), prepared.dataset
 
 
-def _histogram_specs(plan: Plan, stats: FittedStats, wanted: bool, console: Any
-                     ) -> dict[str, HistogramSpec] | None:
-    from . import report
-
-    if not wanted:
-        return None
-    if not report.available():
-        console.info("report skipped: matplotlib is not installed "
-                     "(pip install 'zscore[report]')")
-        return None
-    return histogram_specs(plan, stats)
-
-
-def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms],
+def _report_files(stats: FittedStats, summaries: Mapping[str, Summary],
                   manifest: Mapping[str, Any], mode: str,
                   warn: Callable[[str], None] | None = None) -> dict[str, bytes]:
     """The report's files under ``_report/``; with ``warn``, empty (and a warning) on failure.
@@ -295,7 +283,7 @@ def _report_files(stats: FittedStats, histograms: Mapping[str, FeatureHistograms
     # and 'zscore report' must draw the same page again.
     shown = {k: v for k, v in manifest.items() if k != "timings"}
     try:
-        files = report.build(stats, histograms, manifest=shown, mode=mode, warn=warn)
+        files = report.build(stats, summaries, manifest=shown, mode=mode, warn=warn)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         if warn is None:
             raise
@@ -346,14 +334,13 @@ def rerender_report(output: str | os.PathLike[str],
 
     Returns the report's index URL (without credentials).  Raises
     :class:`~pipeline.errors.ArtifactError` when the output lacks its statistics,
-    manifest or histograms.  A picture that cannot be drawn is left out with a
+    manifest or report summary.  A figure that cannot be drawn is left out with a
     warning through ``warn`` (default :func:`warnings.warn`).
     """
     import json
 
     from . import report
     from .errors import ArtifactError
-    from .histogram import FeatureHistograms
     from .storage import SUCCESS, read_bytes, write_bytes
 
     opts = dict(storage_options or {})
@@ -369,19 +356,17 @@ def rerender_report(output: str | os.PathLike[str],
         raise ArtifactError(f"{shown}/{SUCCESS} is not a zscore manifest: "
                             f"{exception_text(exc)}", path=shown) from None
     stats = FittedStats.load(f"{base}/{STATS_NAME}", opts)
+    where = f"{shown}/{REPORT_DIR}/{report.SUMMARY_NAME}"
     try:
-        raw = json.loads(read_bytes(f"{base}/{REPORT_DIR}/{report.HISTOGRAMS_NAME}", opts))
-        histograms = {k: FeatureHistograms.from_dict(v) for k, v in raw.items()}
+        data = read_bytes(f"{base}/{REPORT_DIR}/{report.SUMMARY_NAME}", opts)
     except FileNotFoundError:
-        raise ArtifactError(f"{shown} has no {REPORT_DIR}/{report.HISTOGRAMS_NAME}: it was "
-                            "written without the report; rerun its zscore run or transform "
-                            f"with {option('overwrite')} and the report on (the default)",
-                            path=shown) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"cannot read the report's inputs in {shown}: "
-                            f"{exception_text(exc)}", path=shown) from None
+        raise ArtifactError(f"{shown} has no {REPORT_DIR}/{report.SUMMARY_NAME}: it was "
+                            "written without the report (or by an older zscore); rerun its "
+                            f"zscore run or transform with {option('overwrite')} and the report "
+                            "on (the default)", path=shown) from None
+    summaries = report.read_summaries(data, where)
     # Without timings, as the run drew it (see _report_files): the same page again.
-    files = report.build(stats, histograms, mode=str(manifest.get("mode", "standard")),
+    files = report.build(stats, summaries, mode=str(manifest.get("mode", "standard")),
                          manifest={k: v for k, v in manifest.items() if k != "timings"},
                          warn=warn)
     for name, data in files.items():

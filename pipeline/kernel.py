@@ -4,7 +4,7 @@
 :class:`ColumnPlan` whose numbers are arrays indexed by group (the global
 statistics last; a global plan has only those), plus, for per-key plans, each
 row's group.  The Arrow, pandas and Dask front ends (:mod:`pipeline.plan`,
-:mod:`pipeline.frames`) and the report's histogram edges all go through it.
+:mod:`pipeline.frames`) all go through it.
 
 Exactness: the mean is subtracted as a double-double (``mean`` then
 ``residual``, see :attr:`FeatureStats.mean_residual`), so z at mean 1e9 with

@@ -155,29 +155,15 @@ def _check_finite(values: np.ndarray, out: np.ndarray, x: np.ndarray,
 Observer = Callable[[str, np.ndarray, "np.ndarray | None"], None]
 
 
-RAW_EXACT = 2.0**53  # past this |mean|, an integer feature's raw float64 values are rounded
-
-
-def observed_after(x: np.ndarray, col: ColumnPlan) -> bool:
-    """Whether an observer (the report's "after" histogram) must see transformed values.
-
-    True for 64-bit integers whose mean is past 2**53: their float64 images are
-    rounded by more than a unit, so binning them would quantize the picture (int64
-    epoch nanoseconds with sigma 288 ns would show five spikes).
-    """
-    return x.dtype.kind in "iu" and x.dtype.itemsize == 8 and abs(col.mean[-1]) > RAW_EXACT
-
-
 def transform_values(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
                      where: str | None = None, observe: Observer | None = None,
                      rows: np.ndarray | None = None) -> tuple[np.ndarray, pa.DataType]:
     """Transform one Arrow column into a numpy array of its output type (and that type).
 
     Missing values (null or NaN) come out as NaN; the caller keeps the validity.
-    ``observe(name, raw, out)``, if given, sees the column's raw values as float64
-    (NaN for missing) and must not modify them; ``out`` is the transformed values
-    for per-key plans and ``None`` otherwise (the raw values then say it all:
-    the transform is one affine map).  ``rows`` are the rows' key indices for a
+    ``observe(name, values, rows)``, if given, sees the values as they will be
+    written (the output dtype, NaN for missing) and must not modify them, with
+    ``rows`` (None for a global plan).  ``rows`` are the rows' key indices for a
     per-key plan (see :meth:`GroupPlan.rows`).
     """
     if isinstance(arr, pa.ChunkedArray):
@@ -201,15 +187,10 @@ def transform_values(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Pla
         with np.errstate(over="ignore"):  # an overflow is refused just below
             values = out.astype(out_type.to_pandas_dtype())
     # From integers, float64 cannot overflow: |x - mean| / std < 2**65 / MIN_STD = 2**576.
-    inf = None if x.dtype.kind != "f" and values.dtype == np.float64 else \
-        _check_finite(values, out, x, nulls, col, plan, where)
+    if x.dtype.kind == "f" or values.dtype != np.float64:
+        _check_finite(values, out, x, nulls, col, plan, where)  # makes --inf null's NaN
     if observe is not None:
-        raw = x.astype(np.float64, copy=nulls is not None or inf is not None)
-        for missing in (nulls, inf):
-            if missing is not None:
-                raw[missing] = np.nan  # what --inf null makes missing counts as missing
-        exact = grouped is not None or observed_after(x, col)
-        observe(col.name, raw, out if exact else None)
+        observe(col.name, values, grouped)
     return values, out_type
 
 

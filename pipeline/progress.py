@@ -172,9 +172,11 @@ class Progress:
         if self.console.tty:
             if now - self._last >= 0.1 or self.done == self.total:
                 self._last = now
+                # Marked first: a signal's Interrupted raised inside write() or flush()
+                # (the main thread) must still find the line to end (see abort).
+                self._drawn = True
                 self.console.stream.write("\r" + self._text(bar=True) + "\x1b[K")
                 self.console.stream.flush()
-                self._drawn = True
         elif now - self._last >= LOG_EVERY and self.done < self.total:
             self._last = now
             self.console._line(self._text(bar=False))

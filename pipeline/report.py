@@ -1,58 +1,52 @@
-"""The run report: a static HTML page of per-feature distributions before and after.
+"""The run report: one static HTML page about the data that was written.
 
-:func:`render` writes ``histograms.json`` (so the page can be drawn again
-without reading the data, see :func:`read_histograms`), one
-``feature-<name>.png`` per feature (the "before" and "after" histograms side by
-side, smoothed, mean and ±σ marked), ``variances.png`` (variance before and
-after, log scale) and ``index.html`` (no scripts or external styles: the
-images, a table of the fitted statistics and the run's manifest).
+:func:`build` makes ``summary.json`` (what was counted while writing, see
+:mod:`pipeline.summary`; ``zscore report`` draws the page again from it) and
+``index.html``: no script, no external style, font or image, every figure an
+inline SVG drawn by :mod:`pipeline.svg`, so the page opens offline and alike
+everywhere.  In order:
 
-The pictures come from :mod:`pipeline.plots` (matplotlib's object API, never
-pyplot's global state), so rendering is safe in threads.  Nothing depends on
-the time or the matplotlib version: rendering the same inputs again with the same
-libraries writes the same bytes.
+1. the per-feature table of the written data, in z (standard units of the
+   training statistics): count, missing %, mean and σ of z, quantiles, the
+   share beyond ±4σ and a drift flag (``zscore diff``'s rule and default
+   limits, :func:`pipeline.compose.drift`), next to the training statistics,
+   labelled as the reference;
+2. under ``--group-by``, the same per key;
+3. a figure per feature (steps and cumulative curve, training overlay);
+4. the manifest of the run and the statistics' provenance, last.
+
+Nothing depends on the time: the same inputs give the same bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
+import math
 import os
-import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from functools import partial
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .artifact import FittedStats
+from .artifact import FeatureStats, FittedStats
 from .choices import MODES
+from .compose import MAX_RATIO, MAX_SHIFT, Drift, drift
 from .errors import ArtifactError, InputError, exception_text
-from .histogram import FeatureHistograms
-from .plots import digits, feature_png, variances_png
+from .progress import escape
 from .redaction import redact
+from .stats import Moments
 from .storage import atomic_write
+from .summary import BEYOND, QUANTILES, STEP, Summary
+from .svg import feature_svg
 
-HISTOGRAMS_NAME = "histograms.json"
+SUMMARY_NAME = "summary.json"
 INDEX_NAME = "index.html"
-VARIANCES_NAME = "variances.png"
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-_MAX_STEM = 80  # characters; keeps file names far below the usual 255-byte limit
-
-
-def available() -> bool:
-    """True when matplotlib can be imported, i.e. :func:`render` can work."""
-    try:
-        import matplotlib.figure  # noqa: F401
-    except ImportError:
-        return False
-    return True
+SUMMARY_FORMAT = 1
+_MAX_KEYS = 200  # rows of the per-key table; the rest are counted
 
 
 def render(directory: str | os.PathLike[str], stats: FittedStats,
-           histograms: Mapping[str, FeatureHistograms], *,
-           manifest: Mapping[str, Any] | None = None, mode: str = "standard",
-           warn: Callable[[str], None] | None = None) -> list[str]:
+           summaries: Mapping[str, Summary], *, manifest: Mapping[str, Any] | None = None,
+           mode: str = "standard", warn: Callable[[str], None] | None = None) -> list[str]:
     """Write the report into the local ``directory`` (created if needed).
 
     Parameters
@@ -60,17 +54,17 @@ def render(directory: str | os.PathLike[str], stats: FittedStats,
     directory : str or path
         A local directory; files of the same names are replaced, others left alone.
     stats : FittedStats
-        The statistics the transform used.
-    histograms : mapping of str to FeatureHistograms
-        Per transformed feature; each must be a feature of ``stats``.  Features of
-        ``stats`` without one appear in the table only.
+        The statistics the transform used (the reference).
+    summaries : mapping of str to Summary
+        Per transformed feature, what was written; each must be a feature of
+        ``stats``.  Features of ``stats`` without one are listed as not written.
     manifest : mapping, optional
-        The run's manifest (``_SUCCESS``); shown as given, whatever keys it has.
+        The run's manifest (``_SUCCESS``); shown last, as given.
     mode : {"standard", "scale", "center"}
-        The transform's mode, which decides where the "after" mean and σ lie.
+        The transform's mode.
     warn : callable, optional
-        Told, in one line, about each picture that could not be drawn (the page
-        then says so in its place); default :func:`warnings.warn`.
+        Told, in one line, about figures that could not be drawn (the page then
+        lists them); default :func:`warnings.warn`.
 
     Returns
     -------
@@ -80,225 +74,299 @@ def render(directory: str | os.PathLike[str], stats: FittedStats,
     Raises
     ------
     InputError
-        Unknown ``mode``, or matplotlib is not installed.
+        Unknown ``mode``.
     ArtifactError
-        A histogram names a feature that ``stats`` does not have.
+        A summary names a feature that ``stats`` does not have.
 
     Examples
     --------
-    >>> render("out/_report", stats, histograms, manifest=manifest)  # doctest: +SKIP
-    ['histograms.json', 'feature-f00.png', ..., 'variances.png', 'index.html']
+    >>> render("out/_report", stats, summaries, manifest=manifest)  # doctest: +SKIP
+    ['summary.json', 'index.html']
     """
-    files = build(stats, histograms, manifest=manifest, mode=mode, warn=warn)
+    files = build(stats, summaries, manifest=manifest, mode=mode, warn=warn)
     for rel, data in files.items():
         atomic_write(os.path.join(os.fspath(directory), rel), data)
     return list(files)
 
 
-def build(stats: FittedStats, histograms: Mapping[str, FeatureHistograms], *,
+def build(stats: FittedStats, summaries: Mapping[str, Summary], *,
           manifest: Mapping[str, Any] | None = None, mode: str = "standard",
           warn: Callable[[str], None] | None = None) -> dict[str, bytes]:
     """The report's files (name -> content, ``index.html`` last), as :func:`render` writes them.
 
-    For callers that publish the files themselves (the run's commit protocol).  A
-    picture that cannot be drawn is left out with a warning naming it, never an
-    error: the report must not cost the user their normalized data.
+    For callers that publish the files themselves (the run's commit protocol).
+    A figure that cannot be drawn is left out with a warning naming it, never
+    an error: the report must not cost the user their normalized data.
     """
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
-    if not available():
-        raise InputError("the report needs matplotlib; install it with "
-                         "'pip install \"zscore[report]\"' or run without the report")
-    for name in histograms:
+    for name in summaries:
         if name not in stats.features:
-            raise ArtifactError(f"column '{name}' has a histogram but is not in the statistics;"
-                                " render the report with the statistics the run used",
+            raise ArtifactError(f"column '{name}' has a summary but is not in the statistics;"
+                                " draw the report with the statistics the run used",
                                 column=name)
-    plotted = [n for n in stats.features if n in histograms]
-    stems = file_stems(plotted)
-    saved = {n: histograms[n].to_dict() for n in plotted}
-    files = {HISTOGRAMS_NAME: (json.dumps(saved, indent=1, allow_nan=False) + "\n").encode()}
-    images: dict[str, str] = {}
-    failed: dict[str, str] = {}  # feature ("" for the variance chart) -> why
-    for name in plotted:
-        drawn = _draw(partial(feature_png, name, stats.features[name], histograms[name], mode),
-                      failed, name)
-        if drawn is not None:
-            images[name] = f"feature-{stems[name]}.png"
-            files[images[name]] = drawn
-    variances = None
-    if plotted:
-        variances = _draw(lambda: variances_png([(n, stats.features[n]) for n in plotted],
-                                                mode), failed, "")
-        if variances is not None:
-            files[VARIANCES_NAME] = variances
+    shown = {n: summaries[n] for n in stats.features if n in summaries}
+    saved = {"format": SUMMARY_FORMAT, "features": {n: s.to_dict() for n, s in shown.items()}}
+    files = {SUMMARY_NAME: (json.dumps(saved, indent=None, allow_nan=False) + "\n").encode()}
+    figures, failed = _figures(stats, shown)
     if failed:
         _warn_failed(failed, warn)
-    # The page goes last, so it never points at an image that is not there yet.
     # redact: a hand-written artifact's input path is shown too, and may hold a password.
-    files[INDEX_NAME] = redact(_page(stats, images, manifest, mode, failed,
-                                     variances is not None)).encode("utf-8")
+    page = _page(stats, shown, figures, failed, manifest, mode)
+    files[INDEX_NAME] = redact(page).encode("utf-8")
     return files
 
 
-def _draw(draw: Callable[[], bytes], failed: dict[str, str], key: str) -> bytes | None:
-    """``draw()``, or None (and why, in ``failed[key]``) when it fails."""
-    import warnings
-
+def read_summaries(data: bytes, where: str) -> dict[str, Summary]:
+    """The summaries in the bytes of a ``summary.json``; :class:`ArtifactError` if unusable."""
     try:
-        with warnings.catch_warnings():
-            # A glyph missing from the font and the like: noise on stderr, not our message.
-            warnings.simplefilter("ignore")
-            return draw()
-    except Exception as exc:  # noqa: BLE001 - any drawing failure only costs a picture
-        failed[key] = f"{type(exc).__name__}: {exception_text(exc, 160)}"
+        raw = json.loads(data.decode("utf-8"))
+        if raw.get("format") != SUMMARY_FORMAT:
+            raise ValueError(f"format {raw.get('format')!r}, expected {SUMMARY_FORMAT}")
+        return {str(k): Summary.from_dict(v) for k, v in raw["features"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{where} is not a valid report summary ({exception_text(exc)}); "
+                            "rerun the transform with the report on", path=where) from None
+
+
+def feature_drift(name: str, s: Summary, constant: bool, ddof: int) -> Drift | None:
+    """The drift of the written data (mean and σ of z) from the reference (0 and 1).
+
+    ``constant``: the feature (or key) was constant in training; its z is then
+    the value minus that constant (σ unit 1), judged as ``zscore diff`` judges
+    a constant old fit.  None when nothing but missing values was written.
+    """
+    return _drift(name, s.moments, constant, ddof)
+
+
+def _drift(name: str, m: Moments, constant: bool, ddof: int) -> Drift | None:
+    if m.count == 0:
         return None
+    return drift(name, 0.0, 0.0 if constant else 1.0, m.mean, m.std(ddof),
+                 max_shift=MAX_SHIFT, max_ratio=MAX_RATIO)
+
+
+def _figures(stats: FittedStats, shown: Mapping[str, Summary]
+             ) -> tuple[dict[str, str], dict[str, str]]:
+    figures: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    grouped = stats.groups is not None
+    for name, s in shown.items():
+        fs = stats.features[name]
+        band = None if grouped or fs.constant else _z_range(fs)
+        missing = f", {s.moments.missing:,} missing" if s.moments.missing else ""
+        try:
+            figures[name] = feature_svg(name, s, training_range=band,
+                                        title=f"{name}: {s.moments.count:,} values{missing}")
+        except Exception as exc:  # noqa: BLE001 - a figure that fails only costs the figure
+            failed[name] = f"{type(exc).__name__}: {exception_text(exc, 160)}"
+    return figures, failed
+
+
+def _z_range(fs: FeatureStats) -> tuple[float, float]:
+    return (float(fs.min) - fs.mean) / fs.std, (float(fs.max) - fs.mean) / fs.std
 
 
 def _warn_failed(failed: Mapping[str, str], warn: Callable[[str], None] | None) -> None:
-    """One warning for every picture left out, naming them and the first reason."""
+    """One warning for every figure left out, naming them and the first reason."""
     import warnings
 
-    names = [n for n in failed if n]
-    what = []
-    if names:
-        shown = ", ".join(f"'{n}'" for n in names[:5])
-        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        what.append(f"the histograms of {len(names)} feature(s) ({shown}{more})")
-    if "" in failed:
-        what.append("the variance chart")
-    message = (f"the report leaves out {' and '.join(what)}, which could not be drawn "
-               f"({next(iter(failed.values()))}); the output itself is complete")
+    names = list(failed)
+    shown = ", ".join(f"'{n}'" for n in names[:5])
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    message = (f"the report leaves out the figures of {len(names)} feature(s) ({shown}{more}),"
+               f" which could not be drawn ({next(iter(failed.values()))}); the output itself "
+               "is complete")
     if warn is not None:
         warn(message)
     else:
         warnings.warn(message, UserWarning, stacklevel=4)
 
 
-def read_histograms(directory: str | os.PathLike[str]) -> dict[str, FeatureHistograms]:
-    """The histograms a previous :func:`render` saved; :class:`ArtifactError` if unusable."""
-    path = os.path.join(os.fspath(directory), HISTOGRAMS_NAME)
-    try:
-        with open(path, "rb") as f:
-            data = json.loads(f.read().decode("utf-8"))
-        return {str(k): FeatureHistograms.from_dict(v) for k, v in data.items()}
-    except FileNotFoundError:
-        raise ArtifactError(f"{path} does not exist; rerun the transform with the report "
-                            "enabled", path=path) from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ArtifactError(f"{path} is not a valid histograms file ({exc}); rerun the "
-                            "transform with the report enabled", path=path) from None
-
-
-def file_stems(names: Iterable[str]) -> dict[str, str]:
-    """A distinct, file-name-safe stem per feature name, independent of their order.
-
-    Characters outside ``[A-Za-z0-9_.-]`` become ``_``.  Names that then clash
-    (ignoring case, for case-insensitive file systems) all get a suffix from a
-    hash of the original name, so adding a feature never renames another's
-    file unless it clashes with it.
-    """
-    unique = list(dict.fromkeys(names))
-    base = {n: _sanitize(n) for n in unique}
-    clashes = Counter(s.casefold() for s in base.values())
-    stems = {n: s if clashes[s.casefold()] == 1 else f"{s}-{_digest(n)}"
-             for n, s in base.items()}
-    # A literal name can still equal another's suffixed stem; settle it in sorted order.
-    seen: set[str] = set()
-    for name in sorted(unique):
-        stem, k = stems[name], 1
-        while stem.casefold() in seen:
-            k += 1
-            stem = f"{stems[name]}-{k}"
-        seen.add(stem.casefold())
-        stems[name] = stem
-    return stems
-
-
-def _sanitize(name: str) -> str:
-    stem = _UNSAFE.sub("_", name) or "_"
-    if len(stem) > _MAX_STEM:
-        stem = f"{stem[:_MAX_STEM]}-{_digest(name)}"
-    return stem
-
-
-def _digest(name: str) -> str:
-    return hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-
-
 # --------------------------------------------------------------------- page
-_CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1340px;
+_CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1400px;
 padding:0 1em;color:#222}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
-h3{font:bold 13px monospace;margin:1.2em 0 .3em}table{border-collapse:collapse;font-size:13px}
-td,th{padding:.2em .6em;text-align:left;vertical-align:top;border-bottom:1px solid #eee}
-.stats :is(td,th)+*+*{text-align:right;font-variant-numeric:tabular-nums}
-.stats :is(td,th):last-child{text-align:left}.constant{background:#fff7e0}.note{color:#666}
-.mono{font:12px monospace}
-img{max-width:100%;height:auto;border:1px solid #eee}.figures{display:flex;flex-wrap:wrap;
-gap:0 1.5em}.figures section{width:642px;max-width:100%}"""
-_NOTE = ("Bars: 60-bin histogram, before normalization over the fitted [min, max], after it "
-         "over mean ± 4σ (rows outside are counted as below/above). Curve: Gaussian-kernel "
-         "smoothing of the bars. Solid red line: mean; dashed: ± σ.")
-_HEAD = ("feature", "dtype", "count", "missing", "mean", "σ", "min", "max", "constant")
+table{border-collapse:collapse;font-size:12.5px}td,th{padding:.2em .5em;text-align:right;
+vertical-align:top;border-bottom:1px solid #eee;font-variant-numeric:tabular-nums}
+th{background:#f6f6f6}td:first-child,th:first-child{text-align:left}.ref{background:#f3f3f8}
+tr.drift td{background:#fff1f0}.flag{color:#b3261e;font-weight:bold}.note{color:#555}
+.mono{font:12px monospace}.figures{display:flex;flex-wrap:wrap;gap:.5em 1.5em}
+.manifest td,.manifest th{text-align:left}svg{max-width:100%;height:auto}"""
 
 
-def _page(stats: FittedStats, images: Mapping[str, str],
-          manifest: Mapping[str, Any] | None, mode: str,
-          failed: Mapping[str, str] | None = None, variances: bool = True) -> str:
-    e = html.escape
-    where = (manifest or {}).get("input", stats.input)
+def _page(stats: FittedStats, shown: Mapping[str, Summary], figures: Mapping[str, str],
+          failed: Mapping[str, str], manifest: Mapping[str, Any] | None, mode: str) -> str:
+    e = _e
+    where = (manifest or {}).get("input", {})
     source = e(str(where.get("path", ""))) if isinstance(where, Mapping) else ""
+    drifts = {n: feature_drift(n, s, stats.features[n].constant, stats.ddof)
+              for n, s in shown.items()}
+    flagged = [n for n, d in drifts.items() if d is not None and d.flagged]
+    command = e(str((manifest or {}).get("command", "")))
+    out = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+           f"<title>zscore report{' — ' + source if source else ''}</title>",
+           f"<style>{_CSS}</style></head><body>\n<h1>zscore report</h1>",
+           f'<p>{command + " of " if command else ""}<span class="mono">{source}</span>: '
+           f"{len(shown)} feature(s) written, mode <b>{e(mode)}</b>. "
+           + (f'<span class="flag">{len(flagged)} drifted</span>: '
+              + ", ".join(f'<a href="#f{_index(stats, n)}">{e(n)}</a>' for n in flagged)
+              if flagged else "No feature drifted.")
+           + "</p>", _provenance(stats), f'<p class="note">{e(_NOTE)}</p>',
+           "<h2>Features</h2>", _table(stats, shown, drifts)]
+    if stats.groups is not None and any(s.keys for s in shown.values()):
+        out += ["<h2>Per key</h2>", _keys_table(stats, shown)]
+    if figures:
+        out += ["<h2>Distributions</h2>", '<div class="figures">']
+        out += [f'<figure id="f{_index(stats, n)}">{svg}</figure>' for n, svg in figures.items()]
+        out.append("</div>")
+    if failed:
+        out += ["<h2>Not drawn</h2>", '<ul class="note">',
+                *(f'<li><span class="mono">{e(n)}</span>: {e(why)}</li>'
+                  for n, why in failed.items()), "</ul>"]
     fitted = {k: v for k, v in (("ddof", stats.ddof), ("inf", stats.inf),
                                 ("created", stats.created), ("tool_version", stats.tool_version),
                                 ("input", {k: v for k, v in stats.input.items()
                                            if k != "file_digests"}))  # one per file: too long
               if v or k == "ddof"}
-    out = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-           f"<title>zscore report{' — ' + source if source else ''}</title>",
-           f"<style>{_CSS}</style></head><body>\n<h1>zscore report</h1>",
-           f'<p class="note">{len(stats.features)} features · mode <b>{e(mode)}</b>'
-           + (f' · input <span class="mono">{source}</span>' if source else "") + "</p>",
-           "<h2>Run</h2>", _value(manifest) if manifest else '<p class="note">No manifest.</p>',
-           "<h2>Fitted statistics</h2>", _value(fitted), _table(stats, images)]
-    if failed:
-        what = {n: f'feature <span class="mono">{e(n)}</span>' if n else "the variance chart"
-                for n in failed}
-        out += ["<h2>Not drawn</h2>", '<ul class="note">',
-                *(f"<li>{what[n]}: {e(reason)}</li>" for n, reason in failed.items()), "</ul>"]
-    if variances:
-        out += ["<h2>Variance before and after</h2>",
-                f'<img src="{VARIANCES_NAME}" alt="variance per feature, log scale">']
-    if images:
-        out += [f'<h2>Distributions</h2>\n<p class="note">{e(_NOTE)}</p>\n<div class="figures">']
-        out += [f'<section id="{e(image[:-4])}"><h3>{e(name)}</h3><img src="{e(image)}" '
-                f'width="640" height="320" alt="{e(name)}: before and after"></section>'
-                for name, image in images.items()]
-        out.append("</div>")
+    out += ["<h2>Manifest</h2>", _value(dict(manifest), "manifest") if manifest else
+            '<p class="note">No manifest.</p>',
+            "<h3>Training statistics (the reference)</h3>", _value(fitted, "manifest")]
     return "\n".join([*out, "</body></html>\n"])
 
 
-def _table(stats: FittedStats, images: Mapping[str, str]) -> str:
-    e = html.escape
-    rows = ['<table class="stats"><tr>' + "".join(f"<th>{h}</th>" for h in _HEAD) + "</tr>"]
+def _provenance(stats: FittedStats) -> str:
+    """Where the reference came from: the fit's input and its size."""
+    src = stats.input if isinstance(stats.input, Mapping) else {}
+    path, rows = src.get("path"), src.get("rows")
+    what = "Reference: the training statistics" + (
+        f' fitted on <span class="mono">{_e(str(path))}</span>' if path else "") + (
+        f" ({rows:,} rows)" if isinstance(rows, int) else "") + (
+        f", filtered by {_e(', '.join(map(str, src['filters'])))}" if src.get("filters") else "")
+    return f"<p>{what}.</p>"
+
+
+_NOTE = (f"z = (written value − training mean) / training σ, both after the transform (in "
+         f"standard mode z is the written value). Mean and σ of z are exact (σ with the "
+         f"statistics' ddof); quantiles are read off bins 1/{round(1 / STEP)} σ wide (2.2 % "
+         f"of |z| past ±16σ), so each is right to within one bin. Drift: |mean z| > "
+         f"{MAX_SHIFT:g} or σ z outside [1/{MAX_RATIO:g}, {MAX_RATIO:g}], zscore diff's "
+         "default limits. Training statistics are in the input's units.")
+_HEAD = ("count", "missing", "mean z", "σ z", *(f"{q * 100:g} %" for q in QUANTILES),
+         f"beyond ±{BEYOND:g}σ", "drift")
+_REF = ("count", "mean", "σ")
+
+
+def _index(stats: FittedStats, name: str) -> int:
+    return list(stats.features).index(name)
+
+
+def _table(stats: FittedStats, shown: Mapping[str, Summary],
+           drifts: Mapping[str, Drift | None]) -> str:
+    e = _e
+    rows = ['<table class="stats"><tr><th rowspan="2">feature</th>'
+            f'<th colspan="{len(_HEAD)}">written data, in z</th>'
+            f'<th colspan="{len(_REF)}" class="ref">training statistics (reference)</th></tr>',
+            "<tr>" + "".join(f"<th>{h}</th>" for h in _HEAD)
+            + "".join(f'<th class="ref">{h}</th>' for h in _REF) + "</tr>"]
     for name, fs in stats.features.items():
-        link = f'<a href="#{e(images[name][:-4])}">{e(name)}</a>' if name in images else e(name)
-        numbers = [(fs.mean, digits(fs.mean, fs.std)), (fs.std, f"{fs.std:.6g}")] + [
-            (v, f"{v:,}" if isinstance(v, int) else digits(v, fs.std))
-            for v in (fs.min, fs.max)]
-        rows.append(("<tr class=constant>" if fs.constant else "<tr>")
-                    + f'<td class="mono">{link}</td><td>{e(fs.dtype)}</td>'
-                    f"<td>{fs.count:,}</td><td>{fs.missing:,}</td>"
-                    + "".join(f'<td title="{e(repr(v))}">{e(t)}</td>' for v, t in numbers)
-                    + f"<td>{'constant' if fs.constant else ''}</td></tr>")
+        s, d = shown.get(name), drifts.get(name)
+        link = f'<a href="#f{_index(stats, name)}">{e(name)}</a>' if s is not None else e(name)
+        cells = _cells(s, d, stats.ddof) if s is not None else \
+            [f'<td colspan="{len(_HEAD)}" class="note">not written</td>']
+        ref = [f"{fs.count:,}", _digits(fs.mean, fs.std), f"{fs.std:.6g}"]
+        rows.append(('<tr class="drift">' if d is not None and d.flagged else "<tr>")
+                    + f'<td class="mono">{link}</td>' + "".join(cells)
+                    + "".join(f'<td class="ref">{e(v)}</td>' for v in ref) + "</tr>")
     return "\n".join([*rows, "</table>"])
 
 
-def _value(v: Any) -> str:
+def _cells(s: Summary, d: Drift | None, ddof: int) -> list[str]:
+    m = s.moments
+    rows = m.count + m.missing
+    missing = f"{100 * m.missing / rows:.2f} %" if rows else "—"
+    if not m.count:
+        return [f"<td>{m.count:,}</td>", f'<td title="{m.missing:,}">{missing}</td>',
+                f'<td colspan="{len(_HEAD) - 2}" class="note">no values</td>']
+    numbers = [(m.mean, f"{m.mean:.4f}"), (m.std(ddof), f"{m.std(ddof):.4f}")]
+    numbers += [(q, f"{q + 0.0:.2f}".replace("-0.00", "0.00"))
+                for q in (s.quantile(p) for p in QUANTILES)]
+    beyond = f"{100 * s.beyond / m.count:.3f} %"
+    flag = "—" if d is None or not d.flagged else \
+        f'<span class="flag">DRIFT</span> ({_why(d)})'
+    return ([f"<td>{m.count:,}</td>", f'<td title="{m.missing:,}">{missing}</td>']
+            + [f'<td title="{v!r}">{t}</td>' for v, t in numbers]
+            + [f'<td title="{s.beyond:,}">{beyond}</td>', f"<td>{flag}</td>"])
+
+
+def _why(d: Drift) -> str:
+    """What crossed a limit: the mean, σ or both."""
+    parts = (["mean"] if abs(d.shift) > MAX_SHIFT else []) + \
+        (["σ"] if not 1 / MAX_RATIO <= d.ratio <= MAX_RATIO else [])
+    return ", ".join(parts)
+
+
+def _keys_table(stats: FittedStats, shown: Mapping[str, Summary]) -> str:
+    """Per key: rows written, features whose z drifted within the key, the worst of them."""
+    e = _e
+    assert stats.groups is not None
+    labels = {i: ", ".join(map(str, k)) for i, k in enumerate(stats.groups.keys)}
+    labels[len(labels)] = "unseen keys (global statistics)"
+    labels[-1] = "unseen keys (made missing)"
+    indices = sorted({k for s in shown.values() for k in (s.keys or {})},
+                     key=lambda k: (k < 0, k))
+    by = e(", ".join(stats.groups.by))
+    keyed = list(stats.groups.keys.values())
+    rows = [f"<table><tr><th>{by}</th><th>rows</th><th>drifted features</th>"
+            "<th>largest |mean z|</th><th>σ z range</th></tr>"]
+    for k in indices[:_MAX_KEYS]:
+        per = {n: s.keys[k] for n, s in shown.items() if s.keys and k in s.keys}
+        found = [_drift(n, m, _constant(stats, keyed, k, n), stats.ddof) for n, m in per.items()]
+        drifts = [d for d in found if d is not None]
+        bad = [d.feature for d in drifts if d.flagged]
+        worst = max(drifts, key=lambda d: abs(d.shift), default=None)
+        ratios = [d.ratio for d in drifts]
+        rows.append(("<tr class=\"drift\">" if bad else "<tr>")
+                    + f'<td class="mono">{e(labels.get(k, str(k)))}</td>'
+                    + f"<td>{max(m.count + m.missing for m in per.values()):,}</td>"
+                    + f"<td>{e(', '.join(bad)) if bad else '—'}</td>"
+                    + (f"<td>{abs(worst.shift):.3g} ({e(worst.feature)})</td>" if worst
+                       else "<td>—</td>")
+                    + (f"<td>{min(ratios):.3g} – {max(ratios):.3g}</td>" if ratios
+                       else "<td>—</td>") + "</tr>")
+    if len(indices) > _MAX_KEYS:
+        rows.append(f'<tr><td colspan="5" class="note">… and {len(indices) - _MAX_KEYS:,} '
+                    "more keys (all in summary.json)</td></tr>")
+    return "\n".join([*rows, "</table>"])
+
+
+def _constant(stats: FittedStats, keys: list[Mapping[str, FeatureStats]], index: int,
+              name: str) -> bool:
+    """Whether feature ``name`` was constant in key ``index`` (the global fit for others)."""
+    features = keys[index] if 0 <= index < len(keys) else {}
+    return features.get(name, stats.features[name]).constant
+
+
+def _e(text: str) -> str:
+    """``text`` for HTML: control characters shown as escapes (the console's), then quoted."""
+    return html.escape(escape(text))
+
+
+def _digits(value: float, scale: float) -> str:
+    """``value`` with enough digits to resolve ``scale`` (a mean of 1e9 + 2, σ 2: not 1e+09)."""
+    if value == 0 or not scale > 0 or not math.isfinite(value):
+        return f"{value:.4g}"
+    digits = 4 + max(0, math.ceil(math.log10(abs(value) / scale)))
+    return f"{value:.{min(digits, 17)}g}"
+
+
+def _value(v: Any, cls: str = "") -> str:
     """Any JSON-like value as HTML: objects as key/value tables, long lists folded."""
-    e = html.escape
+    e = _e
     if isinstance(v, Mapping):
-        return "<table>" + "".join(f'<tr><th class="mono">{e(str(k))}</th><td>{_value(x)}</td>'
-                                   "</tr>" for k, x in v.items()) + "</table>"
+        attr = f' class="{cls}"' if cls else ""
+        return f"<table{attr}>" + "".join(
+            f'<tr><th class="mono">{e(str(k))}</th><td>{_value(x)}</td></tr>'
+            for k, x in v.items()) + "</table>"
     if isinstance(v, list | tuple):
         if len(v) <= 20 and not any(isinstance(x, Mapping | list | tuple) for x in v):
             return e(", ".join(map(str, v)))

@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 from .dataset import Dataset, SourceFile
 from .errors import StorageError, os_error_text
 from .groups import UnseenTally
-from .histogram import FeatureHistograms, HistogramSpec, Tally
 from .plan import Plan, output_schema, transform_table
 from .storage import Location, local_tempfile, open_parquet
+from .summary import Reference, Summary, Tally
 from .worker import breadcrumb, corrupt_file
 
 if TYPE_CHECKING:
@@ -48,13 +48,14 @@ _CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli
 class Written:
     """One output file: its relative path, rows and size in bytes.
 
-    ``histograms`` are those of all the files of the task, on its last file only.
+    ``summaries`` (the report's) are those of all the files of the task, on its
+    last file only.
     """
 
     rel: str
     rows: int
     bytes: int
-    histograms: dict[str, FeatureHistograms] | None = None
+    summaries: dict[str, Summary] | None = None
     unseen: UnseenTally | None = None  # with --group-by: rows whose key was not fitted
 
 
@@ -99,9 +100,9 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
     dest = target.join(file.rel)
     breadcrumb(file.rel)
 
-    def observe(name: str, x: Any, out: Any) -> None:
+    def observe(name: str, values: Any, rows: Any) -> None:
         assert tallies is not None
-        tallies[name].add(x, out)
+        tallies[name].add(values, rows)
 
     seen = observe if tallies is not None else None
     if target.local:
@@ -169,26 +170,29 @@ def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
 
 
 def write_files(src_fs: Any, files: Sequence[SourceFile], target: Location,
-                plan: Plan, hist: Mapping[str, HistogramSpec] | None = None) -> list[Written]:
+                plan: Plan, refs: Mapping[str, Reference] | None = None) -> list[Written]:
     """:func:`write_file` over a batch of files: the unit of work of one task.
 
-    The task's histograms (one tally per feature, shared by its files) travel
-    with its last file's result.
+    With ``refs`` (the report's, see :mod:`pipeline.summary`), the task's
+    summaries (one tally per feature, shared by its files) travel with its last
+    file's result.
     """
-    tallies = {name: spec.tally() for name, spec in hist.items()} if hist else None
+    grouped = plan.groups is not None
+    tallies = {name: Tally(ref, grouped) for name, ref in refs.items()} if refs else None
     written = [write_file(src_fs, f, target, plan, tallies) for f in files]
     if tallies is not None and written:
-        written[-1] = replace(written[-1], histograms={n: t.result() for n, t in
-                                                       tallies.items()})
+        written[-1] = replace(written[-1], summaries={n: t.result() for n, t in
+                                                      tallies.items()})
     return written
 
 
 def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Location,
-                  hist: Mapping[str, HistogramSpec] | None = None
-                  ) -> tuple[list[Written], dict[str, FeatureHistograms] | None]:
+                  refs: Mapping[str, Reference] | None = None
+                  ) -> tuple[list[Written], dict[str, Summary] | None]:
     """The transform pass on the cluster; checks every file arrived with all its rows.
 
-    Returns what was written per file and, with ``hist``, the merged histograms.
+    Returns what was written per file and, with ``refs``, the report's summaries
+    merged in file order.
 
     Raises
     ------
@@ -200,7 +204,7 @@ def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Locati
         for directory in sorted({os.path.dirname(target.join(f.rel)) for f in dataset.files}):
             os.makedirs(directory, exist_ok=True)
     written = session.map(partial(write_files, dataset.location.fs, target=target, plan=plan,
-                                  hist=hist),
+                                  refs=refs),
                           list(dataset.files), label="transform",
                           weights=[f.size for f in dataset.files],
                           rows=[footer.rows for footer in dataset.footers])
@@ -208,10 +212,10 @@ def write_dataset(session: Session, dataset: Dataset, plan: Plan, target: Locati
         if w.rows != footer.rows or w.rel != f.rel:
             raise StorageError(f"output for {f.rel} has {w.rows} rows, input has {footer.rows}; "
                                "nothing was published")
-    merged: dict[str, FeatureHistograms] | None = None
-    if hist:
-        merged = {name: spec.empty() for name, spec in hist.items()}
+    merged: dict[str, Summary] | None = None
+    if refs:
+        merged = {name: Summary() for name in refs}
         for w in written:
-            for name, h in (w.histograms or {}).items():
-                merged[name] = merged[name].merge(h)
-    return [replace(w, histograms=None) for w in written], merged
+            for name, s in (w.summaries or {}).items():
+                merged[name] = merged[name].merge(s)
+    return [replace(w, summaries=None) for w in written], merged

@@ -570,7 +570,7 @@ def test_dockerfile_builds_the_cli_from_the_constraints() -> None:
     pip = image_pip_install()
     assert option(pip, "-c") == "constraints.txt" and "-e" not in pip
     extras = image_extras()
-    # Every runtime extra (all but the developers' ones): object stores, report, lineage.
+    # Every runtime extra (all but the developers' ones): object stores, lineage.
     runtime = set(project["optional-dependencies"]) - {"test", "dev", "bench"}
     assert {"s3", "gcs"} <= extras and extras == runtime, (extras, runtime)
 

@@ -82,9 +82,10 @@ def test_transform_uses_each_rows_key(tools, tmp_path, capsys):
         assert abs(g["x"].mean()) < 1e-9 and abs(g["x"].std(ddof=0) - 1) < 1e-9
         if tool == "C":
             assert (g["flat"] == 0.0).all()  # a constant group is exactly 0
-    hist = json.loads((tmp_path / "o" / "_report" / "histograms.json").read_text())
-    assert sum(hist["x"]["after"]["counts"]) + hist["x"]["after"]["below"] + \
-        hist["x"]["after"]["above"] + hist["x"]["after"]["missing"] == len(df)
+    summary = json.loads((tmp_path / "o" / "_report" / "summary.json").read_text())
+    x = summary["features"]["x"]
+    assert x["moments"]["count"] + x["moments"]["missing"] == len(df)
+    assert sum(k["count"] + k["missing"] for k in x["keys"].values()) == len(df)
 
 
 def test_unseen_keys(cluster, tools, tmp_path, capsys):

@@ -93,7 +93,7 @@ def test_hostile_names_are_escaped_on_the_terminal_and_kept_in_the_artifact(tmp_
     assert code == 0, err
     for stream in (out, err):
         assert not RAW.search(stream), stream
-    assert "Glyph" not in err and "Warning" not in err  # matplotlib drew escaped labels
+    assert "Glyph" not in err and "Warning" not in err  # the report escapes the names itself
     rows = out.splitlines()[4:]  # after the summary lines: the statistics table
     assert len(rows) == 1 + len(HOSTILE)
     for shown in HOSTILE.values():

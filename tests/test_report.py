@@ -1,415 +1,402 @@
-"""The HTML report: every image there and readable, numbers faithful, reruns byte-identical."""
+"""The report tells the truth about the data written, as one offline, well-formed HTML page.
+
+Every number on the page is checked against a reference computed independently
+from the written Parquet files (exact rationals for mean and σ, numpy for
+quantiles and counts), never against the report's own helpers.
+"""
 
 from __future__ import annotations
 
-import json
+import math
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from fractions import Fraction
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from pipeline import plots, report
-from pipeline.artifact import FeatureStats, FittedStats
+from pipeline import report
+from pipeline.artifact import FittedStats
+from pipeline.cli import main
+from pipeline.compose import MAX_RATIO, MAX_SHIFT, diff
 from pipeline.errors import ArtifactError, InputError
-from pipeline.histogram import K_SIGMA, FeatureHistograms, Histogram
-from pipeline.plan import Plan, scale_array
-from pipeline.stats import Moments
+from pipeline.summary import STEP, Reference, Tally
 
-pytestmark = pytest.mark.skipif(not report.available(), reason="matplotlib is not installed")
-
-ROWS = 20_000
-HOSTILE = "<b>x&y</b>"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _columns() -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(42)
-    normal = rng.normal(1e6, 3.0, ROWS)
-    normal[rng.random(ROWS) < 0.05] = np.nan
-    return {
-        "normal": normal,
-        "skewed": rng.lognormal(0.0, 1.0, ROWS),
-        "counts": rng.poisson(4.0, ROWS).astype(np.int64),
-        "flat": np.full(ROWS, 0.1),
-        "a/b": rng.normal(0.0, 1.0, ROWS),
-        "a_b": rng.uniform(-1.0, 1.0, ROWS),
-        HOSTILE: rng.normal(-5.0, 2.0, ROWS),
-        "cost$^{$": rng.normal(0.0, 1.0, ROWS),  # broken TeX, if '$' were read as math
-    }
-
-
-def _after_range(fs: FeatureStats, mode: str) -> tuple[float, float]:
-    """The image of mean ± K·σ under the transform, as the writer bins it."""
-    lo, hi = fs.mean - K_SIGMA * fs.std, fs.mean + K_SIGMA * fs.std
-    if fs.constant:
-        return (lo, hi) if mode == "scale" else (0.0, 0.0)
-    if mode == "standard":
-        return -K_SIGMA, K_SIGMA
-    if mode == "scale":
-        return lo / fs.std, hi / fs.std
-    return lo - fs.mean, hi - fs.mean
-
-
-def _fit(columns: dict[str, np.ndarray], mode: str = "standard"
-         ) -> tuple[FittedStats, dict[str, FeatureHistograms]]:
-    features, histograms = {}, {}
-    for name, values in columns.items():
-        x = values.astype(np.float64)
-        nan = np.isnan(x)
-        finite = values[~nan] if values.dtype.kind == "f" else values
-        fs = FeatureStats.from_moments(Moments.from_array(finite, missing=int(nan.sum())),
-                                       str(values.dtype), 0)
-        features[name] = fs
-        before = Histogram.empty(fs.min, fs.max).add(x)
-        after = Histogram.empty(*_after_range(fs, mode)).add(
-            x, raw_lo=fs.mean - K_SIGMA * fs.std, raw_hi=fs.mean + K_SIGMA * fs.std)
-        histograms[name] = FeatureHistograms(before, after)
-    stats = FittedStats(features=features, created="2026-01-01T00:00:00+00:00",
-                        tool_version="0.1.0", input={"path": "/data/in", "rows": ROWS})
-    return stats, histograms
-
-
-MANIFEST = {"run_id": "run-<1>", "tool_version": "0.1.0", "mode": "standard", "rows": ROWS,
-            "input": {"path": "/data/in&out", "files": 3, "rows": ROWS},
-            "files": [{"path": f"day={d}/part-0.parquet", "rows": 1} for d in range(3)]}
-
-
-@pytest.fixture(scope="module")
-def fitted() -> tuple[FittedStats, dict[str, FeatureHistograms]]:
-    return _fit(_columns())
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory, fitted) -> tuple[Path, list[str]]:
-    stats, histograms = fitted
-    out = tmp_path_factory.mktemp("report")
-    return out, report.render(out, stats, histograms, manifest=MANIFEST)
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+HOSTILE = "<b>x&y</b>\x07"  # markup, and a control character (XML forbids it raw)
+VOID = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
 
 
 class _Page(HTMLParser):
-    """Image sources and the cells of the statistics table."""
+    """Checks nesting; collects the feature table's cells (text, title) and every attribute."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.images: list[str] = []
-        self.rows: list[list[str]] = []
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.attributes: list[tuple[str, str, str]] = []
+        self.tags: set[str] = set()
+        self.rows: dict[str, list[tuple[str, str]]] = {}
+        self._row: list[tuple[str, str]] | None = None
+        self._cell: tuple[list[str], str] | None = None
         self._in_stats = False
-        self._cell: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "img":
-            self.images.append(a["src"] or "")
-        elif tag == "table" and a.get("class") == "stats":
+        a = {k: v or "" for k, v in attrs}
+        self.tags.add(tag)
+        self.attributes += [(tag, k, v) for k, v in a.items()]
+        if tag not in VOID:
+            self.stack.append(tag)
+        if tag == "table" and a.get("class") == "stats":
             self._in_stats = True
         elif self._in_stats and tag == "tr":
-            self.rows.append([])
-        elif self._in_stats and tag == "td":
-            self._cell = []
+            self._row = []
+        elif self._row is not None and tag == "td":
+            self._cell = ([], a.get("title", ""))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.attributes += [(tag, k, v or "") for k, v in attrs]
 
     def handle_endtag(self, tag: str) -> None:
-        if tag == "table":
-            self._in_stats = False
-        elif tag == "td" and self._cell is not None:
-            self.rows[-1].append("".join(self._cell))
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+        if tag == "td" and self._cell is not None and self._row is not None:
+            self._row.append(("".join(self._cell[0]).strip(), self._cell[1]))
             self._cell = None
+        elif tag == "tr" and self._row:
+            self.rows[self._row[0][0]] = self._row[1:]
+            self._row = None
+        elif tag == "table":
+            self._in_stats = False
 
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
-            self._cell.append(data)
+            self._cell[0].append(data)
 
 
-def _page(directory: Path) -> _Page:
+def _page(out: Path) -> tuple[str, _Page]:
+    text = (out / "_report" / "index.html").read_text("utf-8")
     page = _Page()
-    page.feed((directory / "index.html").read_text("utf-8"))
-    return page
+    page.feed(text)
+    page.close()
+    return text, page
 
 
-def test_every_feature_has_a_readable_png(rendered, fitted):
-    import matplotlib.image
-
-    out, names = rendered
-    stats, _ = fitted
-    assert names[0] == "histograms.json" and names[-1] == "index.html"
-    assert sorted(names) == sorted(p.name for p in out.iterdir())
-    pngs = [n for n in names if n.endswith(".png")]
-    assert len(pngs) == len(stats.features) + 1  # one per feature, plus variances.png
-    for name in pngs:
-        data = (out / name).read_bytes()
-        assert data.startswith(PNG_SIGNATURE), name
-        # No tool version in the metadata: an upgrade alone must not change the bytes.
-        assert b"Software" not in data and b"atplotlib" not in data, name
-        image = matplotlib.image.imread(out / name)
-        assert image.ndim == 3 and image.shape[1] == 640, name
-        assert image.std() > 0.01, f"{name} is blank"
-    assert matplotlib.image.imread(out / "feature-normal.png").shape[:2] == (320, 640)
+def _written(out: Path, name: str) -> np.ndarray:
+    """Feature ``name`` of every written file, as stored, nulls as NaN (pyarrow only)."""
+    parts = [pq.read_table(p, columns=[name]).column(name).to_numpy(zero_copy_only=False)
+             for p in sorted(out.rglob("*.parquet"))]
+    return np.concatenate(parts).astype(np.float64)
 
 
-def test_page_shows_every_image_and_each_count(rendered, fitted):
-    out, names = rendered
-    stats, _ = fitted
-    page = _page(out)
-    assert all((out / src).is_file() for src in page.images), page.images
-    assert set(page.images) == {n for n in names if n.endswith(".png")}
-    table = {row[0]: row for row in page.rows if row}
-    assert set(table) == set(stats.features)
+def _exact(values: np.ndarray, ddof: int = 0) -> tuple[float, float]:
+    xs = [Fraction(float(v)) for v in values]
+    mean = sum(xs, Fraction(0)) / len(xs)
+    return float(mean), math.sqrt(sum(((x - mean) ** 2 for x in xs), Fraction(0)) /
+                                  (len(xs) - ddof))
+
+
+def _write(root: Path, frames: dict[str, dict[str, np.ndarray]]) -> Path:
+    for rel, columns in frames.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), root / rel)
+    return root
+
+
+def _split(columns: dict[str, np.ndarray], parts: int) -> dict[str, dict[str, np.ndarray]]:
+    n = len(next(iter(columns.values())))
+    cuts = np.linspace(0, n, parts + 1).astype(int)
+    return {f"part-{i}.parquet": {k: v[a:b] for k, v in columns.items()}
+            for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False))}
+
+
+def _data(rows: int, seed: int, shift: float = 0.0, spread: float = 1.0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    b = rng.normal(-3.0, 0.2, rows)
+    b[rng.random(rows) < 0.05] = np.nan
+    return {"a": rng.normal(100.0 + 5.0 * shift, 5.0 * spread, rows),
+            "b": b,  # not shifted
+            "n": rng.poisson(20, rows).astype(np.int64),
+            "h": rng.normal(1e4, 1.0, rows).astype(np.float32),  # float32 written
+            HOSTILE: rng.standard_t(3, rows)}  # heavy tails, beyond ±16σ too
+
+
+@pytest.fixture(scope="module")
+def validation(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """The issue's case: fit on 142,523 rows, transform 57,005 shifted and wider ones."""
+    root = tmp_path_factory.mktemp("validation")
+    train = _write(root / "train", _split(_data(142_523, 1), 3))
+    val = _write(root / "val", _split(_data(57_005, 2, shift=0.665, spread=1.42), 2))
+    assert main(["run", str(train), str(root / "train_z"), "-q"]) == 0
+    assert main(["transform", str(val), str(root / "val_z"), "--stats",
+                 str(root / "train_z" / "_stats.json"), "-q"]) == 0
+    return root / "train_z", root / "val_z", root / "train_z" / "_stats.json"
+
+
+@pytest.mark.parametrize("which", ["train_z", "val_z"])
+def test_every_number_is_that_of_the_written_data(validation, which):
+    out = validation[0] if which == "train_z" else validation[1]
+    stats = FittedStats.load(validation[2])
+    _, page = _page(out)
+    assert set(page.rows) == {n.replace("\x07", "\\x07") for n in stats.features}
     for name, fs in stats.features.items():
-        assert table[name][2] == f"{fs.count:,}"
-        assert table[name][3] == f"{fs.missing:,}"
-    assert table["flat"][-1] == "constant" and table["normal"][-1] == ""
-    assert table["normal"][3] == f"{int(np.isnan(_columns()['normal']).sum()):,}"
+        z = _written(out, name)
+        finite = z[~np.isnan(z)]
+        cells = page.rows[name.replace("\x07", "\\x07")]
+        assert cells[0][0] == f"{finite.size:,}", name  # count written, not fitted
+        assert cells[1] == (f"{100 * (z.size - finite.size) / z.size:.2f} %",
+                            f"{z.size - finite.size:,}")
+        mean, std = _exact(finite, stats.ddof)
+        assert abs(float(cells[2][1]) - mean) <= 1e-12 * std, name
+        assert abs(float(cells[3][1]) - std) <= 1e-12 * std, name
+        assert cells[2][0] == f"{mean:.4f}" and cells[3][0] == f"{std:.4f}"
+        for (text, exact), q in zip(cells[4:11], QUANTILES, strict=True):
+            want = float(np.quantile(finite, q))
+            # Bins are STEP wide to ±16σ, then 2.2 % of |z|.
+            assert abs(float(exact) - want) <= max(STEP, 0.022 * abs(want)) + 1e-12, (name, q)
+            assert abs(float(text.replace("−", "-")) - float(exact)) <= 0.005
+        beyond = int(np.count_nonzero(np.abs(finite) > 4))
+        assert cells[11] == (f"{100 * beyond / finite.size:.3f} %", f"{beyond:,}")
+        ref = [c[0] for c in cells[-3:]]  # the training statistics, as the reference
+        assert ref[0] == f"{fs.count:,}" and float(ref[2]) == pytest.approx(fs.std, rel=1e-5)
+        drifted = abs(mean) > MAX_SHIFT or not 1 / MAX_RATIO <= std <= MAX_RATIO
+        assert cells[12][0].startswith("DRIFT") == drifted, (name, mean, std)
 
 
-def test_page_shows_the_manifest_escaped(rendered):
-    text = (rendered[0] / "index.html").read_text("utf-8")
-    assert "run-&lt;1&gt;" in text and "/data/in&amp;out" in text
-    assert "day=2/part-0.parquet" in text
-    assert "<script" not in text and "<link" not in text and "http" not in text
+def test_the_validation_shift_is_shown_and_flagged(validation):
+    _, val, _ = validation
+    text, page = _page(val)
+    a = page.rows["a"]
+    assert a[0][0] == "57,005"
+    assert float(a[2][0]) == pytest.approx(0.665, abs=0.02)
+    assert float(a[3][0]) == pytest.approx(1.42, abs=0.02)
+    assert a[12][0] == "DRIFT (mean)" and page.rows["b"][12][0] == "—"
+    assert a[-3][0] == "142,523"  # the training count, as the labelled reference
+    assert "training statistics (reference)" in text
+    _, train_page = _page(validation[0])
+    assert all(cells[12][0] == "—" for cells in train_page.rows.values())
 
 
-def test_hostile_feature_name_is_escaped(rendered):
-    out, names = rendered
-    text = (out / "index.html").read_text("utf-8")
-    assert HOSTILE not in text
-    assert "&lt;b&gt;x&amp;y&lt;/b&gt;" in text
-    assert "feature-_b_x_y__b_.png" in names
+def test_drift_uses_zscore_diffs_rule_and_limits():
+    """The page's flag and ``zscore diff`` agree on the same mean and σ (one source)."""
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=20_000)
+    base = (base - base.mean()) / base.std()
+    old = FittedStats.from_dict({"format_version": 1, "ddof": 0, "inf": "error", "features": {
+        "x": {"dtype": "float64", "count": 2, "missing": 0, "mean": 0.0, "std": 1.0,
+              "min": -1.0, "max": 1.0, "constant": False}}})
+    for mean, std in ((0.49, 1.0), (0.51, 1.0), (0.0, 1.49), (0.0, 1.51), (0.0, 0.67),
+                      (0.0, 0.66), (-0.6, 1.0)):
+        tally = Tally(Reference(np.zeros(1), np.ones(1)))
+        tally.add(base * std + mean)
+        s = tally.result()
+        new = FittedStats.from_dict({**old.to_dict(), "features": {"x": {
+            **old.to_dict()["features"]["x"], "mean": s.moments.mean, "std": s.moments.std()}}})
+        got = report.feature_drift("x", s, False, 0)
+        assert got is not None and got.flagged == diff(old, new)[0].flagged, (mean, std)
 
 
-def test_histograms_json_round_trips(rendered, fitted):
-    out, _ = rendered
-    _, histograms = fitted
-    assert report.read_histograms(out) == histograms
-    raw = json.loads((out / "histograms.json").read_text())
-    assert raw == {name: h.to_dict() for name, h in histograms.items()}
+def test_page_is_well_formed_self_contained_and_offline(validation):
+    text, page = _page(validation[1])
+    assert page.errors == [] and page.stack == []
+    assert text.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in text
+    assert not page.tags & {"script", "link", "img", "iframe", "object", "embed", "style"} - \
+        {"style"}
+    # The only URL is the SVG namespace, an identifier that is never fetched.
+    urls = [(t, k, v) for t, k, v in page.attributes if "://" in v or k in ("src", "srcset")]
+    assert {(t, k, v) for t, k, v in urls} == {("svg", "xmlns", "http://www.w3.org/2000/svg")}
+    assert all(v.startswith("#") for t, k, v in page.attributes if k == "href")
+    assert "url(" not in text and "@import" not in text and "<script" not in text
+    sections = re.findall(r"<h2>([^<]+)</h2>", text)
+    assert sections[0] == "Features" and sections[-1] == "Manifest"
+    assert sections.index("Distributions") < sections.index("Manifest")
+    svgs = re.findall(r"<svg.*?</svg>", text, re.S)
+    assert len(svgs) == 5
+    for svg in svgs:
+        ET.fromstring(svg)  # each figure is well-formed XML on its own
 
 
-def test_histograms_account_for_every_row(fitted):
-    _, histograms = fitted
-    for name, fh in histograms.items():
-        for h in (fh.before, fh.after):
-            assert sum(h.counts) + h.below + h.above + h.missing == ROWS, name
-        assert fh.before.below == fh.before.above == 0  # "before" spans [min, max]
+def test_figure_is_steps_and_a_cumulative_curve_with_exact_counts(validation):
+    text, _ = _page(validation[1])
+    svg = ET.fromstring(re.search(r'<figure id="f0">(<svg.*?</svg>)', text, re.S).group(1))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    steps = [p.get("d") for p in svg.iterfind("s:path", ns) if p.get("fill") != "none"][0]
+    assert set(re.sub(r"[\d.,-]", "", steps)) <= {"M", "V", "H", "Z"}  # steps, no curves
+    curve = svg.find("s:polyline", ns).get("points").split()
+    ys = [float(p.split(",")[1]) for p in curve]
+    assert ys == sorted(ys, reverse=True)  # a cumulative share never falls (y grows down)
+    # The bars are exact counts of the written z (summary.json holds them).
+    summary = report.read_summaries((validation[1] / "_report" / "summary.json").read_bytes(),
+                                    "summary.json")["a"]
+    z = _written(validation[1], "a")
+    z = z[~np.isnan(z)]
+    counts, below, above = summary.regrid(-6.0, 8.0, 56)
+    want = np.histogram(z, bins=np.linspace(-6.0, 8.0, 57))[0]
+    assert counts.tolist() == want.tolist()
+    assert below == np.count_nonzero(z < -6) and above == np.count_nonzero(z >= 8)
+    assert "training mean" in text and "training ±σ" in text and "training range" in text
 
 
-def test_after_histogram_is_centred_in_standard_mode(fitted):
-    stats, histograms = fitted
-    for name in ("normal", "a/b", HOSTILE):
-        after = histograms[name].after
-        assert (after.lo, after.hi) == (-K_SIGMA, K_SIGMA)
-        assert abs(after.mean()) < 0.05, name
-        assert abs(histograms[name].before.mean() - stats.features[name].mean) < 0.05 * (
-            stats.features[name].std)
+def test_redrawing_gives_the_same_bytes(validation, tmp_path, capsys):
+    import shutil
 
-
-def test_rendering_twice_is_byte_identical(tmp_path, rendered, fitted):
-    stats, histograms = fitted
-    out, names = rendered
-    again = report.render(tmp_path, stats, histograms, manifest=MANIFEST)
-    assert again == names
-    for name in names:
-        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
-
-
-@pytest.mark.parametrize("mode", ["standard", "scale", "center"])
-def test_after_moments_agree_with_the_transform(mode):
-    stats, _ = _fit(_columns(), mode)
-    plan = Plan.build(stats, mode=mode)
-    for column, values in zip(plan.columns, _columns().values(), strict=True):
-        fs = stats.features[column.name]
-        y = scale_array(values.astype(np.float64), column, mode)
-        mean, std = plots.after_moments(fs, mode)
-        y = y[~np.isnan(y)]
-        assert mean == pytest.approx(float(y.mean()), abs=1e-9 * max(1.0, abs(mean)))
-        assert std == pytest.approx(float(y.std()), rel=1e-9, abs=1e-12)
-
-
-@pytest.mark.parametrize("mode", ["scale", "center"])
-def test_other_modes_render(tmp_path, mode):
-    columns = {k: v for k, v in _columns().items() if k in ("normal", "flat")}
-    stats, histograms = _fit(columns, mode)
-    names = report.render(tmp_path, stats, histograms, mode=mode)
-    assert {"feature-normal.png", "feature-flat.png", "variances.png"} <= set(names)
-    assert f"mode <b>{mode}</b>" in (tmp_path / "index.html").read_text("utf-8")
-
-
-def test_feature_without_histogram_is_listed_but_not_drawn(tmp_path, fitted):
-    stats, histograms = fitted
-    some = {"normal": histograms["normal"]}
-    names = report.render(tmp_path, stats, some)
-    assert [n for n in names if n.startswith("feature-")] == ["feature-normal.png"]
-    page = _page(tmp_path)
-    assert {row[0] for row in page.rows if row} == set(stats.features)
-    assert report.read_histograms(tmp_path) == some
-
-
-def test_bad_arguments_are_refused(tmp_path, fitted):
-    stats, histograms = fitted
-    with pytest.raises(InputError, match="unknown mode 'zscore'"):
-        report.render(tmp_path, stats, histograms, mode="zscore")
-    with pytest.raises(ArtifactError, match="column 'ghost'"):
-        report.render(tmp_path, stats, {**histograms, "ghost": histograms["normal"]})
-    with pytest.raises(ArtifactError, match="histograms.json does not exist"):
-        report.read_histograms(tmp_path / "nowhere")
-
-
-def test_file_stems_are_safe_distinct_and_order_independent():
-    names = ["plain", "a/b", "a_b", "a:b", "A_B", "", "é", "x" * 300, "dots.and-dashes_ok"]
-    stems = report.file_stems(names)
-    assert stems == report.file_stems(reversed(names))
-    assert len({s.casefold() for s in stems.values()}) == len(names)
-    assert all(s and set(s) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                   "0123456789_.-") for s in stems.values())
-    assert stems["plain"] == "plain" and stems["dots.and-dashes_ok"] == "dots.and-dashes_ok"
-    assert stems["é"].startswith("_-") and stems[""].startswith("_-")  # both sanitize to "_"
-    assert len(stems["x" * 300]) < 100
-    # Adding an unrelated feature renames nothing.
-    assert report.file_stems([*names, "new"])["a/b"] == stems["a/b"]
-
-
-def test_smoothing_keeps_the_mass_and_the_edges():
-    rng = np.random.default_rng(7)
-    x = rng.uniform(0.0, 1.0, 50_000)
-    h = Histogram.empty(0.0, 1.0).add(x)
-    grid, y = plots.smooth(h, float(x.std()), x.size, reflect=True)
-    width = (h.hi - h.lo) / len(h.counts)
-    mass = float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(grid))) / width
-    assert mass == pytest.approx(x.size, rel=0.01)
-    per_bin = x.size / len(h.counts)
-    assert y[0] == pytest.approx(per_bin, rel=0.1) and y[-1] == pytest.approx(per_bin, rel=0.1)
-
-
-# ------------------------------------------------------------ through a run
-def test_run_writes_a_report_whose_numbers_add_up(datasets, tmp_path):
-    import json
-
-    from pipeline.cli import main
-
-    src = datasets.sample()
-    out = tmp_path / "out"
-    assert main(["run", str(src), str(out), "--exclude", "id,label", "-q"]) == 0
-    manifest = json.loads((out / "_SUCCESS").read_text())
-    stats = json.loads((out / "_stats.json").read_text())["features"]
-    hist = json.loads((out / "_report" / "histograms.json").read_text())
-    assert set(hist) == set(stats) == set(manifest["features"])
-    for name, h in hist.items():
-        for side in ("before", "after"):
-            total = sum(h[side]["counts"]) + h[side]["below"] + h[side]["above"] + \
-                h[side]["missing"]
-            assert total == manifest["rows"], (name, side)
-        assert h["before"]["below"] == h["before"]["above"] == 0  # fitted on these rows
-        assert h["before"]["missing"] == stats[name]["missing"]
-        after = Histogram.from_dict(h["after"])
-        if not stats[name]["constant"] and after.below + after.above < 0.002 * manifest["rows"]:
-            assert abs(after.mean()) < 0.05, name  # (a long tail past 4σ would bias it)
-    page = (out / "_report" / "index.html").read_text()
-    images = sorted(p.name for p in (out / "_report").glob("*.png"))
-    assert len(images) == len(stats) + 1 and all(f'src="{i}"' in page for i in images)
-
-    before = {p.name: p.read_bytes() for p in (out / "_report").iterdir()}
+    out = Path(shutil.copytree(validation[1], tmp_path / "copy"))
+    before = (out / "_report" / "index.html").read_bytes()
     (out / "_report" / "index.html").unlink()
     assert main(["report", str(out)]) == 0
-    again = {p.name: p.read_bytes() for p in (out / "_report").iterdir()}
-    assert again == before  # drawn again from the saved histograms, identically
+    assert (out / "_report" / "index.html").read_bytes() == before
+    (out / "_report" / "summary.json").write_text('{"format": 1, "features": {"a": 3}}')
+    assert main(["report", str(out)]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"zscore: error: {out}/_report/summary.json is not a valid report summary ('int' object "
+        "is not subscriptable); rerun the transform with the report on")
 
-    assert main(["run", str(src), str(tmp_path / "bare"), "--no-report", "-q"]) == 0
-    assert not (tmp_path / "bare" / "_report").exists()
+
+def test_hostile_names_are_escaped(validation):
+    text, page = _page(validation[1])
+    assert "<b>x" not in text and "\x07" not in text
+    assert "&lt;b&gt;x&amp;y&lt;/b&gt;\\x07" in text  # as the console shows it
+    assert "<b>x&y</b>\\x07" in page.rows
 
 
-def test_small_batches_buffered_in_a_tally_count_like_one_big_one():
-    from pipeline.histogram import HistogramSpec
+def test_per_key_summary_under_group_by(tmp_path):
+    rng = np.random.default_rng(3)
 
+    def frame(rows: int, b_shift: float) -> dict[str, np.ndarray]:
+        tool = rng.choice(np.array(["A", "B", "C"]), rows)
+        x = rng.normal(10.0, 2.0, rows) + np.where(tool == "B", 5.0 + b_shift * 2.0, 0.0)
+        return {"tool": tool, "x": x, "flat": np.where(tool == "C", 1.0, rng.normal(size=rows))}
+
+    train = _write(tmp_path / "train", {"p.parquet": frame(6000, 0.0)})
+    val = _write(tmp_path / "val", {"p.parquet": frame(3000, 1.0)})  # B moved by 1σ
+    assert main(["run", str(train), str(tmp_path / "tz"), "--group-by", "tool", "-q"]) == 0
+    assert main(["transform", str(val), str(tmp_path / "vz"), "--stats",
+                 str(tmp_path / "tz" / "_stats.json"), "-q"]) == 0
+    text = (tmp_path / "vz" / "_report" / "index.html").read_text()
+    table = text.split("<h2>Per key</h2>")[1].split("</table>")[0]
+    rows = {m[0]: m[1:] for m in re.findall(
+        r'<tr(?: class="drift")?><td class="mono">([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>',
+        table)}
+    tools = pq.read_table(val / "p.parquet").column("tool").to_numpy(zero_copy_only=False)
+    for key in "ABC":
+        assert rows[key][0] == f"{int(np.count_nonzero(tools == key)):,}"
+    assert rows["B"][1] == "x" and rows["A"][1] == "—" and rows["C"][1] == "—"
+    train_text = (tmp_path / "tz" / "_report" / "index.html").read_text()
+    assert "<h2>Per key</h2>" in train_text and 'class="drift"' not in train_text
+
+
+def test_tally_counts_small_batches_like_one_big_one_and_merges_exactly():
     rng = np.random.default_rng(2)
-    y = rng.normal(size=100_000)
+    y = rng.standard_t(2, 100_000)
     y[::9] = np.nan
-    spec = HistogramSpec(Histogram.empty(-5, 5, 60), Histogram.empty(-4, 4, 60), -4.0, 4.0)
-    small, big = spec.tally(), spec.tally()
+    y[:4] = [4.0, -4.0, 16.0, -16.0]  # on the edges of "beyond" and of the fine bins
+    ref = Reference(np.zeros(1), np.ones(1))
+    small, big, halves = Tally(ref), Tally(ref), [Tally(ref), Tally(ref)]
     for i in range(0, y.size, 100):
         chunk = y[i:i + 100].copy()
         small.add(chunk)
         chunk[:] = 99.0  # the caller reuses its buffer: the tally kept a copy
     big.add(y)
-    assert small.result() == big.result()
-    assert big.result().after.counts == tuple(np.histogram(y[~np.isnan(y)], 60, (-4, 4))[0])
+    halves[0].add(y[:50_001])
+    halves[1].add(y[50_001:])
+    merged = halves[0].result().merge(halves[1].result())
+    finite = y[~np.isnan(y)]
+    mean, std = _exact(finite)
+    for s in (small.result(), big.result(), merged):
+        d = s.to_dict()
+        assert d["fine"] == big.result().to_dict()["fine"] and d["low"] == d["low"]
+        assert s.moments.count == finite.size and s.moments.missing == y.size - finite.size
+        assert abs(s.moments.mean - mean) <= 1e-12 * std
+        assert abs(s.moments.std() - std) <= 1e-12 * std
+        assert s.beyond == np.count_nonzero(np.abs(finite) > 4)
+        for q in (0.001, *QUANTILES, 0.999):
+            want = float(np.quantile(finite, q))
+            assert abs(s.quantile(q) - want) <= max(STEP, 0.022 * abs(want)), q
 
 
-# ------------------------------------------------ a report never fails a run
-def test_huge_variances_give_a_correct_report_and_exit_0(tmp_path, capsys):
-    """0/1e20 (scikit-learn's stability data) and int64 epoch nanoseconds: variance >= 1e19."""
-    from fractions import Fraction
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipeline.cli import main
-
-    src = tmp_path / "in"
-    src.mkdir()
-    ns = 1_700_000_000_000_000_000 + np.arange(1000, dtype=np.int64) * 7_000_000_000
-    pq.write_table(pa.table({"big": np.tile([0.0, 1e20], 500), "ns": ns}), src / "a.parquet")
-    code = main(["run", str(src), str(tmp_path / "out"), "-q", "--features", "big,ns"])
-    _, err = capsys.readouterr()
-    assert code == 0, err
-    assert "warning" not in err
-    out = tmp_path / "out" / "_report"
-    stats = json.loads((tmp_path / "out" / "_stats.json").read_text())["features"]
-    exact = {"big": [Fraction(v) for v in np.tile([0.0, 1e20], 500)],
-             "ns": [Fraction(int(v)) for v in ns]}
-    page = _page(out)
-    table = {row[0]: row for row in page.rows if row}
-    for name, values in exact.items():
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / len(values)
-        assert stats[name]["mean"] == pytest.approx(float(mean), rel=1e-15)
-        assert stats[name]["std"] ** 2 == pytest.approx(float(var), rel=1e-12)
-        assert float(table[name][5]) == pytest.approx(stats[name]["std"], rel=1e-5)
-    assert sorted(page.images) == ["feature-big.png", "feature-ns.png", "variances.png"]
-    import matplotlib.image
-
-    for src_name in page.images:
-        image = matplotlib.image.imread(out / src_name)
-        assert image.shape[1] == 640 and image.std() > 0.01, src_name
-
-
-def test_pictures_that_cannot_be_drawn_cost_only_the_pictures(datasets, tmp_path):
-    """A real matplotlib failure: a matplotlibrc asking for TeX where there is no LaTeX."""
-    import shutil
-
-    from procs import run_zscore
-
-    if shutil.which("latex"):
-        pytest.skip("LaTeX is installed: usetex would work here")
-    rc = tmp_path / "mplrc"
-    rc.mkdir()
-    (rc / "matplotlibrc").write_text("text.usetex: True\n")
+def test_a_report_failure_never_fails_the_run(datasets, tmp_path, capsys, monkeypatch):
     src = datasets.sample()
-    r = run_zscore("run", src, tmp_path / "out", "--exclude", "id,label", "-q",
-                   env={"MATPLOTLIBRC": str(rc)})
-    assert r.returncode == 0, r.stderr
-    assert r.stderr.splitlines() == [line for line in r.stderr.splitlines()
-                                     if "zscore: warning:" in line]
-    warned = [line for line in r.stderr.splitlines() if "report" in line]
-    assert len(warned) == 1 and warned[0].endswith(
-        "zscore: warning: the report leaves out the histograms of 8 feature(s) ('f_normal', "
-        "'f_skewed', 'f_float32_offset', 'f_large_offset', 'f_with_nan' and 3 more) and the "
-        "variance chart, which could not be drawn (RuntimeError: Failed to process string with "
-        "tex because latex could not be found); the output itself is complete")
-    out = tmp_path / "out"
-    assert (out / "_SUCCESS").exists() and len(list(out.rglob("*.parquet"))) == 6
-    page = (out / "_report" / "index.html").read_text()
-    assert "<h2>Not drawn</h2>" in page and "<img" not in page
-    assert not list((out / "_report").glob("*.png"))
+
+    def broken(name, *args, **kwargs):
+        if name == "f_normal":
+            raise ZeroDivisionError("a bug in the drawing")
+        return real(name, *args, **kwargs)
+
+    real = report.feature_svg
+    monkeypatch.setattr(report, "feature_svg", broken)
+    assert main(["run", str(src), str(tmp_path / "a"), "--exclude", "id,label", "-q"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert [e for e in err if "report" in e] == [
+        err[-1]] and err[-1].endswith(
+        "zscore: warning: the report leaves out the figures of 1 feature(s) ('f_normal'), "
+        "which could not be drawn (ZeroDivisionError: a bug in the drawing); the output "
+        "itself is complete")
+    text = (tmp_path / "a" / "_report" / "index.html").read_text()
+    assert "<h2>Not drawn</h2>" in text and text.count("<svg") == 7
+    monkeypatch.setattr(report, "build", lambda *a, **k: 1 / 0)
+    assert main(["run", str(src), str(tmp_path / "b"), "--exclude", "id,label", "-q"]) == 0
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "zscore: warning: no report was written (ZeroDivisionError: division by zero); the "
+        "output itself is complete")
+    assert (tmp_path / "b" / "_SUCCESS").exists() and not (tmp_path / "b" / "_report").exists()
+    assert len(list((tmp_path / "b").rglob("*.parquet"))) == 6
 
 
-def test_a_report_that_cannot_be_built_costs_only_the_report(fitted):
-    from pipeline.jobs import _report_files
+def test_bad_arguments_are_refused(validation, tmp_path):
+    stats = FittedStats.load(validation[2])
+    summaries = report.read_summaries(
+        (validation[1] / "_report" / "summary.json").read_bytes(), "summary.json")
+    with pytest.raises(InputError, match="unknown mode 'zscore'"):
+        report.render(tmp_path, stats, summaries, mode="zscore")
+    with pytest.raises(ArtifactError, match="column 'ghost' has a summary"):
+        report.render(tmp_path, stats, {**summaries, "ghost": summaries["a"]})
+    assert report.render(tmp_path, stats, {"a": summaries["a"]}) == ["summary.json",
+                                                                     "index.html"]
+    page = _Page()
+    page.feed((tmp_path / "index.html").read_text("utf-8"))
+    assert len(page.rows) == len(stats.features)  # every feature listed, drawn or not
+    assert page.rows["b"][0][0] == "not written" and page.rows["a"][0][0] == "57,005"
 
-    stats, histograms = fitted
-    told: list[str] = []
-    bad = {**histograms, "ghost": histograms["normal"]}  # a feature the statistics lack
-    assert _report_files(stats, bad, MANIFEST, "standard", told.append) == {}
-    assert told == ["no report was written (ArtifactError: column 'ghost' has a histogram but "
-                    "is not in the statistics; render the report with the statistics the run "
-                    "used); the output itself is complete"]
-    with pytest.raises(ArtifactError):
-        _report_files(stats, bad, MANIFEST, "standard")
+
+def test_no_plotting_library_anywhere():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    deps = project["project"]["dependencies"] + [
+        d for extra in project["project"]["optional-dependencies"].values() for d in extra]
+    assert not [d for d in deps if re.match(r"(matplotlib|plotly|bokeh|seaborn)\b", d)]
+    code = ("import sys, pipeline.report, pipeline.jobs, pipeline.cli; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('matplotlib', 'PIL', 'plotly')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", ["scale", "center"])
+def test_other_modes_report_z_in_training_units(tmp_path, mode):
+    """z is (written - training mean after the transform) / training σ after it, in every mode."""
+    data = _data(5000, 4, shift=0.3)
+    src = _write(tmp_path / "in", {"p.parquet": {k: v for k, v in data.items() if k in "abn"}})
+    assert main(["run", str(src), str(tmp_path / "out"), "--mode", mode, "-q"]) == 0
+    stats = FittedStats.load(tmp_path / "out" / "_stats.json")
+    _, page = _page(tmp_path / "out")
+    for name, fs in stats.features.items():
+        w = _written(tmp_path / "out", name)
+        w = w[~np.isnan(w)]
+        z = w - fs.mean / fs.std if mode == "scale" else w / fs.std
+        cells = page.rows[name]
+        assert float(cells[2][1]) == pytest.approx(float(z.mean()), abs=1e-9)
+        assert float(cells[3][1]) == pytest.approx(float(z.std()), rel=1e-9)
+        assert abs(float(cells[7][1]) - float(np.median(z))) <= STEP + 1e-9
+        assert cells[12][0] == "—"  # the training data itself has not drifted

@@ -215,7 +215,7 @@ def test_credentials_in_a_url_are_refused_unprinted_and_the_remedy_works(s3, fs,
                    "--storage-option", f"secret={URL_CANARY}", "-v", env=s3)
     assert r.returncode == 0, r.stderr
     published = _objects(fs, "zsb/out6")
-    assert {"_SUCCESS", "_stats.json", "_report/index.html", "_report/histograms.json"} <= \
+    assert {"_SUCCESS", "_stats.json", "_report/index.html", "_report/summary.json"} <= \
         set(published)
     _no_secret(r.stdout, r.stderr, *(v.decode("utf-8", "replace") for v in published.values()))
 

@@ -25,10 +25,6 @@ pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
 PACKAGE = Path(pipeline.__file__).resolve().parent
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PRIVATE_PARAMS = 400, 60, 8
-# Known exceptions, each with its reason; the list may only shrink.
-# plots._panel (9 parameters): plots.py is being replaced by an SVG report (issue 12), which
-# must meet the rule; remove this entry when that lands.
-PARAMS_EXEMPT = {"plots._panel"}
 
 
 def _tree(name: str) -> ast.Module:
@@ -136,8 +132,7 @@ def test_no_private_function_with_more_than_8_parameters():
     many = {f"{m}.{fn.name}": n for m, fn, _ in functions()
             if fn.name.startswith("_") and not fn.name.startswith("__")
             and (n := count(fn.args)) > MAX_PRIVATE_PARAMS}
-    assert set(many) == PARAMS_EXEMPT & set(many)
-    assert PARAMS_EXEMPT <= set(many)  # a stale exemption must go
+    assert many == {}
 
 
 def test_no_public_name_is_also_a_module():

@@ -216,8 +216,8 @@ def test_a_value_overflowing_the_output_type_is_refused(tmp_path, capsys):
         [-8e4, 4e4, 4e4]
 
 
-def test_the_after_histogram_of_epoch_nanoseconds_counts_exact_z(tmp_path):
-    """Raw float64 cannot resolve sigma = 288 ns at 1.8e18: the report must not show spikes."""
+def test_the_report_of_epoch_nanoseconds_counts_the_exact_z(tmp_path):
+    """Raw float64 cannot resolve sigma = 288 ns at 1.8e18: the report bins the written z."""
     from fractions import Fraction
 
     src = tmp_path / "in"
@@ -226,14 +226,12 @@ def test_the_after_histogram_of_epoch_nanoseconds_counts_exact_z(tmp_path):
     ns = 1_767_225_600 * 10**9 + rng.integers(0, 1000, 3000)
     pq.write_table(pa.table({"t": ns}), src / "a.parquet")
     assert main(["run", str(src), str(tmp_path / "out"), "-q"]) == 0
-    after = json.loads((tmp_path / "out" / "_report" / "histograms.json").read_text())["t"][
-        "after"]
+    t = json.loads((tmp_path / "out" / "_report" / "summary.json").read_text())["features"]["t"]
     xs = [Fraction(int(v)) for v in ns]
     mean = sum(xs) / len(xs)
     std = Fraction(json.loads((tmp_path / "out" / "_stats.json").read_text())["features"]["t"][
         "std"])
     z = np.array([float((x - mean) / std) for x in xs])
-    edges = np.linspace(after["lo"], after["hi"], len(after["counts"]) + 1)
-    want = np.histogram(z, bins=edges)[0]
-    assert np.abs(want - np.array(after["counts"])).sum() <= 2  # edge rounding, not spikes
-    assert np.count_nonzero(after["counts"]) > 20  # 5 before the fix
+    edges = -16 + np.arange(t["first"], t["first"] + len(t["fine"]) + 1) / 256
+    assert np.abs(np.histogram(z, bins=edges)[0] - np.array(t["fine"])).sum() <= 2
+    assert np.count_nonzero(t["fine"]) > 300  # 5 spikes if raw float64 were binned
