@@ -197,3 +197,19 @@ def paused(run: Running, phase: str, timeout: float = 60) -> None:
     wait_for(lambda: run.saw(f"zscore: test pause at {phase}") or run.proc.poll() is not None,
              timeout, f"the pause at {phase}")
     assert run.proc.poll() is None, "".join(run.lines)
+
+
+def zscore(capsys, *args) -> tuple[int, str, str]:
+    """Run the command line in this process: (exit code, stdout, stderr)."""
+    from pipeline.cli import main
+
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    """The one line of ``err`` that says ``error:`` (there must be exactly one)."""
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    return lines[0]

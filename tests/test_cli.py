@@ -23,30 +23,19 @@ import pytest
 from conftest import snapshot
 from procs import (
     descendants,
+    error_line,
     handles,
     ignores,
     paused,
     run_zscore,
     start_zscore,
     wait_for,
+    zscore,
     zscore_cmd,
 )
 from reference import exact_reference
 
 import pipeline
-from pipeline.cli import main
-
-
-def zscore(capsys, *args: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_run_writes_a_normalized_mirror_of_the_input(datasets, tmp_path, capsys):

@@ -15,21 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from procs import error_line, zscore
 from pyiceberg.catalog.sql import SqlCatalog
-
-from pipeline.cli import main
-
-
-def zscore(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if "error:" in line]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def exact(values) -> tuple[float, float]:
