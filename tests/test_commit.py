@@ -82,10 +82,13 @@ def test_killed_run_leaves_nothing_published_and_the_next_run_cleans_up(medium, 
 
 
 def test_two_runs_at_once_exactly_one_publishes(medium, reference, tmp_path):
-    first = start_zscore("run", medium, tmp_path / "out", "--workers", 1)  # slower: overlap
-    wait_for(lambda: (tmp_path / ".out.zscore.lock").exists(), 60, "the lock")
+    # The first run holds its lock at the fit (the test hook), so the second surely meets it:
+    # a timing guess ("--workers 1 is slower") lost the race once the transform got faster.
+    first = start_zscore("run", medium, tmp_path / "out", env=pause_at(tmp_path, "fit"))
+    paused(first, "fit")
     holder = json.loads((tmp_path / ".out.zscore.lock").read_text())
     second = run_zscore("run", medium, tmp_path / "out")
+    (tmp_path / "resume").touch()
     assert second.returncode == 1
     assert second.stderr.splitlines()[-1] == (
         f"zscore: error: output is locked by {tmp_path / '.out.zscore.lock'}, held by run "
