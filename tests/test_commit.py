@@ -245,16 +245,20 @@ def test_a_run_through_a_link_and_one_through_the_real_path_share_one_lock(mediu
     real = tmp_path / "disk" / "out"
     real.parent.mkdir()
     (tmp_path / "link").symlink_to(real)
-    first = start_zscore("run", medium, tmp_path / "link", "--workers", 1)  # slower: overlap
+    first = start_zscore("run", medium, tmp_path / "link", env=pause_at(tmp_path, "fit"))
     lock = real.parent / ".out.zscore.lock"
-    wait_for(lock.exists, 60, "the lock beside the link's target")
+    paused(first, "fit")  # holding the lock for certain, not by a timing guess
+    assert lock.exists()
     second = run_zscore("run", medium, real)
+    (tmp_path / "resume").touch()
     assert second.returncode == 1, second.stderr
     assert second.stderr.splitlines()[-1].startswith(f"zscore: error: output is locked by {lock}")
     code, _, err = first.wait()
     assert code == 0, err
     assert (tmp_path / "link").is_symlink() and data_files(real) == data_files(reference)
-    assert sorted(os.listdir(tmp_path)) == ["disk", "link"] and os.listdir(real.parent) == ["out"]
+    # nothing left beside the link or its target ("resume" is the test hook's own file)
+    assert sorted(os.listdir(tmp_path)) == ["disk", "link", "resume"]
+    assert os.listdir(real.parent) == ["out"]
 
 
 # ------------------------------------------------- signals at every phase (the test hook)
