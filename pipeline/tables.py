@@ -23,6 +23,7 @@ the transform pass.
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -85,6 +86,8 @@ def open_input(input: str | os.PathLike[str], storage_options: Mapping[str, Any]
         return read_iceberg(os.fspath(input), opts, filters, table)
     loc = resolve(input, opts)
     fmt = table.input_format if table.input_format != "auto" else detect(loc)
+    if table.input_format == "auto" and fmt is None:
+        _refuse_inside_table(loc)
     _check_table_options(fmt, table, loc.display)
     if fmt == "delta":
         from .delta import read_delta
@@ -95,6 +98,31 @@ def open_input(input: str | os.PathLike[str], storage_options: Mapping[str, Any]
 
         return read_iceberg(os.fspath(input), opts, filters, table, loc=loc)
     return loc, scan(loc, filters)
+
+
+def _refuse_inside_table(loc: Location) -> None:
+    """Refuse a directory or file inside a table's directory (``table/day=1/``).
+
+    Its files are the table's on disk, live or removed by a later commit, so read
+    loose they would count rows the table no longer holds.  The parents are
+    checked up to the file system's root (a few ``isdir`` calls per level).
+    """
+    path = loc.path.rstrip("/")
+    parent = posixpath.dirname(path)
+    while parent not in ("", path):
+        fmt = detect(Location(loc.fs, parent, parent))
+        if fmt is not None:
+            tail = loc.path[len(parent):].rstrip("/")
+            given = loc.display.rstrip("/")
+            root = given[:-len(tail)] if tail and given.endswith(tail) else parent
+            name = "a Delta Lake table" if fmt == "delta" else "an Iceberg table"
+            raise InputError(
+                f"input {loc.display} is inside {root}, {name}, whose directory also holds "
+                f"files its later commits removed: give the table {root} as input (one "
+                f"partition of it with {option('filters')}), or "
+                f"{option('input_format', 'parquet')} to read these files as loose Parquet",
+                path=loc.display)
+        path, parent = parent, posixpath.dirname(parent)
 
 
 def _looks_like_path(text: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from fractions import Fraction
@@ -126,3 +127,44 @@ def test_a_python_remedy_for_a_table_option_is_followed(datasets, cluster, tmp_p
     for z, v in zip(got, source, strict=True):
         assert z == pytest.approx(float((Fraction(v) - Fraction(mean)) / Fraction(std)),
                                   rel=1e-12, abs=1e-12)
+
+
+def test_a_directory_or_file_inside_a_table_is_never_read_as_loose_parquet(tmp_path):
+    """``table/day=1/`` holds the partition's files on disk, live and removed alike:
+    refused, naming the table and the remedies, which both work."""
+    from deltalake import DeltaTable
+
+    root = tmp_path / "t"
+    rows = pa.table({"x": [1.0, 2.0, 3.0, 4.0], "day": ["1", "1", "2", "2"]})
+    write_deltalake(root, rows, partition_by=["day"])
+    write_deltalake(root, pa.table({"x": [10.0, 30.0], "day": ["1", "1"]}),
+                    partition_by=["day"], mode="overwrite")
+    part = root / "day=1"
+    assert len(list(part.glob("*.parquet"))) == 2  # one live file, one removed
+    inside = [part, next(part.glob("*.parquet")), f"{part}/"]
+    for target in inside:
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "fit", str(target), "--stats",
+                               str(tmp_path / "s.json")], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == (
+            f"zscore: error: input {target} is inside {root}, a Delta Lake table, whose "
+            "directory also holds files its later commits removed: give the table "
+            f"{root} as input (one partition of it with --filter), or --input-format parquet "
+            "to read these files as loose Parquet")
+    # The first remedy: the live rows of the partition only.
+    live = DeltaTable(root).to_pyarrow_table().to_pydict()
+    want = [Fraction(x) for x, d in zip(live["x"], live["day"], strict=True) if d == "1"]
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "fit", str(root), "--filter",
+                           "day=1", "--stats", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    fitted = json.loads((tmp_path / "s.json").read_text())["features"]["x"]
+    assert fitted["count"] == len(want) == 2
+    assert fitted["mean"] == float(sum(want) / len(want))
+    # The second: asked for, the loose reading counts both files on disk.
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "fit", str(part), "--stats",
+                           str(tmp_path / "s.json"), "--input-format", "parquet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "on 4 rows in 2 files" in proc.stdout, proc.stdout

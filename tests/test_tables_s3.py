@@ -39,3 +39,11 @@ def test_a_delta_table_on_s3_is_read_at_its_version_and_written_as_one(s3, tmp_p
     out = DeltaTable("s3://zsb/lake/events_z", storage_options=options)
     assert out.version() == 0
     assert out.to_pyarrow_table().num_rows == 1000
+    # A partition directory inside the table, given as input, is refused: its files on
+    # S3 include the 3,000 rows the overwrite removed.
+    r = run_zscore("fit", f"{uri}/day=d1", "--stats", tmp_path / "p.json",
+                   env={**os.environ, **s3})
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"zscore: error: input {uri}/day=d1 is inside {uri}, a Delta Lake table")
+    assert not (tmp_path / "p.json").exists()
