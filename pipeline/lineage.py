@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InputError, ZscoreError
+from .storage import REPORT_DIR
 
 EXPERIMENT = "zscore"
 ARTIFACT_ROOT = "zscore"
 LOGGED = ("_stats.json", "_SUCCESS")
-REPORT_DIR = "_report"
 
 
 @dataclass(frozen=True)

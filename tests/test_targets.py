@@ -9,15 +9,7 @@ import subprocess
 
 import pytest
 from conftest import snapshot
-from procs import run_unprivileged
-
-from pipeline.cli import main
-
-
-def zscore(capsys, *args) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
+from procs import run_unprivileged, zscore
 
 
 def refused(capsys, *args) -> str:
