@@ -184,8 +184,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
-                         storage_options=opts, table=table_options_of(kw),
-                         weight=kw["weight"] or None)
+                         storage_options=opts, table=table_options_of(kw), weight=kw["weight"])
     click.echo(run_summary(result, "run", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
         # result.output: what was published (an Iceberg OUTPUT names a table, not a place)
@@ -210,9 +209,6 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
     _say(f"statistics {stats_path}: format {stats.format_version}, ddof {stats.ddof}, "
          f"inf {stats.inf}, created {stats.created or '?'} by zscore "
          f"{stats.tool_version or '?'}")
-    if stats.weight is not None:
-        _say(f"weighted by column '{stats.weight}' (frequency weights; total per feature in "
-             "the weight column below)")
     if src:
         _say(f"input {src.get('path', '?')}: {src.get('files', '?')} files, "
              f"{src.get('rows', '?'):,} rows" if isinstance(src.get("rows"), int)

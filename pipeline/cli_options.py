@@ -256,7 +256,7 @@ def fit_options_of(kw: dict[str, Any], opts: dict[str, Any]) -> Any:
     return FitOptions(features=kw["features"], exclude=kw["exclude"], ddof=kw["ddof"],
                       inf=kw["inf"], filters=kw["filters"], cache=kw["cache"],
                       group_by=kw["group_by"], storage_options=opts,
-                      table=table_options_of(kw), weight=kw["weight"] or None)
+                      table=table_options_of(kw), weight=kw["weight"])
 
 
 def table_options_of(kw: dict[str, Any]) -> Any:

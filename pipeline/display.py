@@ -33,6 +33,9 @@ def stats_table(stats: FittedStats) -> str:
         for row, f in zip(rows, stats.features.values(), strict=True):
             row.insert(3, f"{f.weight:.10g}")
     text = columns([head, *rows], left=2)
+    if stats.weight is not None:
+        text += "\n" + printable(f"weighted by column '{stats.weight}' (frequency weights: "
+                                  "'weight' is each feature's total)")
     if stats.groups is not None:
         text += "\n" + printable(f"per-key statistics for {len(stats.groups.keys)} keys "
                                   f"of {', '.join(stats.groups.by)}")

@@ -68,6 +68,7 @@ class FitOptions:
         if self.inf not in INF_POLICIES:
             raise InputError(f"{option('inf')} must be 'error' or 'null', not {self.inf!r}")
         object.__setattr__(self, "group_by", tuple(split_names(self.group_by)))
+        object.__setattr__(self, "weight", self.weight or None)
         object.__setattr__(self, "filters", tuple(self.filters))
         object.__setattr__(self, "storage_options", dict(self.storage_options or {}))
 
