@@ -10,6 +10,7 @@ Dask DataFrames and Arrays and Parquet datasets are fitted by :func:`pipeline.fi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,10 +217,13 @@ def sample_weights(sample_weight: Any, n: int) -> np.ndarray | None:
     if bad:
         raise ScalerDataError(f"sample_weight has {bad:,} NaN, negative or infinite value(s); "
                               "weights must be finite and >= 0 (0: the row counts for nothing)")
+    if n and not w.any():
+        raise ScalerDataError("sample_weight is zero for every row: sample weights must "
+                              "contain at least one non-zero number")
     return w
 
 
-def samples_seen(features: list[FeatureStats]) -> int | float | np.ndarray:
+def samples_seen(features: Sequence[FeatureStats]) -> int | float | np.ndarray:
     """scikit-learn's ``n_samples_seen_``: per feature the values used, or weighted their
     total weight (a float; one number when every feature has the same, as scikit-learn)."""
     if features[0].weight is None:  # an array as soon as a value was missing (zscore 0.1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -254,14 +255,12 @@ def test_run_passes_the_weight_through_and_inspect_shows_it(tmp_path, capsys):
     assert code == 0, err
     stats = json.loads((out / "_stats.json").read_text())
     assert stats["weight"] == "w" and "w" not in stats["features"]
-    for i, rel in enumerate(["part=0/f00.parquet", "part=1/f01.parquet"]):
+    for rel in ["part=0/f00.parquet", "part=1/f01.parquet"]:
         written = pq.read_table(out / rel)
         assert written.schema.field("w").type == pa.int16()
         assert written.column("w").equals(pq.read_table(root / rel).column("w"))
         big = pq.read_table(root / rel).column("big").to_pylist()
         f = stats["features"]["big"]
-        from fractions import Fraction
-
         exact_mean = Fraction(f["moments"]["shift"]) + Fraction(f["moments"]["offset"])
         for x, z in zip(big[:20], written.column("big").to_pylist()[:20], strict=True):
             assert abs(z - float((Fraction(x) - exact_mean) / Fraction(f["std"]))) <= 1e-9
@@ -369,5 +368,8 @@ def test_the_estimator_refuses_bad_sample_weights(cluster):
     with pytest.raises(ValueError, match="weight='column'"):
         pipeline.StandardScaler().fit(dd.from_pandas(pd.DataFrame(X), npartitions=2),
                                       sample_weight=np.ones(6))
-    with pytest.raises(InputError, match="no value with a positive weight|no values"):
+    with pytest.raises(InputError, match="sample_weight is zero for every row"):
         pipeline.StandardScaler().fit(X, sample_weight=np.zeros(6))
+    X[:3, 1] = np.nan  # every positive weight on a missing value of x1
+    with pytest.raises(InputError, match="column 'x1' has no values"):
+        pipeline.StandardScaler().fit(X, sample_weight=[1, 1, 1, 0, 0, 0])
