@@ -19,8 +19,11 @@ moments with a weight per value: ``count`` stays the number of values (those
 with a positive weight), ``weight`` is their total weight and every ``n`` of the
 formulas becomes a total weight (West 1979).  Only the ratios of weights matter,
 so each piece keeps its weights scaled by a power of two (exactly, with
-``math.ldexp``) to at most 1 and remembers the exponent ``wexp``: weights of
-1e300 or 1e-300 then neither overflow nor underflow the sums of squares.
+``math.ldexp``), its largest in [1, 2), and remembers the exponent ``wexp``:
+weights of 1e300 or 1e-300 then neither overflow nor underflow the sums of
+squares.  (Where pieces whose weights differ by more than 2**1000 meet, the
+lighter one's total is subnormal on the common scale: it keeps fewer digits,
+which matters only if it alone makes a std near MIN_STD.)
 
 This module is pure numpy and Python: it knows nothing of Dask or files.
 """
@@ -129,8 +132,8 @@ class Moments:
         Chan, T. F., Golub, G. H. & LeVeque, R. J. (1979), "Updating formulae and a
         pairwise algorithm for computing sample variances", Stanford CS-TR-79-773:
         ``m2 = m2_a + m2_b + delta**2 * n_a * n_b / n``.  The result keeps
-        ``self``'s shift, so a left fold in a fixed order is reproducible bit for
-        bit.  An empty side is an identity.
+        ``self``'s shift (weighted: the heavier side's), so a left fold in a fixed
+        order is reproducible bit for bit.  An empty side is an identity.
         """
         missing = self.missing + other.missing
         inf = self.inf + other.inf
@@ -144,12 +147,17 @@ class Moments:
         na, nb = a.mass, b.mass
         n = na + nb
         delta = _difference(other.shift, self.shift) + (other.offset - self.offset)
-        offset = self.offset + delta * (nb / n)
+        shift, offset = self.shift, self.offset + delta * (nb / n)
+        if a.weight is not None and nb > na:
+            # Weights make lopsided pieces common (one row of weight 1e9): the mean is then
+            # near the heavier side's, whose shift keeps its digits (a fixed rule: the fold
+            # stays reproducible bit for bit).
+            shift, offset = other.shift, other.offset - delta * (na / n)
         m2 = a.m2 + b.m2 + delta * delta * (na * nb / n)
         assert self.minimum is not None and other.minimum is not None
         assert self.maximum is not None and other.maximum is not None
         return Moments(count=self.count + other.count, missing=missing, inf=inf,
-                       shift=self.shift, offset=offset, m2=m2,
+                       shift=shift, offset=offset, m2=m2,
                        minimum=min(self.minimum, other.minimum),
                        maximum=max(self.maximum, other.maximum),
                        weight=None if a.weight is None else float(n), wexp=wexp)
@@ -253,11 +261,13 @@ def weighted_moments(values: np.ndarray, weights: np.ndarray, *, missing: int = 
     D. H. D. (1979), "Updating mean and variance estimates: an improved method",
     CACM 22(9)): ``shift`` the computed weighted mean, ``d = x - shift``,
     ``m2 = sum(w d**2) - sum(w d)**2 / W`` and ``mean = shift + sum(w d) / W``.
-    The weights are first scaled by a power of two so the largest is in [0.5, 1)
+    The weights are first scaled by a power of two so the largest is in [1, 2)
     (exact; a weight below 2**-1074 of the largest becomes 0, which moves nothing
     by more than rounding).
     """
-    wexp = math.frexp(float(weights.max()))[1]
+    # The largest weight in [1, 2): the total weight is then at least 1, as a count is,
+    # so m2 stays as far from underflow as unweighted (see MIN_STD).
+    wexp = math.frexp(float(weights.max()))[1] - 1
     w = np.ldexp(weights, -wexp)
     mass = float(w.sum())
     with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum falls back below

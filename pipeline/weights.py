@@ -15,7 +15,10 @@ What a weight means, decided here once for every front end (``zscore fit/run
   feature whose rows all weigh 0 is refused, naming the weight column;
 * a missing, NaN, negative or infinite weight is refused (exit 2), naming the
   file and the column (:func:`pipeline.moments.weight_values`); a missing
-  feature value with a valid weight is a missing value, as without weights;
+  feature value with a valid weight is a missing value, as without weights, and
+  missing and infinite feature values are counted whatever their weight (an
+  infinite value of weight 0 is still refused under ``inf="error"``: nothing
+  wrong in the data passes unseen);
 * the weight column is any integer or floating column (any width; used as
   float64); it is never a feature and passes through the transform unchanged;
 * ``--group-by`` with ``--weight`` gives weighted statistics per key, by the

@@ -16,11 +16,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from procs import error_line, zscore
 from reference import exact_reference, weighted_reference
 
 import pipeline
 from pipeline.errors import DataError, InputError
+from pipeline.stats import MIN_STD, Moments
 
 pytestmark = pytest.mark.fast  # in make test-fast, except tests marked slow
 
@@ -86,7 +89,7 @@ def _check(stats, table: pa.Table, weight: str = "w", ddof: int = 0) -> None:
 @pytest.mark.parametrize("wtype", ["uint8", "int64", "float16", "float32", "float64"])
 def test_every_dtype_and_weight_type_is_exact_and_split_invariant(dtype, wtype):
     from pipeline.moments import column_moments, weight_values
-    from pipeline.stats import Moments
+    from pipeline.stats import MIN_STD, Moments
 
     rng = np.random.default_rng(DTYPES.index(dtype))
     x = _values(dtype, 2000, rng)
@@ -103,7 +106,7 @@ def test_every_dtype_and_weight_type_is_exact_and_split_invariant(dtype, wtype):
 
 def test_huge_tiny_and_single_weights():
     from pipeline.moments import column_moments
-    from pipeline.stats import Moments
+    from pipeline.stats import MIN_STD, Moments
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal(1000) + 2
@@ -148,11 +151,12 @@ def test_a_weighted_dataset_fit_is_exact_whatever_the_files(tmp_path, cluster, s
     assert loaded.to_json() == stats.to_json()
 
 
-def _fit_on(path, n_workers: int) -> str:
+def _fit_on(path, n_workers: int, processes: bool = False) -> str:
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as lc, Client(lc, set_as_default=False) as c:
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
+                      host="127.0.0.1", dashboard_address=":0") as lc, \
+            Client(lc, set_as_default=False) as c:
         stats = pipeline.fit(str(path), weight="w", group_by="g", client=c)
     return json.dumps(json.loads(stats.to_json())["features"]) + json.dumps(
         stats.to_dict()["groups"])
@@ -162,7 +166,9 @@ def test_one_or_two_workers_give_the_same_bits(tmp_path):
     rng = np.random.default_rng(11)
     table = _hostile(4000).append_column("g", pa.array(rng.integers(0, 3, 4000)))
     root = _write(tmp_path / "d", _split(table, [900, 1100, 700, 1300]), 64)
-    assert _fit_on(root, 1) == _fit_on(root, 2)
+    one = _fit_on(root, 1)
+    assert _fit_on(root, 2) == one
+    assert _fit_on(root, 2, processes=True) == one  # moments pickled between processes
 
 
 def test_group_by_with_weight_is_exact_per_key(tmp_path, cluster):
@@ -373,3 +379,43 @@ def test_the_estimator_refuses_bad_sample_weights(cluster):
     X[:3, 1] = np.nan  # every positive weight on a missing value of x1
     with pytest.raises(InputError, match="column 'x1' has no values"):
         pipeline.StandardScaler().fit(X, sample_weight=[1, 1, 1, 0, 0, 0])
+
+
+# ----------------------------------------------------------- merge properties
+_pair = st.tuples(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+                  st.floats(min_value=1e-300, max_value=1e300) | st.just(0.0))
+_pairs = st.lists(_pair, min_size=0, max_size=30)
+
+
+def _weighted(pairs) -> Moments:
+    from pipeline.moments import column_moments
+
+    x = np.array([p[0] for p in pairs], dtype=np.float64)
+    w = np.array([p[1] for p in pairs], dtype=np.float64)
+    return column_moments(pa.array(x), w)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pairs, _pairs, _pairs)
+def test_weighted_merge_in_any_order_and_grouping_is_exact(a, b, c):
+    every = a + b + c
+    orders = [_weighted(a).merge(_weighted(b)).merge(_weighted(c)),
+              _weighted(a).merge(_weighted(b).merge(_weighted(c))),
+              _weighted(c).merge(_weighted(a)).merge(_weighted(b)),
+              _weighted(every)]
+    assert Moments().merge(orders[0]) == orders[0] == orders[0].merge(Moments())
+    positive = [(x, w) for x, w in every if w > 0]
+    if not positive:
+        assert all(m.count == 0 for m in orders)
+        return
+    mean, std, total = weighted_reference([x for x, _ in positive], [w for _, w in positive])
+    if 0 < std < MIN_STD * 2**12:
+        # Below MIN_STD the fit refuses (test_fit); just above it, with weights 1e300
+        # apart, the light side's total is subnormal on the common scale (pipeline.stats).
+        return
+    scale = max(abs(mean), std, 1e-300)
+    for m in orders:
+        assert m.count == len(positive)
+        assert abs(m.mean - mean) <= 1e-12 * scale
+        assert abs(m.std() - std) <= 1e-12 * scale
+        assert close(m.total_weight, total)
