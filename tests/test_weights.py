@@ -154,21 +154,30 @@ def test_a_weighted_dataset_fit_is_exact_whatever_the_files(tmp_path, cluster, s
 def _fit_on(path, n_workers: int, processes: bool = False) -> str:
     from distributed import Client, LocalCluster
 
+    where = {"host": "127.0.0.1"} if processes else {}
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                      host="127.0.0.1", dashboard_address=":0") as lc, \
+                      dashboard_address=":0", **where) as lc, \
             Client(lc, set_as_default=False) as c:
         stats = pipeline.fit(str(path), weight="w", group_by="g", client=c)
     return json.dumps(json.loads(stats.to_json())["features"]) + json.dumps(
         stats.to_dict()["groups"])
 
 
-def test_one_or_two_workers_give_the_same_bits(tmp_path):
+def _bits_data(tmp_path):
     rng = np.random.default_rng(11)
     table = _hostile(4000).append_column("g", pa.array(rng.integers(0, 3, 4000)))
-    root = _write(tmp_path / "d", _split(table, [900, 1100, 700, 1300]), 64)
-    one = _fit_on(root, 1)
-    assert _fit_on(root, 2) == one
-    assert _fit_on(root, 2, processes=True) == one  # moments pickled between processes
+    return _write(tmp_path / "d", _split(table, [900, 1100, 700, 1300]), 64)
+
+
+def test_one_or_two_workers_give_the_same_bits(tmp_path):
+    root = _bits_data(tmp_path)
+    assert _fit_on(root, 2) == _fit_on(root, 1)
+
+
+@pytest.mark.slow  # worker processes of its own
+def test_worker_processes_give_the_same_bits(tmp_path):
+    root = _bits_data(tmp_path)
+    assert _fit_on(root, 2, processes=True) == _fit_on(root, 1)  # moments pickled
 
 
 def test_group_by_with_weight_is_exact_per_key(tmp_path, cluster):
