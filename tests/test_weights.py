@@ -89,7 +89,6 @@ def _check(stats, table: pa.Table, weight: str = "w", ddof: int = 0) -> None:
 @pytest.mark.parametrize("wtype", ["uint8", "int64", "float16", "float32", "float64"])
 def test_every_dtype_and_weight_type_is_exact_and_split_invariant(dtype, wtype):
     from pipeline.moments import column_moments, weight_values
-    from pipeline.stats import MIN_STD, Moments
 
     rng = np.random.default_rng(DTYPES.index(dtype))
     x = _values(dtype, 2000, rng)
@@ -106,7 +105,6 @@ def test_every_dtype_and_weight_type_is_exact_and_split_invariant(dtype, wtype):
 
 def test_huge_tiny_and_single_weights():
     from pipeline.moments import column_moments
-    from pipeline.stats import MIN_STD, Moments
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal(1000) + 2
