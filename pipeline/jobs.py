@@ -134,6 +134,9 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         timings.lap("footers")
         fitted = fit_prepared(prepared, fit_options, session)
         timings.lap("fit")
+        if weight and report:  # not yet weighted: say so rather than let its flags mislead
+            session.warn(f"the report counts written rows unweighted: its mean z, σ z and drift "
+                         f"flags are per row, not weighted by '{weight}' as the statistics are")
         assert prepared.dataset is not None
         return _write_job(session, commit, _Fitted(prepared.dataset, prepared.features,
                                                    fitted), options, timings)

@@ -266,6 +266,7 @@ def test_run_passes_the_weight_through_and_inspect_shows_it(tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = zscore(capsys, "run", root, out, "--weight", "w", "--threads", "-q")
     assert code == 0, err
+    assert "the report counts written rows unweighted" in err  # said, not left to mislead
     stats = json.loads((out / "_stats.json").read_text())
     assert stats["weight"] == "w" and "w" not in stats["features"]
     for rel in ["part=0/f00.parquet", "part=1/f01.parquet"]:
