@@ -427,3 +427,14 @@ def test_weighted_merge_in_any_order_and_grouping_is_exact(a, b, c):
         assert abs(m.mean - mean) <= 1e-12 * scale
         assert abs(m.std() - std) <= 1e-12 * scale
         assert close(m.total_weight, total)
+
+
+def test_a_delta_table_is_fitted_weighted_over_its_live_rows(tmp_path, cluster):
+    from deltalake import write_deltalake
+
+    old, live = _hostile(300, seed=1).select(["big", "w"]), _hostile(400, seed=2).select(
+        ["big", "w"])
+    write_deltalake(tmp_path / "t", old)
+    write_deltalake(tmp_path / "t", live, mode="overwrite")  # old files stay on disk
+    stats = pipeline.fit(str(tmp_path / "t"), weight="w", client=cluster)
+    _check(stats, live)
