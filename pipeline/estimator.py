@@ -140,7 +140,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StandardScaler:
         """Compute the mean and std of every feature of ``X`` (see the class Notes)."""
         for name in ("mean_", "var_", "scale_", "n_samples_seen_", "n_features_in_",
-                     "feature_names_in_", "_features"):
+                     "feature_names_in_", "_features", "_weight_column"):
             self.__dict__.pop(name, None)
         return self.partial_fit(X, y, sample_weight)
 
@@ -378,18 +378,19 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         est.n_features_in_ = len(stats.features)
         est.feature_names_in_ = np.asarray(list(stats.features), dtype=object)
         est._set_features(list(stats.features.values()))
+        est._weight_column = stats.weight
         return est
 
     def to_stats(self) -> FittedStats:
         """The fitted statistics as a zscore artifact (``.save("stats.json")``, ``zscore``)."""
         check_is_fitted(self)
         rows = max(f.count + f.missing for f in self._features)
-        weighted = self._features[0].weight is not None
         return FittedStats(features=dict(zip(self._names(), self._features, strict=True)),
                            ddof=self._fit_ddof, inf=self.inf,
                            input={"path": "<StandardScaler>", "rows": rows},
                            created=now_iso(), tool_version=tool_version(),
-                           weight="sample_weight" if weighted else None)
+                           weight=(getattr(self, "_weight_column", None) or "sample_weight")
+                           if self._features[0].weight is not None else None)
 
 
 def _merge(old: FeatureStats, new: Moments | None) -> Moments | None:
