@@ -11,6 +11,11 @@ Layout (``format_version`` 1)::
                           "moments": {"shift": 0.0011, "offset": 1e-07, "m2": 9.97e6,
                                       "inf": 0}}, ...}}
 
+A weighted fit (``--weight w``) adds ``"weight": "w"`` at the top, the total
+weight of the values each feature used (``"weight": 12.5``) beside its
+``count``, and ``weight``/``wexp`` to its ``moments`` (the total weight on a
+power-of-two scale, see :mod:`pipeline.stats`).
+
 With ``--group-by`` the artifact is ``format_version`` 2 and also holds a
 ``groups`` section: the key columns and, per key value, the same per-feature
 statistics.  Version 1 files (no groups) still load.
@@ -68,6 +73,7 @@ class FeatureStats:
     max: float | int
     constant: bool
     moments: Moments | None = None
+    weight: float | None = None  # a weighted fit's total weight of the ``count`` values
 
     @classmethod
     def from_moments(cls, m: Moments, dtype: str, ddof: int) -> FeatureStats:
@@ -76,7 +82,7 @@ class FeatureStats:
         mean = float(m.minimum) if m.constant else m.mean
         return cls(dtype=dtype, count=m.count, missing=m.missing + m.inf, mean=mean,
                    std=m.std(ddof), min=m.minimum, max=m.maximum, constant=m.constant,
-                   moments=m)
+                   moments=m, weight=m.total_weight if m.weighted else None)
 
     @property
     def mean_residual(self) -> float:
@@ -104,9 +110,13 @@ class FeatureStats:
         d: dict[str, Any] = {"dtype": self.dtype, "count": self.count, "missing": self.missing,
                              "mean": self.mean, "std": self.std, "min": self.min,
                              "max": self.max, "constant": self.constant}
+        if self.weight is not None:
+            d["weight"] = self.weight
         if self.moments is not None:
             d["moments"] = {"shift": self.moments.shift, "offset": self.moments.offset,
                             "m2": self.moments.m2, "inf": self.moments.inf}
+            if self.moments.weight is not None:
+                d["moments"].update(weight=self.moments.weight, wexp=self.moments.wexp)
         return d
 
 
@@ -149,6 +159,7 @@ class FittedStats:
     tool_version: str = ""
     format_version: int = FORMAT_VERSION
     groups: Groups | None = None
+    weight: str | None = None  # the weight column of a weighted fit
 
     @property
     def names(self) -> list[str]:
@@ -163,6 +174,8 @@ class FittedStats:
              "features": {k: v.to_dict() for k, v in self.features.items()}}
         if self.groups is not None:
             d["groups"] = self.groups.to_dict()
+        if self.weight is not None:
+            d["weight"] = self.weight
         return d
 
     def to_json(self) -> str:
@@ -215,7 +228,8 @@ class FittedStats:
                    input=data.get("input", {}), created=data.get("created", ""),
                    tool_version=data.get("tool_version", ""),
                    format_version=data["format_version"],
-                   groups=_groups(data["groups"]) if "groups" in data else None)
+                   groups=_groups(data["groups"]) if "groups" in data else None,
+                   weight=data.get("weight"))
 
 
 def now_iso() -> str:
@@ -261,10 +275,13 @@ def _feature(d: dict[str, Any]) -> FeatureStats:
         md = d["moments"]
         moments = Moments(count=d["count"], missing=d["missing"] - md["inf"], inf=md["inf"],
                           shift=md["shift"], offset=float(md["offset"]), m2=float(md["m2"]),
-                          minimum=d["min"], maximum=d["max"])
+                          minimum=d["min"], maximum=d["max"],
+                          weight=float(md["weight"]) if "weight" in md else None,
+                          wexp=md.get("wexp", 0))
     return FeatureStats(dtype=d["dtype"], count=d["count"], missing=d["missing"],
                         mean=float(d["mean"]), std=float(d["std"]), min=d["min"], max=d["max"],
-                        constant=d["constant"], moments=moments)
+                        constant=d["constant"], moments=moments,
+                        weight=float(d["weight"]) if "weight" in d else None)
 
 
 def _groups(d: dict[str, Any]) -> Groups:

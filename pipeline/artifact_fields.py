@@ -26,6 +26,10 @@ Per feature (and per key of a per-key artifact):
   is a float64 sum divided by the count, within 2**-47 of the data's scale);
   ``m2 >= 0``; ``inf <= missing``.  To use an edited ``mean``/``std``, remove
   ``moments`` (the artifact then transforms but cannot be merged).
+* a weighted artifact (top-level ``weight``: the weight column's name) has a
+  positive ``weight`` (the total) in every feature and ``weight``/``wexp`` in its
+  ``moments``, agreeing within 2**-50; its std agrees with ``sqrt(m2 / (weight -
+  ddof * 2**-wexp))`` and, with ddof 1, is not bounded by ``max - min``.
 * ``input.file_digests`` (optional: older artifacts lack it and still load)
   maps each input file's identity (:func:`pipeline.dataset.file_digest`, 32 hex
   digits) to its relative path, one entry per ``input.files``; ``merge`` refuses
@@ -60,9 +64,10 @@ _FLOAT_MAX = {"float16": 65504.0, "float32": 3.4028234663852886e38, "float64": m
 _INT_RANGE = {f"{s}int{b}": ((0, 2**b - 1) if s else (-(2**(b - 1)), 2**(b - 1) - 1))
               for s in ("", "u") for b in (8, 16, 32, 64)}
 _TOP = ("format_version", "ddof", "inf", "created", "tool_version", "input", "features",
-        "groups")
-_FEATURE = ("dtype", "count", "missing", "mean", "std", "min", "max", "constant", "moments")
-_MOMENTS = ("shift", "offset", "m2", "inf")
+        "groups", "weight")
+_FEATURE = ("dtype", "count", "missing", "mean", "std", "min", "max", "constant", "moments",
+            "weight")
+_MOMENTS = ("shift", "offset", "m2", "inf", "weight", "wexp")
 _INPUT = {"path": "paths", "files": "count", "rows": "count", "fingerprint": str,
           "filters": "strings", "merged_from": "strings", "table": "table",
           "file_digests": "digests"}
@@ -150,8 +155,14 @@ def check(data: Any, source: str) -> None:
     features = c.get(top, "features", "", "object")
     if not features:
         c.fail("features", "is empty")
+    weighted = "weight" in top
+    if weighted and not c.get(top, "weight", "", "string"):
+        c.fail("weight", "is empty, expected the weight column's name")
     for name, fd in features.items():
         _feature(c, f"features.{name}", fd, ddof, rows)
+        if ("weight" in fd) != weighted:
+            c.fail(f"features.{name}.weight", "is missing (the statistics name a weight column)"
+                   if weighted else "is given, but the statistics name no weight column")
     if "groups" in top:
         if version < 2:
             c.fail("groups", "needs format_version 2")
@@ -243,10 +254,12 @@ def _feature(c: _Checker, where: str, d: Any, ddof: int, rows: int | None,
     elif not MIN_STD <= std <= MAX_STD:
         c.fail(f"{where}.std", f"is {std!r}; a non-constant std must be in [{MIN_STD:.3g}, "
                f"{MAX_STD:.3g}] (float64 squares)")
-    elif std > _span(lo, hi) * (1 + _STD_AGREES):
+    elif std > _span(lo, hi) * (1 + _STD_AGREES) and not ("weight" in d and ddof):
         c.fail(f"{where}.std", f"is {std!r}, more than max - min ({_span(lo, hi):.17g})")
     elif count < 2:
         c.fail(f"{where}.count", "is 1, but min < max needs at least 2 values")
+    if "weight" in d and not float(c.get(d, "weight", where, "number")) > 0:
+        c.fail(f"{where}.weight", f"is {_show(d['weight'])}, expected a positive total weight")
     if "moments" in d:
         _moments(c, f"{where}.moments", c.get(d, "moments", where, "object"), d, ddof)
     return d
@@ -274,7 +287,7 @@ def _span(lo: int | float, hi: int | float) -> float:
 
 def _moments(c: _Checker, where: str, md: dict[str, Any], d: dict[str, Any], ddof: int) -> None:
     c.object(md, where, _MOMENTS)
-    lo, hi, count = d["min"], d["max"], d["count"]
+    lo, hi = d["min"], d["max"]
     shift = c.get(md, "shift", where, "int" if d["dtype"] in _INT_RANGE else "number")
     offset = float(c.get(md, "offset", where, "number"))
     m2 = float(c.get(md, "m2", where, "number"))
@@ -286,6 +299,7 @@ def _moments(c: _Checker, where: str, md: dict[str, Any], d: dict[str, Any], ddo
         c.fail(f"{where}.offset", f"is {offset!r}, more than max - min from the shift")
     if m2 < 0:
         c.fail(f"{where}.m2", f"is {m2!r}, must not be negative")
+    denominator = _weight(c, where, md, d, ddof)
     if d["constant"]:
         return
     exact = _nearest_sum(shift, offset)
@@ -293,11 +307,33 @@ def _moments(c: _Checker, where: str, md: dict[str, Any], d: dict[str, Any], ddo
         c.fail(f"{where[:-len('.moments')]}.mean", f"is {float(d['mean'])!r} but the moments give "
                f"{exact!r} (shift + offset); mean/std and moments must agree: refit, or remove "
                "'moments' to use mean and std as written")
-    ref = math.sqrt(m2 / (count - ddof))
+    ref = math.sqrt(m2 / denominator) if denominator > 0 else math.inf
     if not abs(float(d["std"]) - ref) <= _STD_AGREES * ref:
         c.fail(f"{where[:-len('.moments')]}.std", f"is {float(d['std'])!r} but the moments give "
                f"{ref!r} (sqrt(m2 / (count - ddof))); mean/std and moments must agree: refit, "
                "or remove 'moments' to use mean and std as written")
+
+
+def _weight(c: _Checker, where: str, md: dict[str, Any], d: dict[str, Any], ddof: int
+            ) -> float:
+    """Check a weighted feature's ``moments.weight``/``wexp``; the variance's denominator."""
+    if ("weight" in md or "wexp" in md) != ("weight" in d):
+        c.fail(f"{where}.weight", "and 'wexp' must be given exactly when the feature has a "
+               "'weight'")
+    if "weight" not in d:
+        return float(d["count"] - ddof)
+    scaled = float(c.get(md, "weight", where, "number"))
+    wexp = c.int_in(md, "wexp", where, -1100, 1100)
+    if not scaled > 0:
+        c.fail(f"{where}.weight", f"is {scaled!r}, expected a positive number")
+    try:
+        total = math.ldexp(scaled, wexp)
+    except OverflowError:
+        total = math.inf
+    if not abs(total - float(d["weight"])) <= _STD_AGREES * float(d["weight"]):
+        c.fail(f"{where[:-len('.moments')]}.weight", f"is {float(d['weight'])!r} but the "
+               f"moments give {total!r} (weight * 2**wexp); refit")
+    return scaled - math.ldexp(ddof, -wexp)
 
 
 def _nearest_sum(shift: int | float, offset: float) -> float:

@@ -2,7 +2,8 @@
 
 An entry is keyed by what identifies a file's content and how it was summarised:
 its relative path, size and version (mtime, or the ETag on object stores), plus
-for moments the selected features, the inf policy and the chunking.  Because a
+for moments the selected features, the inf policy, the chunking and the weight
+column (``--weight``; absent from unweighted keys, so those are unchanged).  Because a
 fit merges per-file moments in sorted path order, statistics from cached
 entries are bit-identical to a fit without cache.
 
@@ -143,13 +144,14 @@ class Cache:
                               for f, ft in zip(files, footers, strict=True) if ft.error is None])
 
     # ------------------------------------------------------------- moments
-    def _moments_key(self, f: SourceFile, features: Sequence[str], inf: str, chunk: int
-                     ) -> list[Any]:
-        return [*self._identity(f), sorted(features), inf, chunk]
+    def _moments_key(self, f: SourceFile, features: Sequence[str], inf: str, chunk: int,
+                     weight: str | None = None) -> list[Any]:
+        return [*self._identity(f), sorted(features), inf, chunk,
+                *([{"weight": weight}] if weight else [])]
 
     def moments(self, files: Sequence[SourceFile], features: Sequence[str], inf: str,
-                chunk: int) -> dict[str, FileMoments]:
-        keys = {f.rel: self._moments_key(f, features, inf, chunk) for f in files}
+                chunk: int, weight: str | None = None) -> dict[str, FileMoments]:
+        keys = {f.rel: self._moments_key(f, features, inf, chunk, weight) for f in files}
         found = self._get("moments", keys)
         out = {}
         for rel, p in found.items():
@@ -162,8 +164,9 @@ class Cache:
         return out
 
     def put_moments(self, files: Sequence[SourceFile], features: Sequence[str], inf: str,
-                    chunk: int, moments: Sequence[FileMoments]) -> None:
-        self._put("moments", [(self._moments_key(f, features, inf, chunk),
+                    chunk: int, moments: Sequence[FileMoments], weight: str | None = None
+                    ) -> None:
+        self._put("moments", [(self._moments_key(f, features, inf, chunk, weight),
                                {k: m.to_dict() for k, m in fm.items()})
                               for f, fm in zip(files, moments, strict=True)])
 

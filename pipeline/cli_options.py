@@ -137,6 +137,9 @@ def fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--cache", type=PATH, default=None, metavar="LOCATION",
                      help="Directory or URL keeping per-file moments: a re-fit reads only new "
                           "or changed files (same statistics, bit for bit)."),
+        click.option("--weight", default=None, metavar="COLUMN",
+                     help="Weighted mean and std: each row counts COLUMN times (non-negative "
+                          "numbers, as scikit-learn's sample_weight); passed through."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -253,7 +256,7 @@ def fit_options_of(kw: dict[str, Any], opts: dict[str, Any]) -> Any:
     return FitOptions(features=kw["features"], exclude=kw["exclude"], ddof=kw["ddof"],
                       inf=kw["inf"], filters=kw["filters"], cache=kw["cache"],
                       group_by=kw["group_by"], storage_options=opts,
-                      table=table_options_of(kw))
+                      table=table_options_of(kw), weight=kw["weight"])
 
 
 def table_options_of(kw: dict[str, Any]) -> Any:

@@ -49,7 +49,8 @@ def merge(artifacts: Sequence[FittedStats], names: Sequence[str] | None = None) 
     ------
     ArtifactError
         Fewer than two artifacts, or they disagree on features, ddof or inf
-        policy, or one lacks exact moments, or two have the same input fingerprint
+        policy or weight column (weighted and unweighted statistics never
+        merge), or one lacks exact moments, or two have the same input fingerprint
         (the same data twice), or two read a same file (``input.file_digests``,
         see :func:`check_disjoint`).
 
@@ -65,7 +66,8 @@ def merge(artifacts: Sequence[FittedStats], names: Sequence[str] | None = None) 
     for label, a in zip(labels[1:], artifacts[1:], strict=True):
         checks: list[tuple[str, Any, Any]] = [
             ("features", list(a.features), list(first.features)),
-            ("ddof", a.ddof, first.ddof), ("inf", a.inf, first.inf)]
+            ("ddof", a.ddof, first.ddof), ("inf", a.inf, first.inf),
+            ("weight column", a.weight, first.weight)]
         for what, mine, theirs in checks:
             same = set(mine) == set(theirs) if what == "features" else mine == theirs
             if not same:
@@ -100,7 +102,8 @@ def merge(artifacts: Sequence[FittedStats], names: Sequence[str] | None = None) 
     if all(d is not None for d in digests):  # a union only when every input vouches for its files
         source["file_digests"] = {k: v for d in digests for k, v in (d or {}).items()}
     return FittedStats(features=feats, ddof=first.ddof, inf=first.inf, input=source,
-                       created=now_iso(), tool_version=tool_version(), groups=groups)
+                       created=now_iso(), tool_version=tool_version(), groups=groups,
+                       weight=first.weight)
 
 
 def check_disjoint(artifacts: Sequence[FittedStats], labels: Sequence[str]) -> None:
@@ -154,6 +157,8 @@ def _merge_groups(artifacts: Sequence[FittedStats], labels: Sequence[str], ddof:
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "none (unweighted)"
     return ", ".join(value) if isinstance(value, list) else repr(value)
 
 

@@ -28,7 +28,14 @@ def stats_table(stats: FittedStats) -> str:
     rows = [[name, f.dtype, f"{f.count:,}", f"{f.missing:,}", f"{f.mean:.10g}",
              f"{f.std:.10g}", f"{f.min:.10g}", f"{f.max:.10g}", "yes" if f.constant else ""]
             for name, f in stats.features.items()]
+    if stats.weight is not None:  # the total weight beside the count of a weighted fit
+        head.insert(3, "weight")
+        for row, f in zip(rows, stats.features.values(), strict=True):
+            row.insert(3, f"{f.weight:.10g}")
     text = columns([head, *rows], left=2)
+    if stats.weight is not None:
+        text += "\n" + printable(f"weighted by column '{stats.weight}' (frequency weights: "
+                                  "'weight' is each feature's total)")
     if stats.groups is not None:
         text += "\n" + printable(f"per-key statistics for {len(stats.groups.keys)} keys "
                                   f"of {', '.join(stats.groups.by)}")

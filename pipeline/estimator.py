@@ -20,7 +20,13 @@ Where it differs from scikit-learn's:
   integer arithmetic, not rounded to float64 first;
 * infinite values are an error (``inf="error"``, naming the column) or missing
   (``inf="null"``), as in zscore; NaN and pandas' NA are missing, as in scikit-learn;
-* sparse input is refused, and there is no ``sample_weight``.
+* sparse input is refused;
+* ``sample_weight`` (in-memory input) gives the exact weighted mean and std of
+  :mod:`pipeline.weights` (frequency weights; ``ddof=1`` divides by
+  ``sum(w) - 1``); negative, NaN and infinite weights are refused, and rows of
+  weight 0 count for nothing, not even for the min/max constant test.  As
+  scikit-learn, ``n_samples_seen_`` is then the total weight (a float, or an
+  array when features differ through missing values).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from .estimator_data import (
     Column,
     ScalerDataError,
     array_columns,
+    check_weights,
     container,
     few,
     fit_dask,
@@ -56,6 +63,8 @@ from .estimator_data import (
     lazy_transform,
     out_dtype,
     refuse_inf,
+    sample_weights,
+    samples_seen,
     variance,
 )
 from .kernel import ColumnPlan, scale_array
@@ -128,18 +137,21 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         self.inf = inf
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Any, y: Any = None) -> StandardScaler:
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StandardScaler:
         """Compute the mean and std of every feature of ``X`` (see the class Notes)."""
         for name in ("mean_", "var_", "scale_", "n_samples_seen_", "n_features_in_",
-                     "feature_names_in_", "_features"):
+                     "feature_names_in_", "_features", "_weight_column"):
             self.__dict__.pop(name, None)
-        return self.partial_fit(X, y)
+        return self.partial_fit(X, y, sample_weight)
 
-    def partial_fit(self, X: Any, y: Any = None) -> StandardScaler:
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StandardScaler:
         """Add ``X`` to the statistics: exact, as if every batch had been fitted at once.
 
         The moments of the batch are merged with Chan, Golub & LeVeque's update (see
         :meth:`pipeline.stats.Moments.merge`), as zscore merges files.
+        ``sample_weight``: one non-negative weight per row of an in-memory ``X`` (a
+        scalar: every row); a batch without weights after weighted ones counts each
+        row once, as scikit-learn.
         """
         if self.ddof not in DDOFS:
             raise ValueError(f"ddof must be 0 or 1, not {self.ddof!r}")
@@ -148,13 +160,18 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         first = not hasattr(self, "_features")
         kind = kind_of(X)
         if kind in LAZY_KINDS:
+            if sample_weight is not None:
+                raise ScalerDataError("sample_weight applies to in-memory X; for a Dask or "
+                                      "Parquet input use StandardScaler.from_stats(pipeline."
+                                      "fit(X, weight='column'))")
             names, stats = fit_dask(X, ddof=self.ddof, inf=self.inf)
             self._check_lazy_names(names, kind, reset=first)
             new = [stats.features[n].moments for n in names]
             dtypes = [stats.features[n].dtype for n in names]
         else:
             cols = self._columns(X, kind, reset=first)
-            new = [self._moments(c) for c in cols]
+            w = sample_weights(sample_weight, len(cols[0].values) if cols else 0)
+            new = [self._moments(c, w) for c in cols]
             dtypes = [c.dtype_name for c in cols]
         if not first:
             new = [_merge(old, m) for old, m in zip(self._features, new, strict=True)]
@@ -192,14 +209,14 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
             return [str(n) for n in names]
         return [f"x{i}" for i in range(self.n_features_in_)]
 
-    def _moments(self, c: Column) -> Moments:
+    def _moments(self, c: Column, weights: np.ndarray | None = None) -> Moments:
         """The moments of one column, through the one path files and frames take.
 
         :func:`pipeline.moments.column_moments`: missing values (the mask, NaN) left
         out, infinite ones counted apart (refused unless ``inf="null"``), so a pandas
         frame gives the same moments here as in ``pipeline.fit``, bit for bit.
         """
-        m = column_moments(pa.array(np.ascontiguousarray(c.values), mask=c.missing))
+        m = column_moments(pa.array(np.ascontiguousarray(c.values), mask=c.missing), weights)
         if m.inf:
             refuse_inf(c.name, m.inf, self.inf)
         return m
@@ -211,7 +228,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
             refuse_inf(name, m.inf, self.inf)
         if m.count == 0:
             raise ScalerDataError(f"column '{name}' has no values (all {m.missing + m.inf} are "
-                                  "missing); drop the column", column=name)
+                                  "missing, or weigh 0); drop the column", column=name)
+        check_weights(name, m, self.ddof)
         f = FeatureStats.from_moments(m, dtype, self.ddof)
         if not f.constant and not std_in_range(f.std):
             raise ScalerDataError(f"column '{name}' has std {f.std:.3g}, outside float64's "
@@ -224,11 +242,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         self._features = list(features)
         self._fit_ddof = self.ddof
         constant = np.array([f.constant for f in features], dtype=bool)
-        counts = np.array([f.count for f in features], dtype=np.int64)
-        if any(f.missing for f in features):
-            self.n_samples_seen_: int | np.ndarray = counts
-        else:
-            self.n_samples_seen_ = int(counts[0])
+        self.n_samples_seen_: int | float | np.ndarray = samples_seen(features)
         fitted = self.with_mean or self.with_std
         self.mean_ = np.array([f.mean for f in features]) if fitted else None
         self.var_ = np.array([variance(f, self.ddof) for f in features]) if self.with_std \
@@ -364,6 +378,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         est.n_features_in_ = len(stats.features)
         est.feature_names_in_ = np.asarray(list(stats.features), dtype=object)
         est._set_features(list(stats.features.values()))
+        est._weight_column = stats.weight
         return est
 
     def to_stats(self) -> FittedStats:
@@ -373,7 +388,9 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         return FittedStats(features=dict(zip(self._names(), self._features, strict=True)),
                            ddof=self._fit_ddof, inf=self.inf,
                            input={"path": "<StandardScaler>", "rows": rows},
-                           created=now_iso(), tool_version=tool_version())
+                           created=now_iso(), tool_version=tool_version(),
+                           weight=(getattr(self, "_weight_column", None) or "sample_weight")
+                           if self._features[0].weight is not None else None)
 
 
 def _merge(old: FeatureStats, new: Moments | None) -> Moments | None:

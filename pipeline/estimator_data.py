@@ -10,6 +10,7 @@ Dask DataFrames and Arrays and Parquet datasets are fitted by :func:`pipeline.fi
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,7 +186,51 @@ def variance(f: FeatureStats, ddof: int) -> float:
         return 0.0
     if f.moments is None:
         return f.std * f.std
-    return f.moments.m2 / (f.count - ddof)
+    return f.moments.m2 / f.moments.denominator(ddof)
+
+
+def check_weights(name: str, m: Any, ddof: int) -> None:
+    """:func:`pipeline.weights.check_weighted` for ``sample_weight``, as a ScalerDataError."""
+    from .weights import check_weighted
+
+    try:
+        check_weighted(name, m, "sample_weight" if m.weighted else None, ddof)
+    except DataError as exc:
+        raise ScalerDataError(exc.render(), column=name) from None
+
+
+def sample_weights(sample_weight: Any, n: int) -> np.ndarray | None:
+    """``sample_weight`` as float64, one per row: finite and >= 0 (a scalar: every row)."""
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ScalerDataError("sample_weight must be numbers, one per row of X") from None
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ScalerDataError(f"sample_weight has shape {w.shape}, expected ({n},): one weight "
+                              "per row of X")
+    with np.errstate(invalid="ignore"):
+        bad = int((~(w >= 0) | np.isinf(w)).sum())
+    if bad:
+        raise ScalerDataError(f"sample_weight has {bad:,} NaN, negative or infinite value(s); "
+                              "weights must be finite and >= 0 (0: the row counts for nothing)")
+    if n and not w.any():
+        raise ScalerDataError("sample_weight is zero for every row: sample weights must "
+                              "contain at least one non-zero number")
+    return w
+
+
+def samples_seen(features: Sequence[FeatureStats]) -> int | float | np.ndarray:
+    """scikit-learn's ``n_samples_seen_``: per feature the values used, or weighted their
+    total weight (a float; one number when every feature has the same, as scikit-learn)."""
+    if features[0].weight is None:  # an array as soon as a value was missing (zscore 0.1)
+        counts = np.array([f.count for f in features], dtype=np.int64)
+        return counts if any(f.missing for f in features) else int(counts[0])
+    seen = np.array([f.weight for f in features], dtype=np.float64)
+    return seen if seen.max() != seen.min() else float(seen[0])
 
 
 def out_dtype(cols: list[Column]) -> np.dtype:

@@ -19,17 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .artifact import FittedStats
 from .choices import DDOFS, INF_POLICIES
 from .dataset import Dataset, load_dataset
-from .errors import DataError, InputError, option
+from .errors import InputError, option
+from .finalize import check_spread, finalize
 from .groups import GroupMoments, finalize_groups
 from .lakehouse import TableOptions
-from .moments import BATCH_ROWS, FileMoments, files_moments, frame_moments
-from .schema import dtype_name, split_names, without_keys
-from .stats import Moments, std_in_range
+from .moments import BATCH_ROWS, files_moments, frame_moments
+from .schema import split_names, without_keys
 from .storage import resolve
 from .tables import Located, open_input, plan_output
+from .weights import check_weight_column, check_weighted, without_weight
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -46,7 +47,8 @@ class FitOptions:
 
     ``features``/``exclude`` are names or globs (a string is comma-separated);
     ``group_by`` is normalized to a tuple of names, ``filters`` to a tuple; ``table``
-    reads a Delta or Iceberg table input (see :mod:`pipeline.tables`).
+    reads a Delta or Iceberg table input (see :mod:`pipeline.tables`); ``weight``
+    names a weight column (see :mod:`pipeline.weights`).
     """
 
     features: str | Sequence[str] | None = None
@@ -58,6 +60,7 @@ class FitOptions:
     group_by: str | Sequence[str] = ()
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     table: TableOptions | None = None
+    weight: str | None = None
 
     def __post_init__(self) -> None:
         if self.ddof not in DDOFS:
@@ -65,6 +68,7 @@ class FitOptions:
         if self.inf not in INF_POLICIES:
             raise InputError(f"{option('inf')} must be 'error' or 'null', not {self.inf!r}")
         object.__setattr__(self, "group_by", tuple(split_names(self.group_by)))
+        object.__setattr__(self, "weight", self.weight or None)
         object.__setattr__(self, "filters", tuple(self.filters))
         object.__setattr__(self, "storage_options", dict(self.storage_options or {}))
 
@@ -130,6 +134,9 @@ def prepare_fit(source: Any, options: FitOptions, session: Session | None = None
                                    filters=options.filters, cache=store, listing=listing,
                                    warn=session.warn)
     chosen = without_keys(chosen, options.group_by, explicit=options.explicit)
+    chosen = without_weight(chosen, options.weight, explicit=options.explicit)
+    check_weight_column(options.weight, dataset.schema.names, lambda n: dataset.schema.field(
+        n).type, chosen, options.group_by, dataset.schema.varying)
     session.console.info(f"features ({len(chosen)}): {', '.join(chosen)}")
     return FitInput(features=chosen, dataset=dataset, cache=store)
 
@@ -148,8 +155,10 @@ def _prepare_frame(frame: Any, options: FitOptions) -> FitInput:
                              "fit that")
     meta = frame._meta if kind == "Dask" else frame.iloc[:0]
     schema = pa.Schema.from_pandas(meta, preserve_index=False)
-    chosen = select_features(Schema(fields=tuple(schema), partition_keys=()), options.features,
-                             options.exclude)
+    chosen = without_weight(select_features(Schema(fields=tuple(schema), partition_keys=()),
+                                            options.features, options.exclude),
+                            options.weight, explicit=options.explicit)
+    check_weight_column(options.weight, schema.names, lambda n: schema.field(n).type, chosen)
     return FitInput(features=chosen, frame=frame)
 
 
@@ -163,65 +172,6 @@ def fit_prepared(prepared: FitInput, options: FitOptions, session: Session | Non
                        cache=prepared.cache)
 
 
-# ------------------------------------------------------------------- merge
-def finalize(features: Sequence[str], dtypes: Mapping[str, str],
-             pieces: Sequence[tuple[str, FileMoments]], *, ddof: int, inf: str,
-             source: Mapping[str, Any], warn: Any = None) -> FittedStats:
-    """Merge per-piece moments in the order given and build the artifact.
-
-    ``pieces`` pairs a label (a file's relative path) with its moments, in the
-    canonical order; the label names the culprit in errors.
-
-    Raises
-    ------
-    DataError
-        A feature with infinite values (``inf="error"``) or with no value at all.
-    """
-    warn = warn or (lambda msg: None)
-    feats: dict[str, FeatureStats] = {}
-    for name in features:
-        total = Moments.merge_all(fm[name] for _, fm in pieces)
-        if total.inf and inf == "error":
-            where = next(label for label, fm in pieces if fm[name].inf)
-            raise DataError(f"column '{name}' has {total.inf} infinite value(s), e.g. in "
-                            f"{where}; fix the data, exclude the column, or pass "
-                            f"{option('inf', 'null')} to treat them as missing", column=name,
-                            path=where)
-        if total.count == 0 and not total.missing + total.inf:
-            raise DataError("the input has no rows: every file is empty; there is nothing to "
-                            "fit", column=name)
-        if total.count == 0:
-            raise DataError(f"column '{name}' has no values (all {total.missing + total.inf} "
-                            f"are missing); exclude it with {option('exclude', name)}",
-                            column=name)
-        feats[name] = FeatureStats.from_moments(total, dtype_name(dtypes[name]), ddof)
-        check_spread(name, feats[name])
-        if total.constant:
-            warn(f"column '{name}' is constant ({feats[name].min!r}): its std is 0 and its "
-                 "standardized values will be 0.0")
-    return FittedStats(features=feats, ddof=ddof, inf=inf, created=now_iso(),
-                       tool_version=tool_version(), input=dict(source))
-
-
-def check_spread(name: str, f: FeatureStats, key: str = "") -> None:
-    """Refuse a non-constant feature whose std is outside float64's range for squares.
-
-    See :data:`pipeline.stats.MIN_STD`: below it squares of deviations underflow, so
-    no digit of the std can be trusted; above :data:`~pipeline.stats.MAX_STD` sums of
-    squares overflow.  ``key`` names a ``--group-by`` key in the message.
-    """
-    if f.constant or std_in_range(f.std):
-        return
-    where = f" within {key}" if key else ""
-    if f.std < 1:
-        what, fix = "too small", "multiply it by a power of ten"
-    else:
-        what, fix = "too large", "divide it by a power of ten"
-    raise DataError(f"column '{name}'{where} has std {f.std:.3g}, {what} for float64 squares "
-                    "(the supported range is 1.5e-154 to 6.7e153); rescale the column "
-                    f"({fix}) or exclude it with {option('exclude', name)}", column=name)
-
-
 def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
                 options: FitOptions, cache: Cache | None = None) -> FittedStats:
     """The statistics pass over a validated dataset, on ``session``'s cluster.
@@ -232,11 +182,12 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
     by = check_group_by(dataset, features, options.group_by, cache)
     files = list(dataset.files)
     inf = options.inf
-    known = cache.moments(files, features, inf, BATCH_ROWS) if cache is not None else {}
+    known = cache.moments(files, features, inf, BATCH_ROWS, options.weight) \
+        if cache is not None else {}
     todo = [f for f in files if f.rel not in known]
     rows = {f.rel: ft.rows for f, ft in zip(files, dataset.footers, strict=True)}
     fresh = session.map(partial(files_moments, dataset.location.fs, features=list(features),
-                                by=by), todo,
+                                by=by, weight=options.weight), todo,
                         label="fit", weights=[f.size for f in todo],
                         rows=[rows[f.rel] for f in todo]) if todo else []
     per_group: list[GroupMoments] = []
@@ -244,7 +195,7 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
         fresh, per_group = [r[0] for r in fresh], [r[1] for r in fresh]
     if cache is not None:
         if todo:
-            cache.put_moments(todo, features, inf, BATCH_ROWS, fresh)
+            cache.put_moments(todo, features, inf, BATCH_ROWS, fresh, options.weight)
         session.console.info(f"cache: {len(known)} of {len(files)} files' moments reused, "
                              f"{len(todo)} read")
     by_rel = {**known, **{f.rel: m for f, m in zip(todo, fresh, strict=True)}}
@@ -258,7 +209,7 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
     if dataset.table is not None:
         source["table"] = dataset.table.to_dict()
     stats = finalize(features, dtypes, pieces, ddof=options.ddof, inf=inf, source=source,
-                     warn=session.warn)
+                     warn=session.warn, weight=options.weight)
     if not options.explicit and not options.exclude:
         from .lookalikes import warn_dataset
 
@@ -269,8 +220,10 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
                              options.ddof)
     for key, feats in groups.keys.items():
         for name, f in feats.items():
-            check_spread(name, f, key=f"key {list(key)} of "
-                                         f"{option('group_by', ','.join(by), cli=','.join(by))}")
+            where = f"key {list(key)} of {option('group_by', ','.join(by), cli=','.join(by))}"
+            if f.moments is not None:
+                check_weighted(name, f.moments, options.weight, options.ddof, key=where)
+            check_spread(name, f, key=where)
     session.console.info(f"group-by {', '.join(by)}: {len(groups.keys)} keys")
     return replace(stats, groups=groups)
 
@@ -303,8 +256,8 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
         features: str | Sequence[str] | None = None, exclude: str | Sequence[str] = (),
         ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), client: Any = None,
-        storage_options: Mapping[str, Any] | None = None, table: TableOptions | None = None
-        ) -> FittedStats:
+        storage_options: Mapping[str, Any] | None = None, table: TableOptions | None = None,
+        weight: str | None = None) -> FittedStats:
     """Fit global per-feature mean and standard deviation in one distributed pass.
 
     Parameters
@@ -338,6 +291,11 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
     table : TableOptions, optional
         How to read a Delta or Iceberg table (version, snapshot, catalog); see
         :mod:`pipeline.tables`.  A table directory is recognized by default.
+    weight : str, optional
+        A column of non-negative weights (frequency weights, as scikit-learn's
+        ``sample_weight``): weighted mean and std, ``sum(w) - ddof`` in the
+        variance's denominator; rows of weight 0 count for nothing.  See
+        :mod:`pipeline.weights`.
 
     ``filters``, ``cache``, ``group_by``, ``storage_options`` and ``table`` apply to a dataset
     of files: with a DataFrame they are refused (:class:`InputError` naming the
@@ -360,7 +318,7 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
     """
     options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
                          filters=filters, cache=cache, group_by=group_by,
-                         storage_options=storage_options or {}, table=table)
+                         storage_options=storage_options or {}, table=table, weight=weight)
     if not isinstance(source, str | os.PathLike):
         return fit_prepared(prepare_fit(source, options), options, client=client)
     from .cluster import session_for
@@ -373,24 +331,28 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
 
 def _fit_frame(frame: Any, chosen: list[str], options: FitOptions, client: Any) -> FittedStats:
     """Fit a pandas DataFrame (here) or a Dask DataFrame (partition by partition, in order)."""
+    weight = options.weight
     if hasattr(frame, "to_delayed"):
         import dask
 
-        parts = frame[chosen].to_delayed()
+        parts = frame[chosen + ([weight] if weight else [])].to_delayed()
         kwargs = {"scheduler": client} if client is not None else {}
-        per_part = list(dask.compute(*[dask.delayed(frame_moments)(p, chosen)
-                                       for p in parts], **kwargs))
-        what, labels = "<dask DataFrame>", [f"partition {i}" for i in range(len(parts))]
+        labels = [f"partition {i}" for i in range(len(parts))]
+        # The lengths in the same compute: each partition is made once for both.
+        done = dask.compute([dask.delayed(frame_moments)(p, chosen, weight, where)
+                             for p, where in zip(parts, labels, strict=True)],
+                            [dask.delayed(len)(p) for p in parts], **kwargs)
+        per_part, rows = list(done[0]), sum(done[1])
+        what = "<dask DataFrame>"
     else:
-        per_part = [frame_moments(frame, chosen)]
+        per_part, rows = [frame_moments(frame, chosen, weight)], len(frame)
         what, labels = "<pandas DataFrame>", ["the DataFrame"]
-    rows = sum(m.count + m.missing + m.inf for m in (pm[chosen[0]] for pm in per_part))
     meta = frame._meta if hasattr(frame, "_meta") else frame.iloc[:0]
     types = pa.Schema.from_pandas(meta[chosen], preserve_index=False)
     stats = finalize(chosen, {n: str(types.field(n).type) for n in chosen},
                      list(zip(labels, per_part, strict=True)), ddof=options.ddof,
                      inf=options.inf, source={"path": what, "files": len(per_part),
-                                              "rows": int(rows)})
+                                              "rows": int(rows)}, weight=weight)
     if not options.explicit and not options.exclude:
         from .lookalikes import warn_frame
         from .progress import Console

@@ -66,7 +66,7 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         overwrite: bool = False, report: bool = True, filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), unseen: str = "global",
         client: Any = None, storage_options: Mapping[str, Any] | None = None,
-        table: TableOptions | None = None) -> RunResult:
+        table: TableOptions | None = None, weight: str | None = None) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
     Parameters
@@ -103,6 +103,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     table : TableOptions, optional
         Reading a Delta or Iceberg table input (version, snapshot, catalog) and
         the output's format (see :mod:`pipeline.tables`).
+    weight : str, optional
+        As for :func:`pipeline.fit`: a weight column (written to the output unchanged).
 
     Returns
     -------
@@ -118,7 +120,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     begun = now_iso(), time.monotonic()
     fit_options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
                              filters=filters, cache=cache, group_by=group_by,
-                             storage_options=storage_options or {}, table=table)
+                             storage_options=storage_options or {}, table=table,
+                             weight=weight)
     located = locate(input, fit_options, output=output, overwrite=overwrite,
                      stats_path=stats_path)
     options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,
@@ -131,6 +134,9 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         timings.lap("footers")
         fitted = fit_prepared(prepared, fit_options, session)
         timings.lap("fit")
+        if weight and report:  # not yet weighted: say so rather than let its flags mislead
+            session.warn(f"the report counts written rows unweighted: its mean z, σ z and drift "
+                         f"flags are per row, not weighted by '{weight}' as the statistics are")
         assert prepared.dataset is not None
         return _write_job(session, commit, _Fitted(prepared.dataset, prepared.features,
                                                    fitted), options, timings)

@@ -4,6 +4,11 @@ Each task reads only the feature columns of its files, batch by batch (so a
 file larger than memory is fine), and returns one :class:`~pipeline.stats.Moments`
 per file and feature (and, with ``--group-by`` columns, per key too).  Merging
 and everything after it happens on the client (:mod:`pipeline.fitting`).
+
+With a weight column (``--weight``) the same functions return weighted moments:
+a row whose weight is 0 contributes nothing (not to the count, the min or the
+max either); a missing, NaN, negative or infinite weight is refused, naming the
+file and the column (:func:`weight_values`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .columns import numpy_view
+from .columns import null_mask, numpy_view
 from .dataset import SourceFile
+from .errors import DataError
 from .groups import GroupMoments, codes, merge_into
 from .stats import Moments
 from .storage import open_parquet
@@ -27,12 +33,20 @@ BATCH_ROWS = 1 << 16  # rows per chunk: big enough for numpy, small enough for L
 FileMoments = dict[str, Moments]
 
 
-def column_moments(arr: pa.Array | pa.ChunkedArray) -> Moments:
-    """Moments of one Arrow column: nulls and NaN are missing, +-inf counted apart."""
+def column_moments(arr: pa.Array | pa.ChunkedArray, weights: np.ndarray | None = None
+                   ) -> Moments:
+    """Moments of one Arrow column: nulls and NaN are missing, +-inf counted apart.
+
+    ``weights`` (float64, one per row, checked by :func:`weight_values`) make them
+    weighted; rows of weight 0 are left out after missing and infinite values
+    are counted.
+    """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     missing = arr.null_count
     if missing:
+        if weights is not None:
+            weights = weights[~null_mask(arr)]
         arr = arr.drop_null()
     x = numpy_view(arr)
     inf = 0
@@ -50,45 +64,87 @@ def column_moments(arr: pa.Array | pa.ChunkedArray) -> Moments:
                 inf = int(x.size - finite.sum()) - nan
                 missing += nan
                 x = x[finite]
-    return Moments.from_array(x, missing=missing, inf=inf, total=total)
+                weights = weights[finite] if weights is not None else None
+    if weights is not None:
+        positive = weights > 0
+        if not positive.all():
+            x, weights = x[positive], weights[positive]
+    return Moments.from_array(x, missing=missing, inf=inf, total=total, weights=weights)
 
 
-def batch_group_moments(table: pa.Table, features: Sequence[str], by: Sequence[str]
-                        ) -> GroupMoments:
+def weight_values(arr: pa.Array | pa.ChunkedArray, name: str, where: str) -> np.ndarray:
+    """A weight column as float64, every value checked: finite and >= 0, none missing.
+
+    Any integer or floating width is accepted (integers beyond 2**53 are rounded
+    to float64, a relative 1e-16: weights only enter through their ratios).
+
+    Raises
+    ------
+    DataError
+        A missing, NaN, negative or infinite weight, naming ``where`` (a file) and
+        the column.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if arr.null_count:
+        bad, what = arr.null_count, "missing"
+        w = np.zeros(0)
+    else:
+        w = numpy_view(arr).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            wrong = ~(w >= 0) | np.isinf(w)
+        bad = int(wrong.sum())
+        if bad:
+            first = float(w[int(np.argmax(wrong))])
+            what = "NaN" if first != first else "infinite" if math.isinf(first) else "negative"
+    if bad:
+        raise DataError(f"weight column '{name}' has {bad:,} missing, NaN, negative or infinite "
+                        f"value(s) in {where} (the first is {what}); weights must be finite "
+                        "and >= 0 (a row of weight 0 counts for nothing): fix the data or drop "
+                        "those rows", column=name, path=where)
+    return w
+
+
+def batch_group_moments(table: pa.Table, features: Sequence[str], by: Sequence[str],
+                        weights: np.ndarray | None = None) -> GroupMoments:
     """Moments of each feature within each key of one batch: :func:`column_moments` per key."""
     code, keys = codes(table, by)
     order = np.argsort(code, kind="stable")
     bounds = np.searchsorted(code[order], np.arange(len(keys) + 1))
     take = pa.array(order)
+    ordered_w = weights[order] if weights is not None else None
     out: GroupMoments = {k: {} for k in keys}
     for name in features:
         col = table.column(name)
         ordered = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).take(take)
         for g, key in enumerate(keys):
             lo, hi = int(bounds[g]), int(bounds[g + 1])
-            out[key][name] = column_moments(ordered.slice(lo, hi - lo))
+            out[key][name] = column_moments(ordered.slice(lo, hi - lo), None if ordered_w is None
+                                            else ordered_w[lo:hi])
     return out
 
 
 def file_moments(fs: Any, file: SourceFile, features: Sequence[str],
-                 batch_rows: int = BATCH_ROWS, by: Sequence[str] = ()
+                 batch_rows: int = BATCH_ROWS, by: Sequence[str] = (), weight: str | None = None
                  ) -> FileMoments | tuple[FileMoments, GroupMoments]:
     """Moments of each feature of one file, folded over its batches in order.
 
     With ``by`` (``--group-by`` columns), also the moments within each key; the
-    global moments are the same, bit for bit, as without.
+    global moments are the same, bit for bit, as without.  With ``weight`` (a
+    column name), weighted moments (see :func:`column_moments`).
     """
     result = {name: Moments() for name in features}
     groups: GroupMoments = {}
-    columns = list(features) + [b for b in by if b not in features]
+    columns = list(dict.fromkeys([*features, *by, *([weight] if weight else [])]))
     breadcrumb(file.rel)
     try:
         for batch in _batches(open_parquet(fs, file.path), columns, batch_rows):
+            w = weight_values(batch.column(weight), weight, file.rel) if weight else None
             for name in features:
-                result[name] = result[name].merge(column_moments(batch.column(name)))
+                result[name] = result[name].merge(column_moments(batch.column(name), w))
             if by:
                 table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-                merge_into(groups, batch_group_moments(table, features, by))
+                merge_into(groups, batch_group_moments(table, features, by, w))
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise corrupt_file(file.rel, exc) from None
     return (result, groups) if by else result
@@ -108,12 +164,15 @@ def _batches(pf: Any, columns: list[str], batch_rows: int) -> Any:
 
 
 def files_moments(fs: Any, files: Sequence[SourceFile], features: Sequence[str],
-                  by: Sequence[str] = ()) -> list[Any]:
+                  by: Sequence[str] = (), weight: str | None = None) -> list[Any]:
     """:func:`file_moments` over a batch of files: the unit of work of one task."""
-    return [file_moments(fs, f, features, by=by) for f in files]
+    return [file_moments(fs, f, features, by=by, weight=weight) for f in files]
 
 
-def frame_moments(df: Any, features: Sequence[str]) -> FileMoments:
+def frame_moments(df: Any, features: Sequence[str], weight: str | None = None,
+                  where: str = "the DataFrame") -> FileMoments:
     """Moments of each feature of one pandas DataFrame (a Dask partition)."""
-    table = pa.Table.from_pandas(df[list(features)], preserve_index=False)
-    return {name: column_moments(table.column(name)) for name in features}
+    columns = list(features) + ([weight] if weight else [])
+    table = pa.Table.from_pandas(df[columns], preserve_index=False)
+    w = weight_values(table.column(weight), weight, where) if weight else None
+    return {name: column_moments(table.column(name), w) for name in features}

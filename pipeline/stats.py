@@ -14,6 +14,17 @@ arithmetic before one rounding to float64 (:func:`exact_difference`), so int64
 epoch nanoseconds lose nothing, and uint64 near 2**64 or int64 spanning its
 whole range are as exact as float64 allows.
 
+Weighted moments (``--weight``, scikit-learn's ``sample_weight``) are the same
+moments with a weight per value: ``count`` stays the number of values (those
+with a positive weight), ``weight`` is their total weight and every ``n`` of the
+formulas becomes a total weight (West 1979).  Only the ratios of weights matter,
+so each piece keeps its weights scaled by a power of two (exactly, with
+``math.ldexp``), its largest in [1, 2), and remembers the exponent ``wexp``:
+weights of 1e300 or 1e-300 then neither overflow nor underflow the sums of
+squares.  (Where pieces whose weights differ by more than 2**1000 meet, the
+lighter one's total is subnormal on the common scale: it keeps fewer digits,
+which matters only if it alone makes a std near MIN_STD.)
+
 This module is pure numpy and Python: it knows nothing of Dask or files.
 """
 
@@ -50,6 +61,10 @@ class Moments:
     ``float`` otherwise; ``mean == shift + offset`` exactly (as real numbers).
     ``m2`` is the sum of squared deviations from the mean.  ``minimum`` and
     ``maximum`` are ``None`` when ``count == 0``.
+
+    Weighted (``weight`` is not ``None``): ``count`` counts the values with a
+    positive weight, ``weight * 2**wexp`` is their total weight, the mean is the
+    weighted mean and ``m2 * 2**wexp`` is ``sum(w * (x - mean)**2)``.
     """
 
     count: int = 0
@@ -60,11 +75,13 @@ class Moments:
     m2: float = 0.0
     minimum: Number | None = None
     maximum: Number | None = None
+    weight: float | None = None  # total weight / 2**wexp; None: unweighted (every weight 1)
+    wexp: int = 0
 
     # ------------------------------------------------------------------ build
     @classmethod
     def from_array(cls, values: np.ndarray, *, missing: int = 0, inf: int = 0,
-                   total: float | None = None) -> Moments:
+                   total: float | None = None, weights: np.ndarray | None = None) -> Moments:
         """Moments of a 1-d array of finite values (missing ones already removed).
 
         Floating input is accumulated in float64 whatever its width; integer
@@ -75,10 +92,16 @@ class Moments:
         with ``shift`` the computed mean and ``d = x - shift``,
         ``m2 = sum(d**2) - sum(d)**2 / n`` and ``mean = shift + sum(d) / n``, all
         sums numpy's pairwise summation.  Seven passes over an L2-sized chunk.
+
+        ``weights`` (float64, positive and finite, one per value) make the
+        moments weighted: the same algorithm with ``w * d`` summed instead of
+        ``d`` (see :func:`weighted_moments`).
         """
         n = int(values.size)
         if n == 0:
             return cls(missing=missing, inf=inf)
+        if weights is not None:
+            return weighted_moments(values, weights, missing=missing, inf=inf)
         if total is None:
             with np.errstate(over="ignore"):  # an overflowing sum falls back below
                 total = float(np.sum(values, dtype=np.float64))
@@ -109,8 +132,8 @@ class Moments:
         Chan, T. F., Golub, G. H. & LeVeque, R. J. (1979), "Updating formulae and a
         pairwise algorithm for computing sample variances", Stanford CS-TR-79-773:
         ``m2 = m2_a + m2_b + delta**2 * n_a * n_b / n``.  The result keeps
-        ``self``'s shift, so a left fold in a fixed order is reproducible bit for
-        bit.  An empty side is an identity.
+        ``self``'s shift (weighted: the heavier side's), so a left fold in a fixed
+        order is reproducible bit for bit.  An empty side is an identity.
         """
         missing = self.missing + other.missing
         inf = self.inf + other.inf
@@ -118,16 +141,26 @@ class Moments:
             return replace(self, missing=missing, inf=inf)
         if self.count == 0:
             return replace(other, missing=missing, inf=inf)
-        na, nb = self.count, other.count
+        a, b, wexp = _common_scale(self, other)
+        # Unweighted, na and nb are the (integer) counts; weighted, the total weights
+        # on a common power-of-two scale: one formula for both (West 1979).
+        na, nb = a.mass, b.mass
         n = na + nb
         delta = _difference(other.shift, self.shift) + (other.offset - self.offset)
-        offset = self.offset + delta * (nb / n)
-        m2 = self.m2 + other.m2 + delta * delta * (na * nb / n)
+        shift, offset = self.shift, self.offset + delta * (nb / n)
+        if a.weight is not None and nb > na:
+            # Weights make lopsided pieces common (one row of weight 1e9): the mean is then
+            # near the heavier side's, whose shift keeps its digits (a fixed rule: the fold
+            # stays reproducible bit for bit).
+            shift, offset = other.shift, other.offset - delta * (na / n)
+        m2 = a.m2 + b.m2 + delta * delta * (na * nb / n)
         assert self.minimum is not None and other.minimum is not None
         assert self.maximum is not None and other.maximum is not None
-        return Moments(count=n, missing=missing, inf=inf, shift=self.shift, offset=offset,
-                       m2=m2, minimum=min(self.minimum, other.minimum),
-                       maximum=max(self.maximum, other.maximum))
+        return Moments(count=self.count + other.count, missing=missing, inf=inf,
+                       shift=shift, offset=offset, m2=m2,
+                       minimum=min(self.minimum, other.minimum),
+                       maximum=max(self.maximum, other.maximum),
+                       weight=None if a.weight is None else float(n), wexp=wexp)
 
 
     @classmethod
@@ -139,6 +172,31 @@ class Moments:
         return total
 
     # --------------------------------------------------------------- finalize
+    @property
+    def weighted(self) -> bool:
+        return self.weight is not None
+
+    @property
+    def mass(self) -> Number:
+        """The ``n`` of the formulas: the count, or the (scaled) total weight."""
+        return self.count if self.weight is None else self.weight
+
+    @property
+    def total_weight(self) -> float:
+        """The total weight (``count`` when unweighted); ``inf`` past float64's range."""
+        if self.weight is None:
+            return float(self.count)
+        try:
+            return math.ldexp(self.weight, self.wexp)
+        except OverflowError:
+            return math.inf
+
+    def as_weighted(self) -> Moments:
+        """These moments with every weight 1 (exactly the same numbers, weighted)."""
+        if self.weight is not None or self.count == 0:
+            return self
+        return replace(self, weight=float(self.count), wexp=0)
+
     @property
     def constant(self) -> bool:
         """True when every value is equal (``min == max``), never judged by a small variance."""
@@ -154,27 +212,108 @@ class Moments:
         return self.shift + self.offset
 
     def std(self, ddof: int = 0) -> float:
-        """Standard deviation with ``count - ddof`` in the denominator; 0.0 when constant."""
+        """Standard deviation with ``count - ddof`` in the denominator; 0.0 when constant.
+
+        Weighted: ``sum(w) - ddof`` (frequency weights: a row of weight 2 counts as
+        two rows, so weights of 1 give the unweighted std for either ddof); NaN when
+        that is not positive.
+        """
         if self.count == 0:
             return math.nan
         if self.constant:
             return 0.0
-        if self.count - ddof <= 0:
+        denominator = self.denominator(ddof)
+        if denominator <= 0:
             return math.nan
-        return math.sqrt(self.m2 / (self.count - ddof))
+        return math.sqrt(self.m2 / denominator)
+
+    def denominator(self, ddof: int) -> float:
+        """What ``m2`` is divided by for the variance (on ``m2``'s scale)."""
+        if self.weight is None:
+            return self.count - ddof
+        return self.weight - math.ldexp(ddof, -self.wexp)
 
     # ---------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Number | None]:
         """A JSON-safe dict that :meth:`from_dict` turns back into an equal object."""
-        return {"count": self.count, "missing": self.missing, "inf": self.inf,
-                "shift": self.shift, "offset": self.offset, "m2": self.m2,
-                "min": self.minimum, "max": self.maximum}
+        d: dict[str, Number | None] = {
+            "count": self.count, "missing": self.missing, "inf": self.inf,
+            "shift": self.shift, "offset": self.offset, "m2": self.m2,
+            "min": self.minimum, "max": self.maximum}
+        if self.weight is not None:
+            d.update(weight=self.weight, wexp=self.wexp)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Moments:
+        weight = d.get("weight")
         return cls(count=int(d["count"]), missing=int(d["missing"]), inf=int(d.get("inf", 0)),
                    shift=d["shift"], offset=float(d["offset"]), m2=float(d["m2"]),
-                   minimum=d["min"], maximum=d["max"])
+                   minimum=d["min"], maximum=d["max"],
+                   weight=None if weight is None else float(weight), wexp=int(d.get("wexp", 0)))
+
+
+def weighted_moments(values: np.ndarray, weights: np.ndarray, *, missing: int = 0,
+                     inf: int = 0) -> Moments:
+    """Weighted moments of a non-empty array of finite values with positive finite weights.
+
+    :meth:`Moments.from_array`'s corrected two-pass algorithm with weights (West,
+    D. H. D. (1979), "Updating mean and variance estimates: an improved method",
+    CACM 22(9)): ``shift`` the computed weighted mean, ``d = x - shift``,
+    ``m2 = sum(w d**2) - sum(w d)**2 / W`` and ``mean = shift + sum(w d) / W``.
+    The weights are first scaled by a power of two so the largest is in [1, 2)
+    (exact; a weight below 2**-1074 of the largest becomes 0, which moves nothing
+    by more than rounding).
+    """
+    # The largest weight in [1, 2): the total weight is then at least 1, as a count is,
+    # so m2 stays as far from underflow as unweighted (see MIN_STD).
+    wexp = math.frexp(float(weights.max()))[1] - 1
+    w = np.ldexp(weights, -wexp)
+    mass = float(w.sum())
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowing sum falls back below
+        total = float(np.multiply(w, values, dtype=np.float64).sum()) / mass
+    if values.dtype.kind in "iu":
+        lo, hi = int(values.min()), int(values.max())
+        shift: Number = min(max(int(round(total)) if math.isfinite(total) else lo, lo), hi)
+        d = integer_deviations(values, int(shift), hi - lo)
+        minimum: Number = lo
+        maximum: Number = hi
+    else:
+        shift = total if math.isfinite(total) else float(values[0])
+        d = np.subtract(values, shift, dtype=np.float64)
+        minimum, maximum = float(values.min()), float(values.max())
+    wd = w * d
+    c = float(wd.sum())
+    with np.errstate(over="ignore", under="ignore"):  # out of range: refused by the fit
+        np.multiply(wd, d, out=wd)
+    m2 = float(wd.sum()) - c * c / mass
+    return Moments(count=int(values.size), missing=missing, inf=inf, shift=shift,
+                   offset=c / mass, m2=max(m2, 0.0), minimum=minimum, maximum=maximum,
+                   weight=mass, wexp=wexp)
+
+
+def _common_scale(a: Moments, b: Moments) -> tuple[Moments, Moments, int]:
+    """``a`` and ``b`` with their weights (and ``m2``) on the larger of their two scales.
+
+    Scaling by a power of two is exact (below float64's smallest numbers a side
+    this much lighter moves nothing by more than rounding).  An unweighted side
+    meeting a weighted one counts each value with weight 1 (scikit-learn's
+    ``sample_weight=None``).
+    """
+    if a.weight is None and b.weight is None:
+        return a, b, 0
+    a, b = a.as_weighted(), b.as_weighted()
+    assert a.weight is not None and b.weight is not None
+    wexp = max(a.wexp, b.wexp)
+
+    def rescaled(m: Moments) -> Moments:
+        if m.wexp == wexp:
+            return m
+        assert m.weight is not None
+        k = m.wexp - wexp
+        return replace(m, weight=math.ldexp(m.weight, k), m2=math.ldexp(m.m2, k), wexp=wexp)
+
+    return rescaled(a), rescaled(b), wexp
 
 
 def integer_deviations(values: np.ndarray, shift: int, spread: int) -> np.ndarray:
