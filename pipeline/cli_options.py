@@ -232,7 +232,7 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return training_options(fn)
 
 
 def table_options(fn: Callable[..., Any]) -> Callable[..., Any]:
