@@ -86,7 +86,11 @@ def _warn_lossy(plan: Plan, what: str) -> None:
 
 def _apply_plan(df: pd.DataFrame, plan: Plan) -> pd.DataFrame:
     if plan.inverse and plan.finish.missing_indicator:
-        return _unmark(_apply_plan(df.drop(columns=_marks(df, plan)), plan), df, plan)
+        return _unmark(_scale_frame(df.drop(columns=_marks(df, plan)), plan), df, plan)
+    return _scale_frame(df, plan)
+
+
+def _scale_frame(df: pd.DataFrame, plan: Plan) -> pd.DataFrame:
     check_indicator_names([str(c) for c in df.columns], [c.name for c in plan.columns],
                           plan.finishing)
     out = df.copy(deep=False)
