@@ -339,3 +339,19 @@ def test_cli_indicator_clash_exit_2(datasets, tmp_path, capsys):
     assert code == 2
     assert "column 'a__missing' already exists in" in error_line(err)
     assert "--missing-indicator cannot add it" in error_line(err)
+
+
+def test_cli_per_key_minmax_fill(datasets, tmp_path, capsys):
+    """Per-key statistics: each key's own min and max, then the fill."""
+    keys = ["a", "b", "a", "b", "a", "b"]
+    x = [2**63 - 1, 10, -(2**63), 30, 0, None]
+    src = datasets.write("finish-keys", {"p.parquet": pa.table({"key": keys,
+                                                                "x": pa.array(x, pa.int64())})})
+    out = tmp_path / "out"
+    code, _, err = zscore(capsys, "run", src, out, "--features", "x", "--group-by", "key",
+                          "--mode", "minmax", "--fill-missing", "0.5", "--threads", "-q")
+    assert code == 0, err
+    got = pq.read_table(out / "p.parquet").column("x").to_pylist()
+    want = {k: expected([v for kk, v in zip(keys, x) if kk == k], "minmax", fill=0.5)
+            for k in ("a", "b")}
+    close(got, [want[k].pop(0) for k in keys])
