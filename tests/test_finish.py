@@ -352,6 +352,6 @@ def test_cli_per_key_minmax_fill(datasets, tmp_path, capsys):
                           "--mode", "minmax", "--fill-missing", "0.5", "--threads", "-q")
     assert code == 0, err
     got = pq.read_table(out / "p.parquet").column("x").to_pylist()
-    want = {k: expected([v for kk, v in zip(keys, x) if kk == k], "minmax", fill=0.5)
+    want = {k: expected([v for kk, v in zip(keys, x, strict=True) if kk == k], "minmax", fill=0.5)
             for k in ("a", "b")}
     close(got, [want[k].pop(0) for k in keys])
