@@ -20,7 +20,7 @@ float64 arithmetic gives ``apply``'s values bit for bit:
   4-byte float (BigQuery has none: FLOAT64); ``float32`` casts all, ``float64`` none.
 
 * ``minmax``: ``(x - min) / (max - min)``, 64-bit integers past 2**52 subtracted in
-  the dialect's exact wide integer type (HUGEINT, NUMERIC, BIGNUMERIC, DECIMAL(38,0)).
+  the dialect's exact wide integer type (HUGEINT, NUMERIC(38,0), BIGNUMERIC, DECIMAL(38,0)).
 * After scaling, as :mod:`pipeline.finish`: ``clip`` clamps to ``[-K, K]`` (NaN and
   NULL untouched), ``fill_missing`` replaces NULL and NaN, each before the cast to
   a 4-byte float (which gives ``apply``'s values: the cast commutes with them);
@@ -77,7 +77,7 @@ DIALECTS: dict[str, Dialect] = {
     "postgres": Dialect("DOUBLE PRECISION", "REAL", "TEXT", '"',
                         "abs({x}) = CAST('Infinity' AS DOUBLE PRECISION)",
                         "CAST({msg} AS DOUBLE PRECISION)", False,
-                        "{x} = CAST('NaN' AS DOUBLE PRECISION)", "NUMERIC"),
+                        "{x} = CAST('NaN' AS DOUBLE PRECISION)", "NUMERIC(38,0)"),
     "bigquery": Dialect("FLOAT64", None, "STRING", "`", "IS_INF({x})", "ERROR({msg})", True,
                         "IS_NAN({x})", "BIGNUMERIC"),
     "spark": Dialect("DOUBLE", "FLOAT", "STRING", "`", "abs({x}) = CAST('Infinity' AS DOUBLE)",
