@@ -355,3 +355,21 @@ def test_cli_per_key_minmax_fill(datasets, tmp_path, capsys):
     want = {k: expected([v for kk, v in zip(keys, x, strict=True) if kk == k], "minmax", fill=0.5)
             for k in ("a", "b")}
     close(got, [want[k].pop(0) for k in keys])
+
+
+def test_cli_delta_output_has_the_indicator_columns(tmp_path, capsys):
+    from deltalake import DeltaTable, write_deltalake
+
+    write_deltalake(str(tmp_path / "dl"), pa.table({"a": [1.0, None, 3.0, math.nan, 9.0],
+                                                    "d": [1, 1, 2, 2, 2]}), partition_by=["d"])
+    out = tmp_path / "out"
+    code, _, err = zscore(capsys, "run", tmp_path / "dl", out, "--features", "a", "--threads",
+                          "-q", "--fill-missing", "0", "--missing-indicator", "--clip", "1")
+    assert code == 0, err
+    table = DeltaTable(str(out)).to_pyarrow_table().sort_by([("d", "ascending")])
+    assert table.schema.field("a__missing").type == pa.bool_()
+    rows = {(d, m) for d, m in zip(table.column("d").to_pylist(),
+                                   table.column("a__missing").to_pylist(), strict=True)}
+    assert rows == {(1, False), (1, True), (2, False), (2, True)}
+    close(sorted(table.column("a").to_pylist()),
+          sorted(expected([1.0, None, 3.0, math.nan, 9.0], clip=1.0, fill=0.0)))
