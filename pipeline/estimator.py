@@ -271,11 +271,16 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         check_is_fitted(self)
         mode_of(self, inverse=True)
         warn_lossy(self)
-        if self.missing_indicator and kind_of(X) in ("array", "pandas") and \
+        kind = kind_of(X)
+        if self.missing_indicator and kind in ("array", "pandas") and \
                 np.shape(X)[1:] == (2 * self.n_features_in_,):
-            both = np.asarray(X, dtype=np.float64)
-            out = self._apply(both[:, 0::2], inverse=True, copy=True)
-            out[both[:, 1::2] != 0] = np.nan
+            # transform's output, indicators included: the marked values become NaN again
+            names = self._names()
+            values = X[names] if kind == "pandas" else np.asarray(X)[:, 0::2]
+            marks = X[[indicator(n) for n in names]] if kind == "pandas" else \
+                np.asarray(X)[:, 1::2]
+            out = self._apply(values, inverse=True, copy=True)
+            out[np.asarray(marks, dtype=np.float64) != 0] = np.nan
             return out
         return self._apply(X, inverse=True, copy=self.copy if copy is None else copy)
 

@@ -231,6 +231,12 @@ def test_estimator_options_against_fractions():
         mm.inverse_transform(X)
     with pytest.raises(ValueError, match="clip must be a finite number > 0"):
         StandardScaler(clip=0.0).fit(X).transform(X)
+    frame = pd.DataFrame(X, columns=["p", "q"])
+    est_pd = StandardScaler(fill_missing=0.0, missing_indicator=True).fit(frame)
+    z_pd = est_pd.set_output(transform="pandas").transform(frame)
+    assert list(z_pd.columns) == ["p", "p__missing", "q", "q__missing"]
+    with pytest.warns(LossyInverseWarning):
+        close(est_pd.inverse_transform(z_pd), X, 1e-13)  # NaN back in place
     pd_out = est.set_output(transform="pandas").transform(X)
     assert list(pd_out.columns) == ["x0", "x0__missing", "x1", "x1__missing"]
 
