@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .estimator import StandardScaler
     from .exports import to_sql
     from .exports_onnx import to_onnx
+    from .finish import FinishOptions, LossyInverseWarning
     from .fitting import fit
     from .frames import apply, inverse_transform, transform
     from .jobs import RunResult, run, transform_dataset
@@ -46,7 +47,8 @@ _LAZY = {"FeatureStats": "artifact", "FittedStats": "artifact", "diff": "compose
          "merge": "compose", "fit": "fitting", "RunResult": "jobs", "run": "jobs",
          "transform_dataset": "jobs", "Moments": "stats", "apply": "frames",
          "inverse_transform": "frames", "transform": "frames", "TableOptions": "lakehouse",
-         "StandardScaler": "estimator", "to_sql": "exports", "to_onnx": "exports_onnx"}
+         "StandardScaler": "estimator", "to_sql": "exports", "to_onnx": "exports_onnx",
+         "FinishOptions": "finish", "LossyInverseWarning": "finish"}
 
 
 def __getattr__(name: str) -> object:
@@ -74,7 +76,8 @@ def _version() -> str:
 
 
 __all__ = [
-    "ArtifactError", "ClusterError", "DataError", "FeatureStats", "FittedStats", "InputError",
+    "ArtifactError", "ClusterError", "DataError", "FeatureStats", "FinishOptions", "FittedStats",
+    "InputError", "LossyInverseWarning",
     "LockedError", "Moments", "OutputError", "RunResult", "StandardScaler", "StorageError",
     "TableOptions", "ZscoreError",
     "__version__", "apply", "diff", "fit", "inverse_transform", "merge", "run", "to_onnx",

@@ -6,7 +6,7 @@ lists from it before any heavy library is loaded.
 
 from __future__ import annotations
 
-MODES = ("standard", "scale", "center")  # (x - mean) / std, x / std, x - mean
+MODES = ("standard", "scale", "center", "minmax")  # (x-mean)/std, x/std, x-mean, (x-min)/(max-min)
 DTYPES = ("preserve", "float32", "float64")  # the output type of a transformed feature
 INF_POLICIES = ("error", "null")  # infinite values: refused, or missing
 UNSEEN = ("global", "null", "error")  # a key not seen at fit time: global stats, missing, refused

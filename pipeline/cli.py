@@ -1,14 +1,11 @@
 """The ``zscore`` command line: a thin click group over the library.
 
-Exit codes: 0 success; 2 usage errors, bad input, bad data, bad artifacts (do
-not retry); 1 anything else (a retry may help); 3 ``zscore diff`` found drift;
-130 / 143 / 129 when stopped by SIGINT / SIGTERM / SIGHUP before publishing
-(nothing is published; see :mod:`pipeline.interrupt`).  Errors are one line on
-stderr.
-
-Heavy modules (numpy, pyarrow, Dask) are imported inside the commands, after
-:func:`main` has installed its signal handlers: a signal during start-up then
-stops zscore with its one-line message rather than a traceback from an import.
+Exit codes: 0 success; 2 usage errors, bad input, bad data, bad artifacts (do not retry);
+1 anything else (a retry may help); 3 ``zscore diff`` found drift; 130 / 143 / 129 when
+stopped by SIGINT / SIGTERM / SIGHUP before publishing (nothing is published; see
+:mod:`pipeline.interrupt`).  Errors are one line on stderr.  Heavy modules (numpy, pyarrow,
+Dask) are imported inside the commands, after :func:`main` has installed its signal handlers:
+a signal during start-up then stops zscore with its one-line message, not an import's traceback.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ from .cli_options import (
     PATH,
     Group,
     common,
+    finish_of,
     fit_options,
     fit_options_of,
     output_format,
@@ -145,7 +143,8 @@ def transform(input: str, output: str, stats_path: str, **kw: Any) -> None:
                                    exclude=kw["exclude"], mode=kw["mode"], dtype=kw["dtype"],
                                    overwrite=kw["overwrite"], report=kw["report"],
                                    filters=kw["filters"], unseen=kw["unseen"], client=session,
-                                   storage_options=opts, table=table_options_of(kw))
+                                   storage_options=opts, table=table_options_of(kw),
+                                   finish=finish_of(kw))
     click.echo(run_summary(result, "transform", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
         _say(f"mlflow: logged {result.output} to run {lineage.log(result.output, opts)}")
@@ -184,7 +183,8 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
-                         storage_options=opts, table=table_options_of(kw), weight=kw["weight"])
+                         storage_options=opts, table=table_options_of(kw), weight=kw["weight"],
+                         finish=finish_of(kw))
     click.echo(run_summary(result, "run", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
         # result.output: what was published (an Iceberg OUTPUT names a table, not a place)

@@ -26,6 +26,7 @@ def export(stats_path: str, fmt: str, output: str | None, storage_option: tuple[
     Examples:
       zscore export stats.json --format sql --dialect postgres --table features
       zscore export stats.json --format onnx -o zscore.onnx
+      zscore export stats.json --format sql --clip 5 --fill-missing 0 --missing-indicator
     """
     from .artifact import FittedStats
     from .storage import write_bytes
@@ -42,7 +43,7 @@ def export(stats_path: str, fmt: str, output: str | None, storage_option: tuple[
 
 
 def _export(stats: Any, fmt: str, *, dialect: str, mode: str, dtype: str, table: str,
-            features: str | None) -> tuple[bytes, int]:
+            features: str | None, **finish: Any) -> tuple[bytes, int]:
     """The export in ``fmt`` as bytes, and how many features it holds."""
     from .schema import split_names
 
@@ -52,7 +53,7 @@ def _export(stats: Any, fmt: str, *, dialect: str, mode: str, dtype: str, table:
         from .exports import to_sql
 
         return to_sql(stats, dialect, mode=mode, dtype=dtype, table=table,
-                      features=names).encode(), n
+                      features=names, **finish).encode(), n
     from .exports_onnx import to_onnx
 
-    return to_onnx(stats, mode=mode, dtype=dtype, features=names), n
+    return to_onnx(stats, mode=mode, dtype=dtype, features=names, **finish), n

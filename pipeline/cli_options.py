@@ -6,6 +6,7 @@ command line and the Python API cannot disagree about what a value may be.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -171,7 +172,43 @@ def transform_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         fn = option(fn)
+    return training_options(fn)
+
+
+def training_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Training-ready output, after scaling (see :mod:`pipeline.finish`).
+
+    Their values are checked together before the command starts a cluster.
+    """
+
+    command = fn
+
+    @functools.wraps(command)
+    def checked(*args: Any, **kw: Any) -> Any:
+        finish_of(kw)
+        return command(*args, **kw)
+
+    fn = checked
+    options = [
+        click.option("--fill-missing", type=float, default=None, metavar="VALUE",
+                     help="Missing values (null, NaN) become VALUE after scaling, in output "
+                          "units (0: the mean under standard)."),
+        click.option("--missing-indicator", is_flag=True,
+                     help="Add a boolean <feature>__missing column after each filled feature."),
+        click.option("--clip", type=float, default=None, metavar="K",
+                     help="Clamp scaled values to [-K, K] (K > 0); counts in _SUCCESS."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
     return fn
+
+
+def finish_of(kw: dict[str, Any]) -> Any:
+    """The library's :class:`~pipeline.finish.FinishOptions` from a command's options."""
+    from .finish import FinishOptions
+
+    return FinishOptions(fill_missing=kw["fill_missing"],
+                         missing_indicator=kw["missing_indicator"], clip=kw["clip"])
 
 
 def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -198,7 +235,7 @@ def export_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return training_options(fn)
 
 
 def table_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -61,13 +61,13 @@ from .estimator_data import (
     frame_columns,
     kind_of,
     lazy_transform,
-    out_dtype,
     refuse_inf,
     sample_weights,
     samples_seen,
     variance,
 )
-from .kernel import ColumnPlan, scale_array
+from .estimator_scale import mode_of, scale_columns, warn_lossy
+from .finish import indicator
 from .moments import column_moments
 from .stats import Moments, std_in_range
 
@@ -93,6 +93,20 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         0: population variance (scikit-learn); 1: sample variance (Spark, pandas).
     inf : {"error", "null"}, default="error"
         Infinite values are an error naming the column, or missing values.
+    minmax : bool, default=False
+        Scale to ``(x - min) / (max - min)`` with the fitted min and max instead
+        (constant features give 0.0); no ``inverse_transform``.
+    clip : float, optional
+        Clamp transformed values to ``[-clip, clip]`` (``clip > 0``).
+    fill_missing : float, optional
+        Missing values (NaN, NA, infinities under ``inf="null"``) become this after
+        scaling, in output units.
+    missing_indicator : bool, default=False
+        Follow each feature's column with its indicator (1.0 where the value was
+        missing; needs ``fill_missing``); ``get_feature_names_out`` names them
+        ``<feature>__missing``.  See :mod:`pipeline.finish` for the order of these
+        steps; ``inverse_transform`` warns that clipped and filled values do not
+        come back (with the indicator columns given, filled values become NaN again).
 
     Attributes
     ----------
@@ -129,12 +143,18 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
     n_features_in_: int
 
     def __init__(self, *, copy: bool = True, with_mean: bool = True, with_std: bool = True,
-                 ddof: int = 0, inf: str = "error"):
+                 ddof: int = 0, inf: str = "error", minmax: bool = False,
+                 clip: float | None = None, fill_missing: float | None = None,
+                 missing_indicator: bool = False):
         self.copy = copy
         self.with_mean = with_mean
         self.with_std = with_std
         self.ddof = ddof
         self.inf = inf
+        self.minmax = minmax
+        self.clip = clip
+        self.fill_missing = fill_missing
+        self.missing_indicator = missing_indicator
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StandardScaler:
@@ -263,6 +283,19 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
     def inverse_transform(self, X: Any, copy: bool | None = None) -> Any:
         """Undo :meth:`transform`: ``z * scale_ + mean_``."""
         check_is_fitted(self)
+        mode_of(self, inverse=True)
+        warn_lossy(self)
+        kind = kind_of(X)
+        if self.missing_indicator and kind in ("array", "pandas") and \
+                np.shape(X)[1:] == (2 * self.n_features_in_,):
+            # transform's output, indicators included: the marked values become NaN again
+            names = self._names()
+            values = X[names] if kind == "pandas" else np.asarray(X)[:, 0::2]
+            marks = X[[indicator(n) for n in names]] if kind == "pandas" else \
+                np.asarray(X)[:, 1::2]
+            out = self._apply(values, inverse=True, copy=True)
+            out[np.asarray(marks, dtype=np.float64) != 0] = np.nan
+            return out
         return self._apply(X, inverse=True, copy=self.copy if copy is None else copy)
 
     def _apply(self, X: Any, *, inverse: bool, copy: bool) -> Any:
@@ -276,45 +309,8 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
 
     def _scale(self, cols: list[Column], inverse: bool, into: np.ndarray | None = None
                ) -> np.ndarray:
-        """Every column through the kernel, into one array of the output dtype."""
-        dtype = out_dtype(cols)
-        n = len(cols[0].values) if cols else 0
-        out = into if into is not None and into.dtype == dtype and into.ndim == 2 else \
-            np.empty((n, len(cols)), dtype=dtype)
-        mode = {(True, True): "standard", (False, True): "scale",
-                (True, False): "center"}.get((bool(self.with_mean), bool(self.with_std)))
-        for j, (c, f) in enumerate(zip(cols, self._features, strict=True)):
-            out[:, j] = self._scale_column(c, f, mode, inverse, dtype)
-        return out
-
-    def _scale_column(self, c: Column, f: FeatureStats, mode: str | None, inverse: bool,
-                      dtype: np.dtype) -> np.ndarray:
-        x = c.values
-        if mode is None:
-            z = x.astype(np.float64)
-        elif f.constant:
-            # scikit-learn's convention: scale_ = 1 and x - mean, so a new value keeps its
-            # offset (exactly 0.0 on the training values, whose mean is their value).
-            z = scale_array(x, ColumnPlan.single(c.name, f.mean, 1.0), mode, inverse)
-        else:
-            z = scale_array(x, ColumnPlan.of(c.name, [f]), mode, inverse)
-        if c.missing is not None:
-            z[c.missing] = np.nan
-        if x.dtype.kind == "f":
-            infinite = np.isinf(x)
-            if infinite.any():
-                if not inverse:
-                    refuse_inf(c.name, int(infinite.sum()), self.inf)
-                if self.inf == "null":
-                    z[infinite] = np.nan
-        if dtype == np.float64:
-            return z
-        with np.errstate(over="ignore"):
-            narrow = z.astype(dtype)
-        if np.isinf(narrow).sum() > np.isinf(z).sum():
-            raise ScalerDataError(f"column '{c.name}' has values that overflow {dtype} when "
-                                  "transformed; pass X.astype('float64')", column=c.name)
-        return narrow
+        """Every column through the kernel, then clip and fill (:mod:`pipeline.estimator_scale`)."""
+        return scale_columns(self, cols, inverse, into)
 
     def _wrap(self, out: np.ndarray, X: Any) -> Any:
         """``set_output``: the result as a pandas or polars DataFrame when asked."""
@@ -326,8 +322,16 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
         """One pandas partition of a Dask DataFrame, transformed (a DataFrame again)."""
         import pandas as pd
 
+        names = self._names() if inverse else list(self.get_feature_names_out())
         return pd.DataFrame(self._scale(frame_columns(df, self._names()), inverse),
-                            index=df.index, columns=self._names(), copy=False)
+                            index=df.index, columns=names, copy=False)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """The output's column names: the features, each followed by its indicator if asked."""
+        names = super().get_feature_names_out(input_features)
+        if not self.missing_indicator:
+            return names
+        return np.asarray([m for n in names for m in (n, indicator(str(n)))], dtype=object)
 
     # ----------------------------------------------------------- scikit-learn
     def set_output(self, *, transform: str | None = None) -> StandardScaler:

@@ -146,7 +146,7 @@ def lazy_transform(est: Any, X: Any, kind: str, inverse: bool) -> Any:
         X = X.rechunk({1: -1})
         meta = est._scale(array_columns(X._meta.reshape(0, X.shape[1]), names), inverse)
         return X.map_blocks(lambda b: est._scale(array_columns(b, names), inverse),
-                            dtype=meta.dtype)
+                            dtype=meta.dtype, chunks=(X.chunks[0], (meta.shape[1],)))
     X = dask_frame(X)
     missing = [n for n in names if n not in X.columns]
     if missing:

@@ -31,6 +31,7 @@ from .cluster import Session, session_for
 from .commit import Commit
 from .dataset import Dataset, load_dataset
 from .errors import exception_text, option
+from .finish import NO_FINISH, FinishOptions, check_indicator_names
 from .fitting import FitOptions, fit_prepared, locate, prepare_fit
 from .groups import UnseenTally
 from .plan import Plan, check_transform_options
@@ -66,7 +67,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         overwrite: bool = False, report: bool = True, filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), unseen: str = "global",
         client: Any = None, storage_options: Mapping[str, Any] | None = None,
-        table: TableOptions | None = None, weight: str | None = None) -> RunResult:
+        table: TableOptions | None = None, weight: str | None = None,
+        finish: FinishOptions | None = None) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
     Parameters
@@ -105,6 +107,9 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         the output's format (see :mod:`pipeline.tables`).
     weight : str, optional
         As for :func:`pipeline.fit`: a weight column (written to the output unchanged).
+    finish : FinishOptions, optional
+        Clip, fill missing values, add indicator columns after scaling (see
+        :mod:`pipeline.finish`); recorded in the manifest with the clipped counts.
 
     Returns
     -------
@@ -127,7 +132,7 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,
                            report=report, stats_path=stats_path, filters=tuple(filters),
                            storage_options=fit_options.storage_options, command="run",
-                           output=located.output)
+                           output=located.output, finish=finish or NO_FINISH)
     timings = Timings(begun)
     with _output(output, options, client, timings) as (session, commit):
         prepared = prepare_fit(input, fit_options, session, located=located)
@@ -149,7 +154,8 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
                       dtype: str = "preserve", overwrite: bool = False, report: bool = True,
                       filters: Sequence[str] = (), unseen: str = "global", client: Any = None,
                       storage_options: Mapping[str, Any] | None = None,
-                      table: TableOptions | None = None) -> RunResult:
+                      table: TableOptions | None = None, finish: FinishOptions | None = None
+                      ) -> RunResult:
     """Write ``input`` normalized with already-fitted ``stats`` to ``output``, crash-safely.
 
     ``stats`` is a :class:`FittedStats` or the path of its JSON.  By default
@@ -163,7 +169,7 @@ def transform_dataset(input: str | os.PathLike[str], output: str | os.PathLike[s
                                    output=output, overwrite=overwrite)
     options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,
                            report=report, filters=tuple(filters), storage_options=opts,
-                           command="transform", output=planned)
+                           command="transform", output=planned, finish=finish or NO_FINISH)
     fitted = stats if isinstance(stats, FittedStats) else FittedStats.load(stats, opts)
     timings = Timings(begun)
     with _output(output, options, client, timings) as (session, commit):
@@ -193,6 +199,7 @@ class WriteOptions:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     command: str = "run"
     output: TableOutput | None = None
+    finish: FinishOptions = NO_FINISH
 
     def __post_init__(self) -> None:
         check_transform_options(self.mode, self.dtype, self.unseen)
@@ -224,8 +231,10 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
     """The transform pass into staging, the report, the statistics, then publication."""
     dataset, chosen, fitted = job.dataset, job.features, job.stats
     plan = Plan.build(fitted, mode=options.mode, dtype=options.dtype, features=chosen,
-                      unseen=options.unseen,
+                      unseen=options.unseen, finish=options.finish,
                       types={n: dataset.schema.field(n).type for n in chosen})
+    check_indicator_names(dataset.schema.names, chosen, options.finish,
+                          dataset.location.display.rstrip("/"))
     refs = {c.name: reference(c, options.mode) for c in plan.columns} if options.report \
         else None
     to = options.output or TableOutput("parquet", commit.out.display, commit.out.display)
@@ -236,6 +245,9 @@ def _write_job(session: Session, commit: Commit, job: _Fitted, options: WriteOpt
     manifest = _manifest(commit.run_id, timings.started_iso, job, stats_json, plan, written,
                          options)
     manifest["output_format"] = to.format
+    if options.finish.clip is not None:
+        manifest["clipped"] = {c.name: sum((w.clipped or {}).get(c.name, 0) for w in written)
+                               for c in plan.columns}
     if plan.groups is not None:
         manifest["unseen_keys"] = _unseen(plan, written, session.warn)
     extra = {STATS_NAME: stats_json, **finish_output(to, commit.out, to_write, written, plan,
@@ -327,7 +339,8 @@ def _manifest(run_id: str, started: str, job: _Fitted, stats_json: bytes, plan: 
                   "fingerprint": dataset.fingerprint, "filters": list(options.filters),
                   **({"table": dataset.table.to_dict()} if dataset.table else {})},
         "statistics_sha256": hashlib.sha256(stats_json).hexdigest(),
-        "mode": plan.mode, "dtype": plan.dtype, "features": [c.name for c in plan.columns],
+        "mode": plan.mode, "dtype": plan.dtype, **options.finish.to_dict(),
+        "features": [c.name for c in plan.columns],
         "rows": sum(w.rows for w in written),
         "files": [{"path": w.rel, "rows": w.rows, "bytes": w.bytes} for w in written],
     }

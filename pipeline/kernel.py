@@ -20,12 +20,16 @@ floats are exact in float64 already.  Constants become exactly 0.0 (``standard``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import DataError, option
 from .stats import exact_difference
 
 if TYPE_CHECKING:
@@ -48,6 +52,8 @@ class ColumnPlan:
     std: np.ndarray
     constant: np.ndarray
     residual: np.ndarray
+    low: tuple[float | int, ...] = ()  # exact min and max per group (minmax), as fitted
+    high: tuple[float | int, ...] = ()
 
     @classmethod
     def of(cls, name: str, features: Sequence[FeatureStats]) -> ColumnPlan:
@@ -56,7 +62,8 @@ class ColumnPlan:
                    mean=np.array([f.mean for f in features], dtype=np.float64),
                    std=np.array([f.std for f in features], dtype=np.float64),
                    constant=np.array([f.constant for f in features], dtype=bool),
-                   residual=np.array([f.kernel_residual for f in features], dtype=np.float64))
+                   residual=np.array([f.kernel_residual for f in features], dtype=np.float64),
+                   low=tuple(f.min for f in features), high=tuple(f.max for f in features))
 
     @classmethod
     def single(cls, name: str, mean: float, std: float, constant: bool = False,
@@ -64,6 +71,17 @@ class ColumnPlan:
         """A one-group plan from plain numbers."""
         return cls(name=name, mean=np.array([mean]), std=np.array([std]),
                    constant=np.array([constant]), residual=np.array([residual]))
+
+    @cached_property
+    def span(self) -> np.ndarray:
+        """``max - min`` per group, exact then rounded once (1.0 for a constant group)."""
+        out = []
+        for lo, hi, const in zip(self.low, self.high, self.constant, strict=True):
+            try:
+                out.append(1.0 if const else float(Fraction(hi) - Fraction(lo)))
+            except OverflowError:  # max - min past float64's range
+                out.append(math.inf)
+        return np.array(out, dtype=np.float64)
 
 
 def scale_array(x: np.ndarray, col: ColumnPlan, mode: str, inverse: bool = False,
@@ -75,7 +93,9 @@ def scale_array(x: np.ndarray, col: ColumnPlan, mode: str, inverse: bool = False
     x : numpy.ndarray
         Any integer or floating dtype; not modified.
     col : ColumnPlan
-    mode : {"standard", "scale", "center"}
+    mode : {"standard", "scale", "center", "minmax"}
+        ``minmax`` is (x - min) / (max - min) from the exact fitted min and max
+        (see :func:`_minmax`); it has no inverse here (refused by the front ends).
     inverse : bool
         Undo the transform (z * std + mean for ``standard``).
     rows : numpy.ndarray of int64, optional
@@ -88,6 +108,11 @@ def scale_array(x: np.ndarray, col: ColumnPlan, mode: str, inverse: bool = False
     # loops with a 0-d array operand are some 20 % slower than with a float.
     std = (1.0 if const else _pick(col.std, g)) if g is None else \
         np.where(const, 1.0, col.std[g])
+    if mode == "minmax":
+        out = _minmax(x, col, g)
+        if rows is not None:
+            out[rows < 0] = np.nan
+        return out
     with np.errstate(invalid="ignore", over="ignore"):
         if inverse:
             out = _inverse(x, mean, std, lo, const, mode)
@@ -176,4 +201,40 @@ def _deviation(x: np.ndarray, col: ColumnPlan, mean: np.ndarray | float,
     r = rest[-1] if g is None else rest[g]
     if np.any(r):
         d -= r
+    return d
+
+
+def _minmax(x: np.ndarray, col: ColumnPlan, g: np.ndarray | None) -> np.ndarray:
+    """``(x - min) / (max - min)`` as a new float64 array; constant groups give 0.0.
+
+    ``x - min`` is rounded once (64-bit integers through
+    :func:`pipeline.stats.exact_difference` with ``min`` clamped to the dtype, the
+    integer remainder subtracted after), ``max - min`` is exact then rounded once
+    (:attr:`ColumnPlan.span`), and the quotient rounded once: three roundings, so
+    within 2 ulps of the exact ratio for every dtype, int64 and uint64 at their
+    limits included.
+    """
+    span = col.span
+    if np.isinf(span).any():
+        raise DataError(f"column '{col.name}' spans more than float64's range (max - min "
+                        f"overflows), so {option('mode', 'minmax')} cannot scale it; use "
+                        f"{option('mode', 'standard')} or rescale the column", column=col.name)
+    if x.dtype.kind == "f" or x.dtype.itemsize < 8:
+        low = np.array([float(v) for v in col.low], dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.subtract(x, low[-1] if g is None else low[g], dtype=np.float64)
+    else:
+        info = np.iinfo(x.dtype)
+        shift = [min(max(math.floor(v), info.min), info.max) for v in col.low]
+        rest = np.array([float(Fraction(v) - s) for v, s in zip(col.low, shift, strict=True)])
+        shifts = np.array(shift, dtype=x.dtype)
+        d = exact_difference(x, shifts[-1:] if g is None else shifts[g])
+        r = rest[-1] if g is None else rest[g]
+        if np.any(r):
+            d -= r
+    with np.errstate(invalid="ignore", over="ignore"):
+        d /= span[-1] if g is None else span[g]
+    const = col.constant[-1] if g is None else col.constant[g]
+    if np.any(const):
+        d[const & ~np.isnan(d)] = 0.0
     return d

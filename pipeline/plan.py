@@ -10,8 +10,10 @@
   you ask).
 
 Modes: ``standard`` is (x - mean) / std, ``scale`` is x / std, ``center`` is
-x - mean.  A constant feature (min == max) becomes exactly 0.0 under
-``standard`` and ``center`` and is left unchanged under ``scale``.  Missing
+x - mean, ``minmax`` is (x - min) / (max - min) (no inverse).  A constant
+feature (min == max) becomes exactly 0.0 under ``standard``, ``center`` and
+``minmax`` and is left unchanged under ``scale``.  Clipping, filling missing
+values and indicator columns come after scaling (:mod:`pipeline.finish`).  Missing
 values (null or NaN) stay missing.  Infinite values follow the artifact's
 ``inf`` policy: ``error`` raises naming the column, ``null`` makes them missing.
 
@@ -37,11 +39,13 @@ from .artifact import FittedStats
 from .choices import DTYPES, MODES, UNSEEN
 from .columns import null_mask, numpy_view
 from .errors import ArtifactError, DataError, InputError, option
+from .finish import NO_FINISH, FinishOptions, check_indicator_names, clip_in_place, indicator
 from .groups import GroupPlan, UnseenTally
 from .kernel import ColumnPlan, scale_array
 
-__all__ = ["DTYPES", "MODES", "ColumnPlan", "Plan", "check_transform_options", "output_schema",
-           "scale_array", "transform_array", "transform_table", "transform_values"]
+__all__ = ["DTYPES", "MODES", "ColumnPlan", "Plan", "Transformed", "check_transform_options",
+           "output_schema", "scale_array", "transform_array", "transform_arrays",
+           "transform_column", "transform_table", "transform_values"]
 
 
 
@@ -62,19 +66,26 @@ class Plan:
     inverse: bool = False
     groups: GroupPlan | None = None
     types: Mapping[str, pa.DataType] = field(default_factory=dict)
+    finish: FinishOptions = NO_FINISH
 
     @classmethod
     def build(cls, stats: FittedStats, *, mode: str = "standard", dtype: str = "preserve",
               features: Sequence[str] | None = None, inverse: bool = False,
-              unseen: str = "global", types: Mapping[str, pa.DataType] | None = None
-              ) -> Plan:
+              unseen: str = "global", types: Mapping[str, pa.DataType] | None = None,
+              finish: FinishOptions | None = None) -> Plan:
         """Check the options and pick the columns (default: every feature in ``stats``).
 
         With per-key statistics in ``stats``, each row uses its key's numbers;
         ``unseen`` says what a key not seen at fit time gets (see
-        :mod:`pipeline.groups`).  ``types``: see the class docstring.
+        :mod:`pipeline.groups`).  ``types``: see the class docstring.  ``finish``:
+        the steps after scaling (:mod:`pipeline.finish`); an inverse plan keeps
+        them only to know what the forward transform did (it does not apply them).
         """
         check_transform_options(mode, dtype, unseen)
+        if inverse and mode == "minmax":
+            raise InputError(f"{option('mode', 'minmax')} has no inverse transform in this "
+                             f"version; invert with the mode it was written with, or keep "
+                             "the input")
         names = list(stats.features) if features is None else list(features)
         for name in names:
             if name not in stats.features:
@@ -86,7 +97,12 @@ class Plan:
                      for n in names)
         groups = GroupPlan.build(stats.groups, unseen) if stats.groups else None
         return cls(columns=cols, mode=mode, dtype=dtype, inf=stats.inf, inverse=inverse,
-                   groups=groups, types=dict(types or {}))
+                   groups=groups, types=dict(types or {}), finish=finish or NO_FINISH)
+
+    @property
+    def finishing(self) -> FinishOptions:
+        """The steps after scaling that this plan applies (none for an inverse)."""
+        return NO_FINISH if self.inverse else self.finish
 
     def out_type(self, name: str, t: pa.DataType) -> pa.DataType:
         """Arrow type of feature ``name``, stored as ``t`` here, after the transform."""
@@ -155,16 +171,31 @@ def _check_finite(values: np.ndarray, out: np.ndarray, x: np.ndarray,
 Observer = Callable[[str, np.ndarray, "np.ndarray | None"], None]
 
 
-def transform_values(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
-                     where: str | None = None, observe: Observer | None = None,
-                     rows: np.ndarray | None = None) -> tuple[np.ndarray, pa.DataType]:
-    """Transform one Arrow column into a numpy array of its output type (and that type).
+@dataclass(frozen=True, eq=False)
+class Transformed:
+    """One column transformed: its values in the output type, and what finishing did.
 
-    Missing values (null or NaN) come out as NaN; the caller keeps the validity.
-    ``observe(name, values, rows)``, if given, sees the values as they will be
-    written (the output dtype, NaN for missing) and must not modify them, with
-    ``rows`` (None for a global plan).  ``rows`` are the rows' key indices for a
-    per-key plan (see :meth:`GroupPlan.rows`).
+    ``filled``: where missing values were filled (``fill_missing``), else None;
+    ``clipped``: how many values were clamped to ``[-clip, clip]``.
+    """
+
+    values: np.ndarray
+    type: pa.DataType
+    filled: np.ndarray | None = None
+    clipped: int = 0
+
+
+def transform_column(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
+                     where: str | None = None, observe: Observer | None = None,
+                     rows: np.ndarray | None = None) -> Transformed:
+    """Transform one Arrow column into a numpy array of its output type, then finish it.
+
+    Missing values (null or NaN) come out as NaN unless ``plan.finish`` fills them;
+    the caller keeps the validity.  ``observe(name, values, rows)``, if given, sees
+    the values as they will be written (the output dtype, NaN for missing) and must
+    not modify them, with ``rows`` (None for a global plan).  ``rows`` are the rows'
+    key indices for a per-key plan (see :meth:`GroupPlan.rows`).  The order of the
+    steps after scaling is :mod:`pipeline.finish`'s.
     """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
@@ -180,6 +211,8 @@ def transform_values(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Pla
     out = scale_array(x, col, plan.mode, plan.inverse, grouped)
     if nulls is not None:
         out[nulls] = np.nan
+    finish = plan.finishing
+    clipped = clip_in_place(out, x, finish.clip) if finish.clip is not None else 0
     out_type = plan.out_type(col.name, t)
     if out_type == pa.float64():
         values = out
@@ -189,48 +222,92 @@ def transform_values(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Pla
     # From integers, float64 cannot overflow: |x - mean| / std < 2**65 / MIN_STD = 2**576.
     if x.dtype.kind == "f" or values.dtype != np.float64:
         _check_finite(values, out, x, nulls, col, plan, where)  # makes --inf null's NaN
+    filled = None
+    if finish.fill_missing is not None:
+        filled = np.isnan(values)
+        values[filled] = finish.fill_missing
     if observe is not None:
         observe(col.name, values, grouped)
-    return values, out_type
+    return Transformed(values, out_type, filled, clipped)
+
+
+def transform_values(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
+                     where: str | None = None, observe: Observer | None = None,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, pa.DataType]:
+    """The values and output type of :func:`transform_column` (same parameters)."""
+    t = transform_column(arr, col, plan, where, observe, rows)
+    return t.values, t.type
+
+
+def transform_arrays(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
+                     where: str | None = None, observe: Observer | None = None,
+                     rows: np.ndarray | None = None, clipped: dict[str, int] | None = None
+                     ) -> list[pa.Array]:
+    """Transform one Arrow column: the feature, then its indicator column if asked for.
+
+    Nulls stay null and NaN stays NaN unless filled.  ``clipped``, if given, gets
+    the count of clipped values added under the feature's name.  Other parameters
+    as for :func:`transform_column`.
+    """
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    t = transform_column(arr, col, plan, where, observe, rows)
+    if clipped is not None:
+        clipped[col.name] = clipped.get(col.name, 0) + t.clipped
+    # From buffers, with the input's validity bitmap: nulls stay null, NaN stays NaN, and
+    # no pa.array(numpy) call (which imports pandas just to ask if this is a Series).
+    nulls = arr.null_count if t.filled is None else 0
+    validity = arr.is_valid().buffers()[1] if nulls else None
+    out = [pa.Array.from_buffers(t.type, len(t.values), [validity, pa.py_buffer(t.values)],
+                                 null_count=nulls)]
+    if t.filled is not None and plan.finishing.missing_indicator:
+        out.append(pa.array(t.filled, type=pa.bool_()))
+    return out
 
 
 def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan,
                     where: str | None = None, observe: Observer | None = None,
                     rows: np.ndarray | None = None) -> pa.Array:
-    """Transform one Arrow column; nulls stay null, NaN stays NaN.
-
-    Parameters as for :func:`transform_values`.
-    """
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    values, out_type = transform_values(arr, col, plan, where, observe, rows)
-    # From buffers, with the input's validity bitmap: nulls stay null, NaN stays NaN, and
-    # no pa.array(numpy) call (which imports pandas just to ask if this is a Series).
-    validity = arr.is_valid().buffers()[1] if arr.null_count else None
-    return pa.Array.from_buffers(out_type, len(values), [validity, pa.py_buffer(values)],
-                                 null_count=arr.null_count)
+    """Transform one Arrow column (without its indicator); see :func:`transform_arrays`."""
+    return transform_arrays(arr, col, plan, where, observe, rows)[0]
 
 
 @functools.lru_cache(maxsize=32)  # per file and batch, the same few schemas (1 ms each)
 def output_schema(schema: pa.Schema, plan: Plan) -> pa.Schema:
-    """``schema`` with each feature's type replaced by its output type (order kept)."""
+    """``schema`` with each feature's type replaced by its output type (order kept).
+
+    With ``missing_indicator``, each feature is followed by its boolean indicator
+    (refused if ``schema`` already has a column of that name).
+    """
     fields = {c.name for c in plan.columns}
-    new = pa.schema([f.with_type(plan.out_type(f.name, f.type)) if f.name in fields else f
-                     for f in schema], metadata=schema.metadata)
+    check_indicator_names(schema.names, fields, plan.finishing)
+    marked = plan.finishing.missing_indicator
+    out: list[pa.Field] = []
+    for f in schema:
+        if f.name not in fields:
+            out.append(f)
+            continue
+        out.append(f.with_type(plan.out_type(f.name, f.type)))
+        if marked:
+            out.append(pa.field(indicator(f.name), pa.bool_()))
+    new = pa.schema(out, metadata=schema.metadata)
     return _fix_pandas_metadata(new, fields)
 
 
 def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan, where: str | None = None,
-                    observe: Observer | None = None, tally: UnseenTally | None = None
-                    ) -> pa.Table:
+                    observe: Observer | None = None, tally: UnseenTally | None = None,
+                    clipped: dict[str, int] | None = None) -> pa.Table:
     """Transform the feature columns of an Arrow table; other columns pass through untouched.
 
     ``where`` names the source in errors; ``observe`` is as for :func:`transform_array`;
-    ``tally`` counts rows with keys unseen at fit time (see :class:`GroupPlan`).
+    ``tally`` counts rows with keys unseen at fit time (see :class:`GroupPlan`);
+    ``clipped`` gets each feature's count of clipped values added.  Indicator columns
+    (``missing_indicator``) come right after their features.
     """
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
-    arrays = list(table.columns)
+    schema = output_schema(table.schema, plan)  # first: it refuses a clashing indicator
+    arrays = [[c] for c in table.columns]
     index = {name: i for i, name in enumerate(table.column_names)}
     rows = plan.groups.rows(table, where, tally) if plan.groups is not None else None
     for col in plan.columns:
@@ -238,8 +315,8 @@ def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan, where: str | N
             raise DataError(f"column '{col.name}' is missing" + (f" from {where}" if where
                             else ""), column=col.name, path=where)
         i = index[col.name]
-        arrays[i] = transform_array(table.column(i), col, plan, where, observe, rows)
-    return pa.Table.from_arrays(arrays, schema=output_schema(table.schema, plan))
+        arrays[i] = transform_arrays(table.column(i), col, plan, where, observe, rows, clipped)
+    return pa.Table.from_arrays([a for pair in arrays for a in pair], schema=schema)
 
 
 def _fix_pandas_metadata(schema: pa.Schema, names: set[str]) -> pa.Schema:

@@ -211,7 +211,8 @@ def _page(stats: FittedStats, shown: Mapping[str, Summary], figures: Mapping[str
            + (f'<span class="flag">{len(flagged)} drifted</span>: '
               + ", ".join(f'<a href="#f{_index(stats, n)}">{e(n)}</a>' for n in flagged)
               if flagged else "No feature drifted.")
-           + "</p>", _provenance(stats), f'<p class="note">{e(_NOTE)}</p>',
+           + "</p>", _provenance(stats), _finishing(manifest or {}),
+           f'<p class="note">{e(_NOTE)}</p>',
            "<h2>Features</h2>", _table(stats, shown, drifts)]
     if stats.groups is not None and any(s.keys for s in shown.values()):
         out += ["<h2>Per key</h2>", _keys_table(stats, shown)]
@@ -232,6 +233,20 @@ def _page(stats: FittedStats, shown: Mapping[str, Summary], figures: Mapping[str
             '<p class="note">No manifest.</p>',
             "<h3>Training statistics (the reference)</h3>", _value(fitted, "manifest")]
     return "\n".join([*out, "</body></html>\n"])
+
+
+def _finishing(manifest: Mapping[str, Any]) -> str:
+    """The steps after scaling the run applied (:mod:`pipeline.finish`), with clipped counts."""
+    clip, fill, clipped = (manifest.get(k) for k in ("clip", "fill_missing", "clipped"))
+    said = [f"missing values filled with {fill:g} (counted as values below)"
+            + (", indicator columns added" if manifest.get("missing_indicator") else "")
+            if isinstance(fill, int | float) else ""]
+    if isinstance(clip, int | float):
+        counts = ", ".join(f'<span class="mono">{_e(str(n))}</span> {c:,}'
+                           for n, c in (clipped or {}).items())
+        said.append(f"values clipped to ±{clip:g}: {counts or 'none'}")
+    said = [x for x in said if x]
+    return f'<p class="clipped">After scaling: {"; ".join(said)}.</p>' if said else ""
 
 
 def _provenance(stats: FittedStats) -> str:

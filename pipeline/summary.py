@@ -1,25 +1,23 @@
 """What the report says about the data that was written, counted while writing it.
 
-For every feature, during the transform pass and with no extra read, a task
-counts the values it writes (float16, float32 or float64, exactly as stored)
-in *z*: standard units of the training statistics, ``z = (w - c) / s`` where
-``c`` and ``s`` are the training mean and σ after the transform (``standard``:
-``c = 0, s = 1``, so z is the written value itself; ``scale``: ``c = mean/σ``,
-``s = 1``; ``center``: ``c = 0``, ``s = σ``; per key under ``--group-by``, each
-row with its own key's numbers).  A :class:`Summary` holds:
+For every feature, during the transform pass and with no extra read, a task counts the values it
+writes (float16, float32 or float64, exactly as stored) in *z*: standard units of the training
+statistics, ``z = (w - c) / s`` where ``c`` and ``s`` are the training mean and σ after the
+transform (``standard``: ``c = 0, s = 1``, so z is the written value itself; ``scale``: ``c =
+mean/σ``, ``s = 1``; ``center``: ``c = 0``, ``s = σ``; ``minmax``: ``c = (mean - min)/r``, ``s =
+σ/r`` with r = max - min; per key under ``--group-by``, each row with its own key's numbers).  A
+:class:`Summary` holds:
 
-* the moments of z (:class:`pipeline.stats.Moments`: count, missing, min, max,
-  and mean and M2 to 1e-13 or better, see :meth:`Tally._moments`);
-* counts of z in bins of ``STEP`` = 1/256 over [-16, 16) and, beyond, in
-  bins 2**(1/32) apart (2.2 % wide): quantiles are read off them to within
-  one bin, and the page says so;
+* the moments of z (:class:`pipeline.stats.Moments`: count, missing, min, max, and mean and M2
+  to 1e-13 or better, see :meth:`Tally._moments`);
+* counts of z in bins of ``STEP`` = 1/256 over [-16, 16) and, beyond, in bins 2**(1/32) apart
+  (2.2 % wide): quantiles are read off them to within one bin, and the page says so;
 * the exact count of ``|z| > 4``;
 * per key (``--group-by``), the moments of z of each key's rows.
 
-Counts are exact integers, identical whatever the number of workers; the
-moments are merged in task order, so their last bits may depend on how files
-were batched (far below the digits the page shows).  :class:`Tally` says what
-the counting costs.
+Counts are exact integers, identical whatever the number of workers; the moments are merged in
+task order, so their last bits may depend on how files were batched (far below the digits the
+page shows).  :class:`Tally` says what the counting costs.
 """
 
 from __future__ import annotations
@@ -65,9 +63,12 @@ def reference(col: Any, mode: str, inverse: bool = False) -> Reference:
     if inverse:  # the written values are in the input's units
         center = col.mean.copy() if mode != "scale" else np.where(const, col.mean, 0.0)
         return Reference(center=center, unit=std if mode != "center" else np.ones_like(std))
+    if mode == "minmax":  # w = (x - min) / span, so z = (w - (mean - min) / span) / (std / span)
+        return Reference(center=np.where(const, 0.0, (col.mean - np.array(col.low, dtype=float))
+                                         / col.span),
+                         unit=np.where(const, 1.0, std / col.span))
     if mode == "scale":
-        return Reference(center=np.where(const, col.mean, col.mean / std),
-                         unit=np.ones_like(std))
+        return Reference(center=np.where(const, col.mean, col.mean / std), unit=np.ones_like(std))
     return Reference(center=np.zeros_like(std), unit=std if mode == "center" else np.ones_like(std))
 
 
@@ -109,8 +110,7 @@ class Summary:
     def regrid(self, lo: float, hi: float, bins: int) -> tuple[np.ndarray, int, int]:
         """Counts in ``bins`` equal bins over [lo, hi), and how many lie below and above.
 
-        ``lo`` and ``hi`` must be fine bin edges within [-SPAN, SPAN] and each
-        display bin a whole number of fine bins: the counts are then exact.
+        ``lo``, ``hi``: fine bin edges in [-SPAN, SPAN], each display bin whole fine bins (exact).
         """
         per = round((hi - lo) / bins / STEP)
         start = round((lo + SPAN) / STEP)

@@ -57,6 +57,7 @@ class Written:
     bytes: int
     summaries: dict[str, Summary] | None = None
     unseen: UnseenTally | None = None  # with --group-by: rows whose key was not fitted
+    clipped: dict[str, int] | None = None  # with clip: values clamped, per feature
 
 
 def encodings(md: pq.FileMetaData) -> tuple[dict[str, str], set[str]]:
@@ -112,7 +113,7 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
             # No makedirs here: the client created every directory, so a task still
             # running after its run was aborted (and its staging removed) fails to open
             # its file instead of recreating the staging area.
-            rows, unseen = _transform_into(src_fs, file, tmp, plan, seen)
+            rows, unseen, clipped = _transform_into(src_fs, file, tmp, plan, seen)
             os.replace(tmp, dest)
             size = os.path.getsize(dest)
         except OSError as exc:
@@ -120,20 +121,20 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        return Written(rel=file.rel, rows=rows, bytes=size, unseen=unseen)
+        return Written(rel=file.rel, rows=rows, bytes=size, unseen=unseen, clipped=clipped)
     with local_tempfile() as tmp:
         try:
-            rows, unseen = _transform_into(src_fs, file, tmp, plan, seen)
+            rows, unseen, clipped = _transform_into(src_fs, file, tmp, plan, seen)
             size = os.path.getsize(tmp)
             target.fs.put_file(tmp, dest)
         except OSError as exc:
             raise StorageError(f"cannot write {target.display.rstrip('/')}/{file.rel}: "
                                f"{os_error_text(exc)}", path=file.rel) from None
-    return Written(rel=file.rel, rows=rows, bytes=size, unseen=unseen)
+    return Written(rel=file.rel, rows=rows, bytes=size, unseen=unseen, clipped=clipped)
 
 
-def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
-                    observe: Any = None) -> tuple[int, UnseenTally | None]:
+def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan, observe: Any = None
+                    ) -> tuple[int, UnseenTally | None, dict[str, int] | None]:
     try:
         pf = open_parquet(src_fs, file.path)
         schema = output_schema(pf.schema_arrow, plan)
@@ -142,15 +143,17 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
     rows = 0
     options = writer_options(*encodings(pf.metadata), plan)
     tally = UnseenTally() if plan.groups is not None else None
+    clipped = {c.name: 0 for c in plan.columns} if plan.finishing.clip is not None else None
     # Buffered: unbuffered, the writer makes a write() call per page header and page,
     # about 100 per file: a third of the cost of writing a 100-row file.
     with pa.OSFile(dest, "wb") as raw, pa.BufferedOutputStream(raw, WRITE_BUFFER) as sink, \
             pq.ParquetWriter(sink, schema, **options) as writer:
         for batch in _batches(pf, file):
-            table = transform_table(batch, plan, where=file.rel, observe=observe, tally=tally)
+            table = transform_table(batch, plan, where=file.rel, observe=observe, tally=tally,
+                                    clipped=clipped)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
             rows += table.num_rows
-    return rows, tally
+    return rows, tally, clipped
 
 
 def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:

@@ -143,8 +143,8 @@ def bad_inputs(datasets):
     (["--features", " , "], "zscore: error: --features is empty; name the columns to "
                             "normalize, or leave --features out to normalize every numeric "
                             "column"),
-    (["--mode", "minmax"], "zscore: error: Invalid value for '--mode': 'minmax' is not one of "
-                           "'standard', 'scale', 'center'. (see 'zscore run --help')"),
+    (["--mode", "maxabs"], "zscore: error: Invalid value for '--mode': 'maxabs' is not one of "
+                           "'standard', 'scale', 'center', 'minmax'. (see 'zscore run --help')"),
 ])
 def test_bad_input_exits_2_naming_the_culprit(bad_inputs, tmp_path, capsys, args, message):
     code, _, err = zscore(capsys, "run", bad_inputs, tmp_path / "out", *args)

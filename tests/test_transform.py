@@ -106,8 +106,8 @@ def test_unknown_column_and_mode():
         apply(pd.DataFrame({"x": X}), STATS, features=["nope"])
     with pytest.raises(DataError, match="column 'x' is not in the DataFrame"):
         apply(pd.DataFrame({"y": X}), STATS, features=["x"])
-    with pytest.raises(InputError, match="unknown mode 'minmax'"):
-        apply(pd.DataFrame({"x": X}), STATS, mode="minmax", features=["x"])
+    with pytest.raises(InputError, match="unknown mode 'maxabs'"):
+        apply(pd.DataFrame({"x": X}), STATS, mode="maxabs", features=["x"])
 
 
 def test_dask_transform_is_lazy_and_matches_apply():
