@@ -55,7 +55,7 @@ MAX_BYTES = 256 * 2**20
 MAX_INT = 2**63  # counts; also the bound of a JSON integer that must fit a float field
 DTYPE_NAMES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
                "uint16", "uint32", "uint64")
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 _FLOAT_MAX = {"float16": 65504.0, "float32": 3.4028234663852886e38, "float64": math.inf}
 _INT_RANGE = {f"{s}int{b}": ((0, 2**b - 1) if s else (-(2**(b - 1)), 2**(b - 1) - 1))
               for s in ("", "u") for b in (8, 16, 32, 64)}
@@ -155,7 +155,12 @@ def check(data: Any, source: str) -> None:
     if "groups" in top:
         if version < 2:
             c.fail("groups", "needs format_version 2")
-        _groups(c, top["groups"], features, ddof)
+        if version >= 3:  # per-key arrays: pipeline.artifact_keys
+            from .artifact_keys import check_columnar
+
+            check_columnar(c, top["groups"], features)
+        else:
+            _groups(c, top["groups"], features, ddof)
 
 
 def _input(c: _Checker, d: Any) -> int | None:

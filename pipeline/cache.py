@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from .dataset import SourceFile
+from .keystats import KeyMoments
 from .schema import Footer
 from .stats import Moments
 from .storage import resolve, write_bytes
@@ -143,18 +144,24 @@ class Cache:
                               for f, ft in zip(files, footers, strict=True) if ft.error is None])
 
     # ------------------------------------------------------------- moments
-    def _moments_key(self, f: SourceFile, features: Sequence[str], inf: str, chunk: int
-                     ) -> list[Any]:
-        return [*self._identity(f), sorted(features), inf, chunk]
+    def _moments_key(self, f: SourceFile, features: Sequence[str], inf: str, chunk: int,
+                     tag: list[Any] | None = None) -> list[Any]:
+        # ``tag`` (the group-by columns and hive typing) only when grouping: entries of
+        # ungrouped fits keep their keys.
+        base = [*self._identity(f), sorted(features), inf, chunk]
+        return base if tag is None else [*base, tag]
 
     def moments(self, files: Sequence[SourceFile], features: Sequence[str], inf: str,
-                chunk: int) -> dict[str, FileMoments]:
-        keys = {f.rel: self._moments_key(f, features, inf, chunk) for f in files}
+                chunk: int, tag: list[Any] | None = None) -> dict[str, Any]:
+        """Cached per-file moments; with ``tag`` (``--group-by``), pairs of (moments, key moments)."""
+        keys = {f.rel: self._moments_key(f, features, inf, chunk, tag) for f in files}
         found = self._get("moments", keys)
-        out = {}
+        out: dict[str, Any] = {}
         for rel, p in found.items():
             try:
-                out[rel] = {name: Moments.from_dict(p[name]) for name in features}
+                feats = p if tag is None else p["features"]
+                fm = {name: Moments.from_dict(feats[name]) for name in features}
+                out[rel] = fm if tag is None else (fm, KeyMoments.from_payload(p["groups"]))
             except (KeyError, TypeError, ValueError):
                 self.warn(f"cache entry for the moments of {rel} is unusable; recomputing it")
         self.hits += len(out)
@@ -162,10 +169,16 @@ class Cache:
         return out
 
     def put_moments(self, files: Sequence[SourceFile], features: Sequence[str], inf: str,
-                    chunk: int, moments: Sequence[FileMoments]) -> None:
-        self._put("moments", [(self._moments_key(f, features, inf, chunk),
-                               {k: m.to_dict() for k, m in fm.items()})
-                              for f, fm in zip(files, moments, strict=True)])
+                    chunk: int, moments: Sequence[Any], tag: list[Any] | None = None) -> None:
+        def payload(result: Any) -> dict[str, Any]:
+            if tag is None:
+                return {k: m.to_dict() for k, m in result.items()}
+            fm, km = result
+            return {"features": {k: m.to_dict() for k, m in fm.items()},
+                    "groups": km.to_payload()}
+
+        self._put("moments", [(self._moments_key(f, features, inf, chunk, tag), payload(r))
+                              for f, r in zip(files, moments, strict=True)])
 
 
 def _footer_to(f: Footer) -> dict[str, Any]:

@@ -184,7 +184,8 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          mode=kw["mode"], dtype=kw["dtype"], overwrite=kw["overwrite"],
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
-                         storage_options=opts, table=table_options_of(kw))
+                         storage_options=opts, table=table_options_of(kw),
+                         max_keys=kw["max_keys"])
     click.echo(run_summary(result, "run", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
         # result.output: what was published (an Iceberg OUTPUT names a table, not a place)

@@ -66,7 +66,7 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         overwrite: bool = False, report: bool = True, filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), unseen: str = "global",
         client: Any = None, storage_options: Mapping[str, Any] | None = None,
-        table: TableOptions | None = None) -> RunResult:
+        table: TableOptions | None = None, max_keys: int = 100_000) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
     Parameters
@@ -118,7 +118,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     begun = now_iso(), time.monotonic()
     fit_options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
                              filters=filters, cache=cache, group_by=group_by,
-                             storage_options=storage_options or {}, table=table)
+                             storage_options=storage_options or {}, table=table,
+                             max_keys=max_keys)
     located = locate(input, fit_options, output=output, overwrite=overwrite,
                      stats_path=stats_path)
     options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,

@@ -1,0 +1,285 @@
+"""Per-key statistics in the artifact, columnar (``groups`` of ``format_version`` 3).
+
+Why columnar arrays inside the JSON and not a Parquet side file: one file keeps
+everything the artifact already guarantees -- an atomic save (one rename or one
+PUT), ``FittedStats.load`` from S3, ``merge``, ``diff`` and serving with one
+path -- with no second file to keep in step.  Measured on 100,000 keys of 4
+features (``python bench/keys.py``, see docs/benchmarks.md), the per-key layout of
+format 2 (an object per key and feature, 420 bytes each) wrote 162 MB; the arrays
+below take about a quarter of that, and a Parquet side file would save at most
+another half of that again (float64 values in decimal are 17-19 characters,
+in Parquet 8 bytes that hardly compress), at the price of two files.
+
+Layout::
+
+    "groups": {"by": ["user"],
+               "keys": {"user": [17, 42, ...]},          # one list per by column
+               "features": {"x": {"count": [...], "missing": [...], "inf": [...],
+                                  "shift": [...], "offset": [...], "m2": [...],
+                                  "min": [...], "max": [...]}, ...}}
+
+Entry ``i`` of every list belongs to key ``i`` (keys in the canonical order).
+Only the exact moments are stored; each key's mean and std are derived at load
+with the fit's own arithmetic (:class:`~pipeline.stats.Moments`), so every number
+is stored once.  A feature without a value in a key has ``count`` 0 and ``null``
+shift, offset, m2, min and max (``missing`` still counts its missing values).
+``missing`` includes ``inf``, as in a feature entry.
+
+Format 2 artifacts (an object per key) still load; an artifact whose per-key
+entries lack exact moments (hand-written) is written in format 2 again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from fractions import Fraction
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .keystats import KeyColumn
+from .stats import Moments
+
+Key = tuple[Any, ...]
+_NUMBERS = ("shift", "offset", "m2", "min", "max")
+
+
+class KeyTable(Mapping[Key, Mapping[str, Any]]):
+    """Per-key statistics held as arrays; a read-only mapping key -> feature -> FeatureStats.
+
+    Looking a key up builds its :class:`~pipeline.artifact.FeatureStats` on demand;
+    summaries (``inspect``, ``diff``, ``merge``) use the arrays directly.
+    """
+
+    def __init__(self, keys: Sequence[Key], columns: Mapping[str, KeyColumn],
+                 dtypes: Mapping[str, str], ddof: int):
+        self.key_list = list(keys)
+        self.columns = dict(columns)
+        self.dtypes = {n: dtypes[n] for n in self.columns}
+        self.ddof = ddof
+
+    # -------------------------------------------------------------- mapping
+    @cached_property
+    def index(self) -> dict[Key, int]:
+        return {k: i for i, k in enumerate(self.key_list)}
+
+    def __getitem__(self, key: Key) -> dict[str, Any]:
+        i = self.index[key]
+        return {n: self.stats(n, i) for n, c in self.columns.items() if c.count[i] > 0}
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self.key_list)
+
+    def __len__(self) -> int:
+        return len(self.key_list)
+
+    # -------------------------------------------------------------- derived
+    @cached_property
+    def derived(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per feature: each key's (mean, std, constant), as :meth:`FeatureStats.from_moments`."""
+        return {n: derive(c, self.ddof) for n, c in self.columns.items()}
+
+    @cached_property
+    def _lists(self) -> dict[str, dict[str, list[Any]]]:
+        out = {}
+        for n, c in self.columns.items():
+            mean, std, const = self.derived[n]
+            out[n] = {**c.to_lists(), "mean": mean.tolist(), "std": std.tolist(),
+                      "constant": const.tolist()}
+        return out
+
+    def stats(self, name: str, i: int) -> Any:
+        """Key ``i``'s :class:`~pipeline.artifact.FeatureStats` of feature ``name``."""
+        from .artifact import FeatureStats
+
+        v = {f: lst[i] for f, lst in self._lists[name].items()}
+        m = Moments(count=v["count"], missing=v["missing"], inf=v["inf"], shift=v["shift"],
+                    offset=v["offset"], m2=v["m2"], minimum=v["lo"], maximum=v["hi"])
+        return FeatureStats(dtype=self.dtypes[name], count=m.count,
+                            missing=m.missing + m.inf, mean=v["mean"], std=v["std"],
+                            min=m.minimum, max=m.maximum,  # type: ignore[arg-type]
+                            constant=v["constant"], moments=m)
+
+    # ---------------------------------------------------------------- JSON
+    def to_dict(self, by: Sequence[str]) -> dict[str, Any]:
+        keys = {b: [k[j] for k in self.key_list] for j, b in enumerate(by)}
+        feats = {}
+        for n, c in self.columns.items():
+            lists = c.to_lists()
+            absent = (c.count == 0).tolist()
+            d = {"count": lists["count"],
+                 "missing": (c.missing + c.inf).tolist(), "inf": lists["inf"]}
+            for f, src in zip(_NUMBERS, ("shift", "offset", "m2", "lo", "hi"), strict=True):
+                d[f] = [None if a else v for a, v in zip(absent, lists[src], strict=True)]
+            feats[n] = d
+        return {"by": list(by), "keys": keys, "features": feats}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], dtypes: Mapping[str, str], ddof: int) -> KeyTable:
+        """Build from a checked ``groups`` section (see :func:`check_columnar`)."""
+        by = d["by"]
+        keys = list(zip(*(d["keys"][b] for b in by), strict=True))
+        cols = {}
+        for n, fd in d["features"].items():
+            integer = not dtypes[n].startswith("float")
+            zero = 0 if integer else 0.0
+            num = {f: [zero if v is None else v for v in fd[f]] for f in _NUMBERS}
+            count = np.array(fd["count"], dtype=np.int64)
+            inf = np.array(fd["inf"], dtype=np.int64)
+            cols[n] = KeyColumn.from_lists(
+                {"count": count, "missing": np.array(fd["missing"], dtype=np.int64) - inf,
+                 "inf": inf, "shift": num["shift"], "offset": num["offset"], "m2": num["m2"],
+                 "lo": num["min"], "hi": num["max"]}, integer)
+        return cls(keys, cols, dtypes, ddof)
+
+
+def derive(c: KeyColumn, ddof: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each key's mean, std and constant flag from its moments (0.0 where no value)."""
+    has = c.count > 0
+    const = has & (c.lo == c.hi).astype(bool)
+    if c.integer:
+        small = np.array([abs(s) <= 2**53 for s in c.shift.tolist()], dtype=bool)
+        mean = np.where(small, c.shift.astype(np.float64) + c.offset, 0.0)
+        for i in np.flatnonzero(~small).tolist():  # float(shift) would round: exact sum
+            mean[i] = float(Fraction(int(c.shift[i])) + Fraction(float(c.offset[i])))
+        lo = c.lo.astype(np.float64)
+    else:
+        mean = c.shift + c.offset
+        lo = c.lo
+    mean = np.where(const, lo, np.where(has, mean, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        std = np.sqrt(c.m2 / (c.count - ddof))
+    std = np.where(const | ~has, 0.0, std)
+    return mean, std, const
+
+
+def columnar(keys: Mapping[Key, Mapping[str, Any]]) -> bool:
+    """Whether per-key statistics can be stored as arrays (every entry has exact moments)."""
+    return isinstance(keys, KeyTable) or all(
+        f.moments is not None for feats in keys.values() for f in feats.values())
+
+
+def from_mapping(keys: Mapping[Key, Mapping[str, Any]], dtypes: Mapping[str, str],
+                 ddof: int) -> KeyTable:
+    """A :class:`KeyTable` of per-key :class:`FeatureStats` that all have moments."""
+    if isinstance(keys, KeyTable):
+        return keys
+    names = list(dict.fromkeys(n for feats in keys.values() for n in feats))
+    cols = {}
+    for n in names:
+        ms = [feats[n].moments if n in feats else Moments() for feats in keys.values()]
+        integer = any(isinstance(m.shift, int) and m.count for m in ms)
+        cols[n] = KeyColumn.from_lists(
+            {"count": [m.count for m in ms], "missing": [m.missing for m in ms],
+             "inf": [m.inf for m in ms], "shift": [m.shift if m.count else 0 for m in ms],
+             "offset": [m.offset for m in ms], "m2": [m.m2 for m in ms],
+             "lo": [m.minimum if m.count else 0 for m in ms],
+             "hi": [m.maximum if m.count else 0 for m in ms]}, integer)
+    return KeyTable(list(keys), cols, dtypes, ddof)
+
+
+def spread_problem(table: KeyTable, in_range: Any) -> tuple[str, Key, float] | None:
+    """The first (feature, key, std) whose non-constant std fails ``in_range``, if any."""
+    for n, (_, std, const) in table.derived.items():
+        bad = (table.columns[n].count > 0) & ~const & ~in_range(std)
+        if bad.any():
+            i = int(np.argmax(bad))
+            return n, table.key_list[i], float(std[i])
+    return None
+
+
+def is_finite_list(values: list[Any]) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and
+               (isinstance(v, int) or math.isfinite(v)) for v in values)
+
+
+# ------------------------------------------------------------------- check
+def check_columnar(c: Any, d: Any, features: Mapping[str, Any]) -> None:
+    """Check a format 3 ``groups`` section; ``c`` is :mod:`pipeline.artifact_fields`' checker.
+
+    Per entry: counts are integers in range (``inf <= missing``, ``count + missing``
+    at most the feature's global ``count + missing``); a key with values has
+    finite shift, offset, m2 >= 0, min <= max within the feature's range, integers
+    for integer features; one without has nulls there.  Keys are JSON scalars and
+    appear once.  The mean and std are derived, so they cannot disagree.
+    """
+    from .artifact_fields import _key_value
+
+    c.object(d, "groups", ("by", "keys", "features"))
+    by = c.get(d, "by", "groups", "list")
+    if not by or not all(isinstance(b, str) for b in by) or len(set(by)) != len(by):
+        c.fail("groups.by", "must be a non-empty list of distinct column names")
+    keys = c.object(c.get(d, "keys", "groups", "object"), "groups.keys", tuple(by))
+    n = None
+    for b in by:
+        values = c.get(keys, b, "groups.keys", "list")
+        n = len(values) if n is None else n
+        if len(values) != n:
+            c.fail(f"groups.keys.{b}", f"has {len(values):,} values, not {n:,} as the others")
+        bad = next((i for i, v in enumerate(values) if not _key_value(v)), None)
+        if bad is not None:
+            c.fail(f"groups.keys.{b}[{bad}]", "must be a JSON scalar (integers within 64 bits)")
+    tuples = list(zip(*(keys[b] for b in by), strict=True))
+    if len(set(map(repr, tuples))) != len(tuples):
+        seen: set[str] = set()
+        twice = next(i for i, t in enumerate(tuples) if repr(t) in seen or seen.add(repr(t)))
+        c.fail(f"groups.keys[{twice}]", f"{list(tuples[twice])!r} appears twice")
+    for name, fd in c.get(d, "features", "groups", "object").items():
+        if name not in features:
+            c.fail(f"groups.features.{name}", "is not a feature of the statistics")
+        _check_feature(c, f"groups.features.{name}", fd, features[name], len(tuples))
+
+
+def _check_feature(c: Any, where: str, fd: Any, glob: dict[str, Any], n: int) -> None:
+    fields = ("count", "missing", "inf", *_NUMBERS)
+    c.object(fd, where, fields)
+    lists = {f: c.get(fd, f, where, "list") for f in fields}
+    for f, values in lists.items():
+        if len(values) != n:
+            c.fail(f"{where}.{f}", f"has {len(values):,} values, not one per key ({n:,})")
+    for f in ("count", "missing", "inf"):
+        bad = next((i for i, v in enumerate(lists[f]) if type(v) is not int or
+                    not 0 <= v <= 2**63), None)
+        if bad is not None:
+            c.fail(f"{where}.{f}[{bad}]", "must be an integer in [0, 2**63]")
+    count, missing = np.array(lists["count"], dtype=object), np.array(lists["missing"],
+                                                                      dtype=object)
+    rows = glob["count"] + glob["missing"]
+    for i, (a, m, f) in enumerate(zip(lists["count"], lists["missing"], lists["inf"],
+                                      strict=True)):
+        if f > m:
+            c.fail(f"{where}.inf[{i}]", f"is {f}, more than 'missing' ({m})")
+        if a + m > rows:
+            c.fail(f"{where}.count[{i}]", f"plus 'missing' is {a + m:,}, more than the "
+                   f"feature's {rows:,} values")
+    has = (count > 0).astype(bool)
+    integer = not glob["dtype"].startswith("float")
+    for f in _NUMBERS:
+        exact = integer and f in ("shift", "min", "max")
+        for i, (v, h) in enumerate(zip(lists[f], has.tolist(), strict=True)):
+            ok = (v is None) if not h else (type(v) is int if exact else
+                                            type(v) in (int, float) and math.isfinite(v))
+            if not ok:
+                what = ("an integer" if exact else "a finite number") if h else \
+                    "null (the key has no value of the feature)"
+                c.fail(f"{where}.{f}[{i}]", f"must be {what}")
+    _check_ranges(c, where, lists, has, glob)
+
+
+def _check_ranges(c: Any, where: str, lists: dict[str, list[Any]], has: np.ndarray,
+                  glob: dict[str, Any]) -> None:
+    idx = np.flatnonzero(has)
+    lo = np.array([lists["min"][i] for i in idx], dtype=object)
+    hi = np.array([lists["max"][i] for i in idx], dtype=object)
+    checks = [("min", (lo < glob["min"]) | (lo > hi), "outside [the feature's min, this max]"),
+              ("max", hi > glob["max"], "more than the feature's max"),
+              ("m2", np.array([lists["m2"][i] < 0 for i in idx], dtype=bool), "is negative"),
+              ("count", np.array([lists["count"][i] < 2 for i in idx], dtype=bool) & (lo < hi),
+               "is 1, but min < max needs at least 2 values")]
+    for f, bad, what in checks:
+        bad = np.asarray(bad, dtype=bool)
+        if bad.any():
+            i = int(idx[int(np.argmax(bad))])
+            c.fail(f"{where}.{f}[{i}]", f"is {lists[f][i]!r}: {what}")
