@@ -190,11 +190,6 @@ def spread_problem(table: KeyTable, in_range: Any) -> tuple[str, Key, float] | N
     return None
 
 
-def is_finite_list(values: list[Any]) -> bool:
-    return all(isinstance(v, int | float) and not isinstance(v, bool) and
-               (isinstance(v, int) or math.isfinite(v)) for v in values)
-
-
 # ------------------------------------------------------------------- check
 def check_columnar(c: Any, d: Any, features: Mapping[str, Any]) -> None:
     """Check a format 3 ``groups`` section; ``c`` is :mod:`pipeline.artifact_fields`' checker.
@@ -222,10 +217,10 @@ def check_columnar(c: Any, d: Any, features: Mapping[str, Any]) -> None:
         if bad is not None:
             c.fail(f"groups.keys.{b}[{bad}]", "must be a JSON scalar (integers within 64 bits)")
     tuples = list(zip(*(keys[b] for b in by), strict=True))
-    if len(set(map(repr, tuples))) != len(tuples):
-        seen: set[str] = set()
-        twice = next(i for i, t in enumerate(tuples) if repr(t) in seen or seen.add(repr(t)))
-        c.fail(f"groups.keys[{twice}]", f"{list(tuples[twice])!r} appears twice")
+    seen: dict[str, int] = {}
+    for i, t in enumerate(tuples):
+        if seen.setdefault(repr(t), i) != i:
+            c.fail(f"groups.keys[{i}]", f"{list(t)!r} appears twice")
     for name, fd in c.get(d, "features", "groups", "object").items():
         if name not in features:
             c.fail(f"groups.features.{name}", "is not a feature of the statistics")
@@ -244,8 +239,7 @@ def _check_feature(c: Any, where: str, fd: Any, glob: dict[str, Any], n: int) ->
                     not 0 <= v <= 2**63), None)
         if bad is not None:
             c.fail(f"{where}.{f}[{bad}]", "must be an integer in [0, 2**63]")
-    count, missing = np.array(lists["count"], dtype=object), np.array(lists["missing"],
-                                                                      dtype=object)
+    count = np.array(lists["count"], dtype=object)
     rows = glob["count"] + glob["missing"]
     for i, (a, m, f) in enumerate(zip(lists["count"], lists["missing"], lists["inf"],
                                       strict=True)):

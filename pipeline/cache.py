@@ -153,7 +153,7 @@ class Cache:
 
     def moments(self, files: Sequence[SourceFile], features: Sequence[str], inf: str,
                 chunk: int, tag: list[Any] | None = None) -> dict[str, Any]:
-        """Cached per-file moments; with ``tag`` (``--group-by``), pairs of (moments, key moments)."""
+        """Cached per-file moments; with ``tag`` (``--group-by``): (moments, key moments)."""
         keys = {f.rel: self._moments_key(f, features, inf, chunk, tag) for f in files}
         found = self._get("moments", keys)
         out: dict[str, Any] = {}

@@ -203,7 +203,7 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
       zscore inspect stats.json
     """
     from .artifact import FittedStats
-    from .display import stats_table
+    from .display import keys_summary, stats_table
 
     stats = FittedStats.load(stats_path, storage_options(storage_option))
     src = stats.input
@@ -214,7 +214,7 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
         _say(f"input {src.get('path', '?')}: {src.get('files', '?')} files, "
              f"{src.get('rows', '?'):,} rows" if isinstance(src.get("rows"), int)
              else f"input {src.get('path', '?')}")
-    click.echo(stats_table(stats))
+    click.echo(stats_table(stats) + ("\n" + keys_summary(stats) if stats.groups else ""))
 
 
 @cli.command()
@@ -253,28 +253,20 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
 def diff(old_path: str, new_path: str, max_shift: float, max_ratio: float, as_json: bool,
          storage_option: tuple[str, ...]) -> None:
-    """Compare two fits; exit 3 when a feature drifted past the limits.
+    """Compare two fits; exit 3 when a feature (or, per key, a key) drifted past the limits.
 
     \b
     Example (a pipeline gate):
       zscore diff stats/2026-01-01.json stats/2026-01-02.json --max-shift 0.5 || exit $?
     """
-    import json
-
     from .artifact import FittedStats
-    from .compose import diff as diff_stats
-    from .display import drift_table
+    from .compose_keys import diff_report
 
     opts = storage_options(storage_option)
-    drifts = diff_stats(FittedStats.load(old_path, opts), FittedStats.load(new_path, opts),
-                        max_shift=max_shift, max_ratio=max_ratio)
-    flagged = [d for d in drifts if d.flagged]
-    if as_json:
-        click.echo(json.dumps({"max_shift": max_shift, "max_ratio": max_ratio,
-                               "flagged": len(flagged),
-                               "features": [d.to_dict() for d in drifts]}, indent=1))
-    else:
-        click.echo(drift_table(drifts, max_shift, max_ratio))
+    text, flagged = diff_report(FittedStats.load(old_path, opts),
+                                FittedStats.load(new_path, opts), max_shift=max_shift,
+                                max_ratio=max_ratio, as_json=as_json)
+    click.echo(text)
     if flagged:
         raise click.exceptions.Exit(EXIT_DRIFT)
 

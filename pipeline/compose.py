@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from .artifact import FeatureStats, FittedStats, Groups, now_iso, tool_version
-from .errors import ArtifactError, option
 from .artifact_keys import columnar, from_mapping
+from .errors import ArtifactError, option
 from .groups import finalize_groups
 from .keystats import KeyMoments
 from .schema import unify_numeric

@@ -242,8 +242,9 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
     inf = options.inf
     known = cache.moments(files, features, inf, BATCH_ROWS, tag) if cache is not None else {}
     guard = KeyGuard(by, options.max_keys) if by else None
-    for rel, result in known.items() if guard is not None else ():
-        guard.see(rel, result)  # refused before reading anything
+    for rel, result in known.items():
+        if guard is not None:
+            guard.see(rel, result)  # refused before reading anything
     todo = [f for f in files if f.rel not in known]
     rows = {f.rel: ft.rows for f, ft in zip(files, dataset.footers, strict=True)}
     fresh = session.map(partial(files_moments, dataset.location.fs, features=list(features),

@@ -69,29 +69,36 @@ class KeyColumn:
             return np.array([0] * n, dtype=object) if integer else np.zeros(n)
 
         ints = [np.zeros(n, dtype=np.int64) for _ in range(3)]
-        return cls(*ints, zeros(), np.zeros(n), np.zeros(n), zeros(), zeros())
+        return cls(ints[0], ints[1], ints[2], zeros(), np.zeros(n), np.zeros(n), zeros(),
+                   zeros())
 
     def extended(self, n: int) -> KeyColumn:
         """This column with ``n`` empty entries appended (for keys new in a later file)."""
         more = KeyColumn.empty(n, self.integer)
-        return KeyColumn(*(np.concatenate([getattr(self, f), getattr(more, f)])
-                           for f in self.FIELDS))
+        return KeyColumn.of({f: np.concatenate([getattr(self, f), getattr(more, f)])
+                             for f in self.FIELDS})
+
+    @classmethod
+    def of(cls, arrays: dict[str, np.ndarray]) -> KeyColumn:
+        return cls(**arrays)
 
     def take(self, order: np.ndarray) -> KeyColumn:
-        return KeyColumn(*(getattr(self, f)[order] for f in self.FIELDS))
+        return KeyColumn.of({f: getattr(self, f)[order] for f in self.FIELDS})
 
     def to_lists(self) -> dict[str, list[Any]]:
         """JSON-safe lists (floats round-trip exactly; ints stay ints)."""
         return {f: getattr(self, f).tolist() for f in self.FIELDS}
 
     @classmethod
-    def from_lists(cls, d: dict[str, list[Any]], integer: bool) -> KeyColumn:
+    def from_lists(cls, d: dict[str, Any], integer: bool) -> KeyColumn:
         def num(v: list[Any]) -> np.ndarray:
             return np.array(v, dtype=object) if integer else np.array(v, dtype=np.float64)
 
-        return cls(*(np.array(d[f], dtype=np.int64) for f in ("count", "missing", "inf")),
-                   num(d["shift"]), np.array(d["offset"], dtype=np.float64),
-                   np.array(d["m2"], dtype=np.float64), num(d["lo"]), num(d["hi"]))
+        return cls(count=np.array(d["count"], dtype=np.int64),
+                   missing=np.array(d["missing"], dtype=np.int64),
+                   inf=np.array(d["inf"], dtype=np.int64), shift=num(d["shift"]),
+                   offset=np.array(d["offset"], dtype=np.float64),
+                   m2=np.array(d["m2"], dtype=np.float64), lo=num(d["lo"]), hi=num(d["hi"]))
 
 
 @dataclass
@@ -134,12 +141,12 @@ class KeyMoments:
 # ------------------------------------------------------------------- merge
 def merge_at(a: KeyColumn, where: np.ndarray, b: KeyColumn) -> KeyColumn:
     """``a`` with ``b``'s entry ``j`` merged into its entry ``where[j]`` (Chan's update)."""
-    out = KeyColumn(*(getattr(a, f).copy() for f in KeyColumn.FIELDS))
+    out = KeyColumn.of({f: getattr(a, f).copy() for f in KeyColumn.FIELDS})
     if b.integer != a.integer:  # an integer column in one file, floating in another
         for f in ("shift", "lo", "hi"):
             setattr(out, f, getattr(out, f).astype(object))
-        b = KeyColumn(*(getattr(b, f).astype(object) if f in ("shift", "lo", "hi")
-                        else getattr(b, f) for f in KeyColumn.FIELDS))
+        b = KeyColumn.of({f: getattr(b, f).astype(object) if f in ("shift", "lo", "hi")
+                          else getattr(b, f) for f in KeyColumn.FIELDS})
     na, nb = a.count[where], b.count
     out.missing[where] += b.missing
     out.inf[where] += b.inf

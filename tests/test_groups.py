@@ -126,7 +126,8 @@ def test_inverse_round_trips_per_key(cluster, tools):
 def test_group_by_errors(tools, tmp_path, capsys):
     path, _ = tools
     assert main(["fit", str(path), "--stats", str(tmp_path / "s.json"), "--group-by", "nope"]) == 2
-    assert "--group-by column 'nope' is neither a column of the files nor a hive partition key" in capsys.readouterr().err
+    assert ("--group-by column 'nope' is neither a column of the files nor a hive partition "
+            "key") in capsys.readouterr().err
     assert main(["fit", str(path), "--stats", str(tmp_path / "s.json"), "--group-by", "chamber",
                  "--features", "x,chamber"]) == 2
     assert "--group-by column 'chamber' is also a selected feature" in capsys.readouterr().err
