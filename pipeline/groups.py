@@ -146,6 +146,20 @@ def with_hive_keys(table: pa.Table, partition: Mapping[str, Any]) -> pa.Table:
     return table
 
 
+def hive_keys_of(plan: GroupPlan, partition: Sequence[tuple[str, str]],
+                 stored: Sequence[str]) -> dict[str, Any]:
+    """The hive values of a file for the plan's key columns it does not store, typed as
+    at fit time (integers when the fitted values of that column are integers)."""
+    out = {}
+    pairs = dict(partition)
+    for j, b in enumerate(plan.by):
+        if b in stored or b not in pairs:
+            continue
+        ints = any(isinstance(v, int) and not isinstance(v, bool) for v in plan.seen[j])
+        out[b] = hive_value(pairs[b], "int" if ints else "str")
+    return out
+
+
 # --------------------------------------------------------------- transform
 @dataclass(frozen=True)
 class GroupPlan:
