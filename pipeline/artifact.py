@@ -306,7 +306,8 @@ def _groups(d: dict[str, Any], features: Mapping[str, FeatureStats], ddof: int) 
     if "features" in d:  # format 3: arrays
         from .artifact_keys import KeyTable
 
-        table = KeyTable.from_dict(d, {n: f.dtype for n, f in features.items()}, ddof)
+        table = KeyTable.from_dict(d, {n: f.dtype for n, f in features.items()}, ddof,
+                                   FeatureStats)
         return Groups(by=tuple(d["by"]), keys=table)
     keys = {tuple(e["key"]): {str(n): _feature(fd) for n, fd in e["features"].items()}
             for e in d["keys"]}

@@ -47,6 +47,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from .artifact_keys_check import check_columnar, key_value
 from .choices import INF_POLICIES
 from .errors import ArtifactError
 from .stats import MAX_STD, MIN_STD
@@ -156,8 +157,6 @@ def check(data: Any, source: str) -> None:
         if version < 2:
             c.fail("groups", "needs format_version 2")
         if version >= 3:  # per-key arrays: pipeline.artifact_keys
-            from .artifact_keys import check_columnar
-
             check_columnar(c, top["groups"], features)
         else:
             _groups(c, top["groups"], features, ddof)
@@ -325,7 +324,7 @@ def _groups(c: _Checker, d: Any, features: dict[str, Any], ddof: int) -> None:
         where = f"groups.keys[{i}]"
         c.object(entry, where, ("key", "features"))
         key = c.get(entry, "key", where, "list")
-        if len(key) != len(by) or not all(_key_value(k) for k in key):
+        if len(key) != len(by) or not all(key_value(k) for k in key):
             c.fail(f"{where}.key", f"must hold {len(by)} JSON scalar(s), one per 'by' column "
                    "(integers within 64 bits)")
         text = repr(key)
@@ -338,11 +337,3 @@ def _groups(c: _Checker, d: Any, features: dict[str, Any], ddof: int) -> None:
                 c.fail(at, "is not a feature of the statistics")
             glob = features[name]
             _feature(c, at, fd, ddof, glob["count"] + glob["missing"], dtype=glob["dtype"])
-
-
-def _key_value(k: Any) -> bool:
-    if isinstance(k, int) and not isinstance(k, bool):
-        return -(2**63) <= k < 2**64
-    if isinstance(k, float):
-        return math.isfinite(k)
-    return k is None or isinstance(k, str | bool)

@@ -31,8 +31,7 @@ entries lack exact moments (hand-written) is written in format 2 again.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from functools import cached_property
 from typing import Any
@@ -54,7 +53,8 @@ class KeyTable(Mapping[Key, Mapping[str, Any]]):
     """
 
     def __init__(self, keys: Sequence[Key], columns: Mapping[str, KeyColumn],
-                 dtypes: Mapping[str, str], ddof: int):
+                 dtypes: Mapping[str, str], ddof: int, feature: Callable[..., Any]):
+        self.feature = feature  # pipeline.artifact.FeatureStats (not imported: no cycle)
         self.key_list = list(keys)
         self.columns = dict(columns)
         self.dtypes = {n: dtypes[n] for n in self.columns}
@@ -92,12 +92,10 @@ class KeyTable(Mapping[Key, Mapping[str, Any]]):
 
     def stats(self, name: str, i: int) -> Any:
         """Key ``i``'s :class:`~pipeline.artifact.FeatureStats` of feature ``name``."""
-        from .artifact import FeatureStats
-
         v = {f: lst[i] for f, lst in self._lists[name].items()}
         m = Moments(count=v["count"], missing=v["missing"], inf=v["inf"], shift=v["shift"],
                     offset=v["offset"], m2=v["m2"], minimum=v["lo"], maximum=v["hi"])
-        return FeatureStats(dtype=self.dtypes[name], count=m.count,
+        return self.feature(dtype=self.dtypes[name], count=m.count,
                             missing=m.missing + m.inf, mean=v["mean"], std=v["std"],
                             min=m.minimum, max=m.maximum,  # type: ignore[arg-type]
                             constant=v["constant"], moments=m)
@@ -117,7 +115,8 @@ class KeyTable(Mapping[Key, Mapping[str, Any]]):
         return {"by": list(by), "keys": keys, "features": feats}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], dtypes: Mapping[str, str], ddof: int) -> KeyTable:
+    def from_dict(cls, d: dict[str, Any], dtypes: Mapping[str, str], ddof: int,
+                  feature: Callable[..., Any]) -> KeyTable:
         """Build from a checked ``groups`` section (see :func:`check_columnar`)."""
         by = d["by"]
         keys = list(zip(*(d["keys"][b] for b in by), strict=True))
@@ -132,7 +131,7 @@ class KeyTable(Mapping[Key, Mapping[str, Any]]):
                 {"count": count, "missing": np.array(fd["missing"], dtype=np.int64) - inf,
                  "inf": inf, "shift": num["shift"], "offset": num["offset"], "m2": num["m2"],
                  "lo": num["min"], "hi": num["max"]}, integer)
-        return cls(keys, cols, dtypes, ddof)
+        return cls(keys, cols, dtypes, ddof, feature)
 
 
 def derive(c: KeyColumn, ddof: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,13 +162,14 @@ def columnar(keys: Mapping[Key, Mapping[str, Any]]) -> bool:
 
 def from_mapping(keys: Mapping[Key, Mapping[str, Any]], dtypes: Mapping[str, str],
                  ddof: int) -> KeyTable:
-    """A :class:`KeyTable` of per-key :class:`FeatureStats` that all have moments."""
+    """A :class:`KeyTable` of per-key :class:`FeatureStats` (exact when they have moments)."""
     if isinstance(keys, KeyTable):
         return keys
     names = list(dict.fromkeys(n for feats in keys.values() for n in feats))
     cols = {}
     for n in names:
-        ms = [feats[n].moments if n in feats else Moments() for feats in keys.values()]
+        ms = [_moments_of(feats[n], ddof) if n in feats else Moments()
+              for feats in keys.values()]
         integer = any(isinstance(m.shift, int) and m.count for m in ms)
         cols[n] = KeyColumn.from_lists(
             {"count": [m.count for m in ms], "missing": [m.missing for m in ms],
@@ -177,7 +177,18 @@ def from_mapping(keys: Mapping[Key, Mapping[str, Any]], dtypes: Mapping[str, str
              "offset": [m.offset for m in ms], "m2": [m.m2 for m in ms],
              "lo": [m.minimum if m.count else 0 for m in ms],
              "hi": [m.maximum if m.count else 0 for m in ms]}, integer)
-    return KeyTable(list(keys), cols, dtypes, ddof)
+    first = next((f for feats in keys.values() for f in feats.values()), None)
+    return KeyTable(list(keys), cols, dtypes, ddof, type(first))
+
+
+def _moments_of(f: Any, ddof: int) -> Moments:
+    """``f``'s exact moments; for a hand-written entry without them, moments that give back
+    its mean and std to rounding (for summaries: ``inspect``, ``diff``; never merged, see
+    :func:`columnar`)."""
+    if f.moments is not None:
+        return f.moments  # type: ignore[no-any-return]
+    return Moments(count=f.count, missing=f.missing, shift=f.mean, offset=0.0,
+                   m2=f.std * f.std * max(f.count - ddof, 1), minimum=f.min, maximum=f.max)
 
 
 def spread_problem(table: KeyTable, in_range: Any) -> tuple[str, Key, float] | None:
@@ -188,92 +199,3 @@ def spread_problem(table: KeyTable, in_range: Any) -> tuple[str, Key, float] | N
             i = int(np.argmax(bad))
             return n, table.key_list[i], float(std[i])
     return None
-
-
-# ------------------------------------------------------------------- check
-def check_columnar(c: Any, d: Any, features: Mapping[str, Any]) -> None:
-    """Check a format 3 ``groups`` section; ``c`` is :mod:`pipeline.artifact_fields`' checker.
-
-    Per entry: counts are integers in range (``inf <= missing``, ``count + missing``
-    at most the feature's global ``count + missing``); a key with values has
-    finite shift, offset, m2 >= 0, min <= max within the feature's range, integers
-    for integer features; one without has nulls there.  Keys are JSON scalars and
-    appear once.  The mean and std are derived, so they cannot disagree.
-    """
-    from .artifact_fields import _key_value
-
-    c.object(d, "groups", ("by", "keys", "features"))
-    by = c.get(d, "by", "groups", "list")
-    if not by or not all(isinstance(b, str) for b in by) or len(set(by)) != len(by):
-        c.fail("groups.by", "must be a non-empty list of distinct column names")
-    keys = c.object(c.get(d, "keys", "groups", "object"), "groups.keys", tuple(by))
-    n = None
-    for b in by:
-        values = c.get(keys, b, "groups.keys", "list")
-        n = len(values) if n is None else n
-        if len(values) != n:
-            c.fail(f"groups.keys.{b}", f"has {len(values):,} values, not {n:,} as the others")
-        bad = next((i for i, v in enumerate(values) if not _key_value(v)), None)
-        if bad is not None:
-            c.fail(f"groups.keys.{b}[{bad}]", "must be a JSON scalar (integers within 64 bits)")
-    tuples = list(zip(*(keys[b] for b in by), strict=True))
-    seen: dict[str, int] = {}
-    for i, t in enumerate(tuples):
-        if seen.setdefault(repr(t), i) != i:
-            c.fail(f"groups.keys[{i}]", f"{list(t)!r} appears twice")
-    for name, fd in c.get(d, "features", "groups", "object").items():
-        if name not in features:
-            c.fail(f"groups.features.{name}", "is not a feature of the statistics")
-        _check_feature(c, f"groups.features.{name}", fd, features[name], len(tuples))
-
-
-def _check_feature(c: Any, where: str, fd: Any, glob: dict[str, Any], n: int) -> None:
-    fields = ("count", "missing", "inf", *_NUMBERS)
-    c.object(fd, where, fields)
-    lists = {f: c.get(fd, f, where, "list") for f in fields}
-    for f, values in lists.items():
-        if len(values) != n:
-            c.fail(f"{where}.{f}", f"has {len(values):,} values, not one per key ({n:,})")
-    for f in ("count", "missing", "inf"):
-        bad = next((i for i, v in enumerate(lists[f]) if type(v) is not int or
-                    not 0 <= v <= 2**63), None)
-        if bad is not None:
-            c.fail(f"{where}.{f}[{bad}]", "must be an integer in [0, 2**63]")
-    count = np.array(lists["count"], dtype=object)
-    rows = glob["count"] + glob["missing"]
-    for i, (a, m, f) in enumerate(zip(lists["count"], lists["missing"], lists["inf"],
-                                      strict=True)):
-        if f > m:
-            c.fail(f"{where}.inf[{i}]", f"is {f}, more than 'missing' ({m})")
-        if a + m > rows:
-            c.fail(f"{where}.count[{i}]", f"plus 'missing' is {a + m:,}, more than the "
-                   f"feature's {rows:,} values")
-    has = (count > 0).astype(bool)
-    integer = not glob["dtype"].startswith("float")
-    for f in _NUMBERS:
-        exact = integer and f in ("shift", "min", "max")
-        for i, (v, h) in enumerate(zip(lists[f], has.tolist(), strict=True)):
-            ok = (v is None) if not h else (type(v) is int if exact else
-                                            type(v) in (int, float) and math.isfinite(v))
-            if not ok:
-                what = ("an integer" if exact else "a finite number") if h else \
-                    "null (the key has no value of the feature)"
-                c.fail(f"{where}.{f}[{i}]", f"must be {what}")
-    _check_ranges(c, where, lists, has, glob)
-
-
-def _check_ranges(c: Any, where: str, lists: dict[str, list[Any]], has: np.ndarray,
-                  glob: dict[str, Any]) -> None:
-    idx = np.flatnonzero(has)
-    lo = np.array([lists["min"][i] for i in idx], dtype=object)
-    hi = np.array([lists["max"][i] for i in idx], dtype=object)
-    checks = [("min", (lo < glob["min"]) | (lo > hi), "outside [the feature's min, this max]"),
-              ("max", hi > glob["max"], "more than the feature's max"),
-              ("m2", np.array([lists["m2"][i] < 0 for i in idx], dtype=bool), "is negative"),
-              ("count", np.array([lists["count"][i] < 2 for i in idx], dtype=bool) & (lo < hi),
-               "is 1, but min < max needs at least 2 values")]
-    for f, bad, what in checks:
-        bad = np.asarray(bad, dtype=bool)
-        if bad.any():
-            i = int(idx[int(np.argmax(bad))])
-            c.fail(f"{where}.{f}[{i}]", f"is {lists[f][i]!r}: {what}")

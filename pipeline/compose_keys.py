@@ -65,10 +65,10 @@ class KeysDiff:
                 "only_new": [list(k) for k in self.only_new]}
 
 
-def _table(stats: FittedStats) -> KeyTable:
+def key_table(stats: FittedStats) -> KeyTable:
     assert stats.groups is not None
     return from_mapping(stats.groups.keys, {n: f.dtype for n, f in stats.features.items()},
-                        stats.ddof) if stats.groups.table is None else stats.groups.table
+                        stats.ddof)
 
 
 def diff_keys(old: FittedStats, new: FittedStats, *, max_shift: float, max_ratio: float
@@ -79,7 +79,7 @@ def diff_keys(old: FittedStats, new: FittedStats, *, max_shift: float, max_ratio
     """
     if old.groups is None or new.groups is None or old.groups.by != new.groups.by:
         return None
-    a, b = _table(old), _table(new)
+    a, b = key_table(old), key_table(new)
     where = b.index
     common = [(i, where[k]) for i, k in enumerate(a.key_list) if k in where]
     ia = np.array([i for i, _ in common], dtype=np.int64)

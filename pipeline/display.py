@@ -80,10 +80,11 @@ def keys_summary(stats: FittedStats) -> str:
     keys (quantiles), and the keys with the fewest values."""
     import numpy as np
 
-    from .compose_keys import _table
+    from .artifact_keys import from_mapping
 
     assert stats.groups is not None
-    table = _table(stats)
+    table = from_mapping(stats.groups.keys, {n: f.dtype for n, f in stats.features.items()},
+                         stats.ddof)
     lines = [f"per-key statistics: {len(table):,} keys of {', '.join(stats.groups.by)}"]
     head = ["feature", "keys", "", "min", "p1", "median", "p99", "max"]
     rows = [head]

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .artifact import Groups, Key
+from .artifact import FeatureStats, Groups, Key
 from .artifact_keys import KeyTable
 from .errors import DataError, InputError, option
 from .keystats import KeyMoments
@@ -97,7 +97,7 @@ def finalize_groups(by: Sequence[str], per_file: Sequence[KeyMoments],
     keys = sort_keys(total.keys)
     order = np.array([position[k] for k in keys], dtype=np.int64)
     columns = {n: c.take(order) for n, c in total.columns.items() if n in dtypes}
-    return Groups(by=tuple(by), keys=KeyTable(keys, columns, dtypes, ddof))
+    return Groups(by=tuple(by), keys=KeyTable(keys, columns, dtypes, ddof, FeatureStats))
 
 
 def too_many_keys(by: Sequence[str], found: int, limit: int, where: str = "") -> InputError:

@@ -248,3 +248,22 @@ def test_inspect_and_diff_per_key(cluster, datasets, tmp_path, capsys):
     assert keys["only_old"] == [["c"]] and keys["only_new"] == [["d"]]
     code, _, _ = zscore(capsys, "diff", tmp_path / "old.json", tmp_path / "old.json")
     assert code == 0
+
+
+def test_hand_written_format_2_keys_inspect_and_diff(cluster, datasets, tmp_path, capsys):
+    stats = pipeline.fit(str(_shifted(datasets, "keys-old", 0.0)), group_by="k", client=cluster)
+    data = {**stats.to_dict(), "format_version": 2, "groups": stats.groups.to_dict()}
+    for entry in data["groups"]["keys"]:
+        for f in entry["features"].values():
+            f.pop("moments")  # hand-written: mean and std only
+    (tmp_path / "hand.json").write_text(json.dumps(data))
+    code, out, _ = zscore(capsys, "inspect", tmp_path / "hand.json")
+    assert code == 0 and "per-key statistics: 3 keys of k" in out
+    stats.save(tmp_path / "fit.json")
+    code, out, _ = zscore(capsys, "diff", tmp_path / "hand.json", tmp_path / "fit.json")
+    assert code == 0 and "per-key (k): 0 of 3 keys compared drifted" in out
+    pipeline.fit(str(_shifted(datasets, "keys-new", 3.0)), group_by="k",
+                 client=cluster).save(tmp_path / "other.json")
+    code, _, err = zscore(capsys, "merge", tmp_path / "hand.json", tmp_path / "other.json",
+                          "-o", tmp_path / "m.json")
+    assert code == 2 and "has per-key statistics without exact moments" in error_line(err)
