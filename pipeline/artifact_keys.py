@@ -100,6 +100,26 @@ class KeyTable(Mapping[Key, Mapping[str, Any]]):
                             min=m.minimum, max=m.maximum,  # type: ignore[arg-type]
                             constant=v["constant"], moments=m)
 
+    def kernel_arrays(self, name: str, glob: Any) -> tuple[np.ndarray, ...]:
+        """The kernel's per-key (mean, std, constant, residual) of ``name``, ``glob`` (the
+        global :class:`~pipeline.artifact.FeatureStats`) last and for keys without a value:
+        what :meth:`pipeline.kernel.ColumnPlan.of` builds from one FeatureStats per key,
+        without building them (100,000 keys: 0.1 s instead of 18 s)."""
+        k = len(self.key_list)
+        if name not in self.columns:
+            return tuple(np.full(k + 1, v) for v in (glob.mean, glob.std, glob.constant,
+                                                     glob.kernel_residual))
+        c = self.columns[name]
+        mean, std, const = self.derived[name]
+        residual = _residual(c, mean)
+        residual = np.where(const | (np.abs(residual) <= 1e-15 * std), 0.0, residual)
+        has = c.count > 0
+        out = []
+        for values, g in ((mean, glob.mean), (std, glob.std), (const, glob.constant),
+                          (residual, glob.kernel_residual)):
+            out.append(np.append(np.where(has, values, g), g))
+        return out[0], out[1], out[2].astype(bool), out[3]
+
     # ---------------------------------------------------------------- JSON
     def to_dict(self, by: Sequence[str]) -> dict[str, Any]:
         keys = {b: [k[j] for k in self.key_list] for j, b in enumerate(by)}
@@ -152,6 +172,23 @@ def derive(c: KeyColumn, ddof: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         std = np.sqrt(c.m2 / (c.count - ddof))
     std = np.where(const | ~has, 0.0, std)
     return mean, std, const
+
+
+def _residual(c: KeyColumn, mean: np.ndarray) -> np.ndarray:
+    """``shift + offset - mean`` exactly, rounded (a TwoSum when ``shift`` is a float64)."""
+    if c.integer:
+        small = np.array([abs(v) <= 2**53 for v in c.shift.tolist()], dtype=bool)
+        shift = np.where(small, c.shift, 0).astype(np.float64)
+    else:
+        small, shift = np.ones(len(c.count), dtype=bool), c.shift
+    total = shift + c.offset  # == mean where not constant (mean is this sum)
+    back = total - shift
+    err = (shift - (total - back)) + (c.offset - back)
+    residual = (total - mean) + err
+    for i in np.flatnonzero(~small & (c.count > 0)).tolist():
+        exact = Fraction(int(c.shift[i])) + Fraction(float(c.offset[i]))
+        residual[i] = float(exact - Fraction(float(mean[i])))
+    return residual
 
 
 def columnar(keys: Mapping[Key, Mapping[str, Any]]) -> bool:

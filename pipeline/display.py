@@ -94,14 +94,15 @@ def keys_summary(stats: FittedStats) -> str:
             q = np.quantile(values, [0, 0.01, 0.5, 0.99, 1]) if values.size else [np.nan] * 5
             rows.append([name if label == "key mean" else "", f"{int(has.sum()):,}"
                          if label == "key mean" else "", label, *(f"{v:.6g}" for v in q)])
-    lines.append(columns(rows, left=3))
+    table_text = columns(rows, left=3)  # its cells already printable
     counts = np.zeros(len(table), dtype=np.int64)
     for c in table.columns.values():
         counts = np.maximum(counts, c.count)
     fewest = np.argsort(counts, kind="stable")[:SHOWN_KEYS]
     lines.append("smallest keys by count: " + "; ".join(
         f"{_key_text(table.key_list[i])} ({int(counts[i]):,})" for i in fewest.tolist()))
-    return "\n".join(printable(line) for line in lines)
+    head_line, rest = printable(lines[0]), [printable(line) for line in lines[1:]]
+    return "\n".join([head_line, table_text, *rest])
 
 
 def keys_drift_table(kd: Any, max_shift: float, max_ratio: float) -> str:
@@ -115,7 +116,7 @@ def keys_drift_table(kd: Any, max_shift: float, max_ratio: float) -> str:
         rows = [["key", "feature", "shift (old σ)", "σ ratio"]] + [
             [_key_text(d.key), d.feature, f"{d.shift:+.4g}", f"{d.ratio:.4g}"]
             for d in kd.drifted[:SHOWN_KEYS]]
-        lines.append(columns(rows, left=2))
+        lines.append("\x00" + columns(rows, left=2))  # cells already printable
         if len(kd.drifted) > SHOWN_KEYS:
             lines.append(f"... and {len(kd.drifted) - SHOWN_KEYS:,} more (--json lists all)")
     for label, side in (("only in the old statistics", kd.only_old),
@@ -124,4 +125,5 @@ def keys_drift_table(kd: Any, max_shift: float, max_ratio: float) -> str:
             more = f" and {len(side) - SHOWN_KEYS:,} more" if len(side) > SHOWN_KEYS else ""
             lines.append(f"keys {label}: " + "; ".join(_key_text(k) for k in
                                                       side[:SHOWN_KEYS]) + more)
-    return "\n".join(printable(line) for line in lines)
+    return "\n".join(line[1:] if line.startswith("\x00") else printable(line)
+                     for line in lines)

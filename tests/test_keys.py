@@ -267,3 +267,36 @@ def test_hand_written_format_2_keys_inspect_and_diff(cluster, datasets, tmp_path
     code, _, err = zscore(capsys, "merge", tmp_path / "hand.json", tmp_path / "other.json",
                           "-o", tmp_path / "m.json")
     assert code == 2 and "has per-key statistics without exact moments" in error_line(err)
+
+
+def test_the_transform_per_key_is_exact_from_the_arrays(cluster, typed):
+    from pipeline.kernel import ColumnPlan
+
+    path, table = typed
+    stats = pipeline.fit(str(path), group_by="k", client=cluster)
+    keys = stats.groups.keys
+    for name, glob in stats.features.items():  # the arrays give the per-object numbers
+        fast = ColumnPlan(name, *keys.kernel_arrays(name, glob))
+        slow = ColumnPlan.of(name, [*(keys[k].get(name, glob) for k in keys), glob])
+        for field in ("mean", "std", "constant", "residual"):
+            np.testing.assert_array_equal(getattr(fast, field), getattr(slow, field))
+    df = table.to_pandas()
+    z = pipeline.apply(df, stats)
+    rows = table.to_pylist()
+    for name in DTYPES:
+        by_key = defaultdict(list)
+        for rec in rows:
+            v = rec[name]
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                by_key[rec["k"]].append(v)
+        exact = {k: _exact(v) for k, v in by_key.items()}
+        # float16/32 features stay float16/32 (--dtype preserve): within their rounding
+        tol = Fraction(max(1e-12, float(np.finfo(z[name].dtype).eps)))
+        for r in range(0, len(rows), 97):  # every 97th row, against rationals
+            v, key = rows[r][name], rows[r]["k"]
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            mean, var = exact[key]
+            want = (Fraction(v) - mean) / Fraction(math.sqrt(var))
+            assert abs(Fraction(float(z[name].iloc[r])) - want) <= \
+                tol * max(1, abs(want)), (name, key, r)
