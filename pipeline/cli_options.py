@@ -17,6 +17,7 @@ from .choices import (
     EXPORT_FORMATS,
     INF_POLICIES,
     INPUT_FORMATS,
+    MAX_KEYS,
     MODES,
     OUTPUT_FORMATS,
     SQL_DIALECTS,
@@ -134,7 +135,7 @@ def fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--group-by", "group_by", default="", metavar="COLS",
                      help="Also fit per key of these columns (e.g. tool,chamber); transforms "
                           "then use each row's key."),
-        click.option("--max-keys", "max_keys", type=click.IntRange(min=1), default=100_000,
+        click.option("--max-keys", "max_keys", type=click.IntRange(min=1), default=MAX_KEYS,
                      show_default=True, metavar="N",
                      help="With --group-by: refuse as soon as more distinct keys are found."),
         click.option("--cache", type=PATH, default=None, metavar="LOCATION",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .artifact import FeatureStats, FittedStats, now_iso, tool_version
-from .choices import DDOFS, INF_POLICIES
+from .choices import DDOFS, INF_POLICIES, MAX_KEYS
 from .dataset import Dataset, load_dataset
 from .errors import DataError, InputError, option
 from .lakehouse import TableOptions
@@ -57,7 +57,7 @@ class FitOptions:
     group_by: str | Sequence[str] = ()
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     table: TableOptions | None = None
-    max_keys: int = 100_000  # pipeline.keyfit.MAX_KEYS
+    max_keys: int = MAX_KEYS
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_keys, int) or self.max_keys < 1:
@@ -287,7 +287,7 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
         ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), client: Any = None,
         storage_options: Mapping[str, Any] | None = None, table: TableOptions | None = None,
-        max_keys: int = 100_000) -> FittedStats:
+        max_keys: int = MAX_KEYS) -> FittedStats:
     """Fit global per-feature mean and standard deviation in one distributed pass.
 
     Parameters

@@ -12,6 +12,11 @@ ISO strings, nulls as ``None``).  At transform time a key not seen at fit time
 uses the global statistics (``unseen="global"``, the default), becomes missing
 (``"null"``) or is an error (``"error"``).  A constant group follows the
 constant rule: its values become exactly 0.0 under ``standard`` and ``center``.
+
+A key column may be a hive partition key: its value is the file's directory
+value as readers show it (:func:`hive_value`), added to each batch for the
+lookup only (:func:`with_hive_keys`).  The moments themselves are computed and
+merged as arrays over keys (:mod:`pipeline.keystats`).
 """
 
 from __future__ import annotations

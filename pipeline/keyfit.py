@@ -22,8 +22,6 @@ from .moments import KeySpec
 from .schema import split_names
 from .stats import MAX_STD, MIN_STD
 
-MAX_KEYS = 100_000  # default of max_keys: a per-key artifact of ~25 MB per 4 features
-
 
 def check_group_by(dataset: Dataset, features: Sequence[str], group_by: Sequence[str]
                    ) -> list[str]:
