@@ -158,7 +158,7 @@ def check(data: Any, source: str) -> None:
         if version < 2:
             c.fail("groups", "needs format_version 2")
         if version >= 3:  # per-key arrays: pipeline.artifact_keys
-            check_columnar(c, top["groups"], features)
+            check_columnar(c, top["groups"], features, ddof)
         else:
             _groups(c, top["groups"], features, ddof)
 

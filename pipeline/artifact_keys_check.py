@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .artifact_keys import _NUMBERS
+from .stats import MAX_STD, MIN_STD
 
 
 def key_value(k: Any) -> bool:
@@ -24,7 +25,7 @@ def key_value(k: Any) -> bool:
     return k is None or isinstance(k, str | bool)
 
 
-def check_columnar(c: Any, d: Any, features: Mapping[str, Any]) -> None:
+def check_columnar(c: Any, d: Any, features: Mapping[str, Any], ddof: int) -> None:
     """Check a format 3 ``groups`` section; ``c`` is :mod:`pipeline.artifact_fields`' checker.
 
     Per entry: counts are integers in range (``inf <= missing``, ``count + missing``
@@ -55,10 +56,11 @@ def check_columnar(c: Any, d: Any, features: Mapping[str, Any]) -> None:
     for name, fd in c.get(d, "features", "groups", "object").items():
         if name not in features:
             c.fail(f"groups.features.{name}", "is not a feature of the statistics")
-        _check_feature(c, f"groups.features.{name}", fd, features[name], len(tuples))
+        _check_feature(c, f"groups.features.{name}", fd, features[name], len(tuples), ddof)
 
 
-def _check_feature(c: Any, where: str, fd: Any, glob: dict[str, Any], n: int) -> None:
+def _check_feature(c: Any, where: str, fd: Any, glob: dict[str, Any], n: int, ddof: int
+                   ) -> None:
     fields = ("count", "missing", "inf", *_NUMBERS)
     c.object(fd, where, fields)
     lists = {f: c.get(fd, f, where, "list") for f in fields}
@@ -91,6 +93,7 @@ def _check_feature(c: Any, where: str, fd: Any, glob: dict[str, Any], n: int) ->
                     "null (the key has no value of the feature)"
                 c.fail(f"{where}.{f}[{i}]", f"must be {what}")
     _check_ranges(c, where, lists, has, glob)
+    _check_spread(c, where, lists, np.flatnonzero(has), ddof)
 
 
 def _check_ranges(c: Any, where: str, lists: dict[str, list[Any]], has: np.ndarray,
@@ -105,6 +108,32 @@ def _check_ranges(c: Any, where: str, lists: dict[str, list[Any]], has: np.ndarr
                "is 1, but min < max needs at least 2 values")]
     for f, bad, what in checks:
         bad = np.asarray(bad, dtype=bool)
+        if bad.any():
+            i = int(idx[int(np.argmax(bad))])
+            c.fail(f"{where}.{f}[{i}]", f"is {lists[f][i]!r}: {what}")
+
+
+def _check_spread(c: Any, where: str, lists: dict[str, list[Any]], idx: np.ndarray,
+                  ddof: int) -> None:
+    """The shift near [min, max] and offset within the span (as for a feature's moments,
+    see :mod:`pipeline.artifact_fields`), and a non-constant key's std, which the load
+    derives from m2, within float64's range for squares and at most max - min."""
+    def floats(f: str) -> np.ndarray:
+        return np.array([float(lists[f][i]) for i in idx], dtype=np.float64)
+
+    lo, hi, shift, offset, m2 = (floats(f) for f in ("min", "max", "shift", "offset", "m2"))
+    count = np.array([lists["count"][i] for i in idx], dtype=np.float64)
+    w = 2.0**-40 * np.maximum(np.abs(lo), np.abs(hi))
+    span = hi / 2 - lo / 2 + (hi / 2 - lo / 2)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        std = np.sqrt(m2 / (count - ddof))
+    varies = lo < hi
+    checks = [("shift", (shift < lo - w) | (shift > hi + w), "outside [min, max]"),
+              ("offset", np.abs(offset) > span + w, "more than max - min from the shift"),
+              ("m2", varies & ~((std >= MIN_STD) & (std <= MAX_STD)),
+               "gives a std outside float64's range for squares (1.5e-154 to 6.7e153)"),
+              ("m2", varies & (std > span * (1 + 2.0**-50)), "gives a std more than max - min")]
+    for f, bad, what in checks:
         if bad.any():
             i = int(idx[int(np.argmax(bad))])
             c.fail(f"{where}.{f}[{i}]", f"is {lists[f][i]!r}: {what}")
