@@ -300,3 +300,17 @@ def test_the_transform_per_key_is_exact_from_the_arrays(cluster, typed):
             want = (Fraction(v) - mean) / Fraction(math.sqrt(var))
             assert abs(Fraction(float(z[name].iloc[r])) - want) <= \
                 tol * max(1, abs(want)), (name, key, r)
+
+
+def test_worker_processes_give_the_same_keys_and_the_same_refusal(cluster, typed, tmp_path,
+                                                                 capsys):
+    path, _ = typed
+    code, _, err = zscore(capsys, "fit", path, "--stats", tmp_path / "p.json", "--group-by",
+                          "k", "--processes", "--workers", "2", "-q")
+    assert code == 0, err
+    threads = pipeline.fit(str(path), group_by="k", client=cluster)
+    assert json.loads((tmp_path / "p.json").read_text())["groups"] == \
+        json.loads(threads.to_json())["groups"]
+    code, _, err = zscore(capsys, "fit", path, "--stats", tmp_path / "q.json", "--group-by",
+                          "f16", "--max-keys", "50", "--processes", "--workers", "2", "-q")
+    assert code == 2 and "more than the limit of 50; group by a coarser key" in error_line(err)
