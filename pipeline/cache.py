@@ -12,6 +12,10 @@ worst write the same bytes twice.  Each entry carries a format version, its own
 key fields and a sha256 of its payload; anything that does not check out is
 reported with a warning and recomputed, never trusted.
 
+With ``--group-by``, a moments entry also holds the file's per-key moments as
+arrays (:meth:`pipeline.keystats.KeyMoments.to_payload`, exact), and its key adds
+the key columns and how their hive values are typed.
+
 Layout: ``LOCATION/footers/<sha256>.json`` and ``LOCATION/moments/<sha256>.json``.
 """
 

@@ -45,7 +45,8 @@ class FitOptions:
 
     ``features``/``exclude`` are names or globs (a string is comma-separated);
     ``group_by`` is normalized to a tuple of names, ``filters`` to a tuple; ``table``
-    reads a Delta or Iceberg table input (see :mod:`pipeline.tables`).
+    reads a Delta or Iceberg table input (see :mod:`pipeline.tables`); ``max_keys``
+    bounds the distinct ``group_by`` keys (see :mod:`pipeline.keyfit`).
     """
 
     features: str | Sequence[str] | None = None
