@@ -16,9 +16,11 @@ weight of the values each feature used (``"weight": 12.5``) beside its
 ``count``, and ``weight``/``wexp`` to its ``moments`` (the total weight on a
 power-of-two scale, see :mod:`pipeline.stats`).
 
-With ``--group-by`` the artifact is ``format_version`` 2 and also holds a
-``groups`` section: the key columns and, per key value, the same per-feature
-statistics.  Version 1 files (no groups) still load.
+With ``--group-by`` the artifact is ``format_version`` 3 and also holds a
+``groups`` section: the key columns and the per-key moments of every feature as
+arrays (see :mod:`pipeline.artifact_keys`, which says why arrays in the JSON and
+not a side file).  Version 1 files (no groups) and version 2 files (an object
+per key) still load.
 
 ``mean`` and ``std`` are what the transform uses.  ``moments`` is the exact
 internal state (see :mod:`pipeline.stats`) that lets two artifacts merge as if
@@ -46,7 +48,8 @@ __all__ = ["DTYPE_NAMES", "FORMAT_VERSION", "INF_POLICIES", "READABLE_VERSIONS",
            "FittedStats", "Groups"]
 
 FORMAT_VERSION = 1
-GROUPS_FORMAT_VERSION = 2  # written only when there are groups
+GROUPS_FORMAT_VERSION = 3  # written only when there are groups (columnar)
+OBJECT_GROUPS_VERSION = 2  # per-key objects: still read, written for hand-made ones
 
 
 def tool_version() -> str:
@@ -133,10 +136,24 @@ class Groups:
     by: tuple[str, ...]
     keys: Mapping[Key, Mapping[str, FeatureStats]]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, dtypes: Mapping[str, str] | None = None, ddof: int = 0
+                ) -> dict[str, Any]:
+        """Columnar (format 3) when every entry has exact moments, else per-key objects."""
+        from .artifact_keys import columnar, from_mapping
+
+        if dtypes is not None and columnar(self.keys):
+            return from_mapping(self.keys, dtypes, ddof).to_dict(self.by)
         return {"by": list(self.by),
                 "keys": [{"key": list(k), "features": {n: f.to_dict() for n, f in v.items()}}
                          for k, v in self.keys.items()]}
+
+    @property
+    def table(self) -> Any:
+        """The statistics as arrays (:class:`pipeline.artifact_keys.KeyTable`), or ``None``
+        for per-key entries without exact moments."""
+        from .artifact_keys import KeyTable
+
+        return self.keys if isinstance(self.keys, KeyTable) else None
 
 
 @dataclass(frozen=True)
@@ -167,20 +184,37 @@ class FittedStats:
 
     # ------------------------------------------------------------- to / from
     def to_dict(self) -> dict[str, Any]:
-        version = GROUPS_FORMAT_VERSION if self.groups is not None else FORMAT_VERSION
-        d = {"format_version": version, "ddof": self.ddof, "inf": self.inf,
+        d = {"format_version": FORMAT_VERSION, "ddof": self.ddof, "inf": self.inf,
              "created": self.created, "tool_version": self.tool_version,
              "input": dict(self.input),
              "features": {k: v.to_dict() for k, v in self.features.items()}}
         if self.groups is not None:
-            d["groups"] = self.groups.to_dict()
+            groups = self.groups.to_dict({n: f.dtype for n, f in self.features.items()},
+                                         self.ddof)
+            d["format_version"] = GROUPS_FORMAT_VERSION if "features" in groups \
+                else OBJECT_GROUPS_VERSION
+            d["groups"] = groups
         if self.weight is not None:
             d["weight"] = self.weight
         return d
 
     def to_json(self) -> str:
         # json writes floats with repr(): the shortest string that round-trips exactly.
-        return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+        d = self.to_dict()
+        groups = d.pop("groups", None)
+        text = json.dumps(d, indent=1, allow_nan=False)
+        if groups is None or "features" not in groups:
+            if groups is not None:
+                text = json.dumps({**d, "groups": groups}, indent=1, allow_nan=False)
+            return text + "\n"
+        # Per-key arrays one line each: indented, every number would take a line of its own.
+        parts = [f' "by": {json.dumps(groups["by"])}',
+                 ' "keys": {' + ", ".join(f"{json.dumps(b)}: {json.dumps(v, allow_nan=False)}"
+                                          for b, v in groups["keys"].items()) + "}"]
+        feats = [f'  {json.dumps(n)}: {json.dumps(fd, allow_nan=False, separators=(",", ":"))}'
+                 for n, fd in groups["features"].items()]
+        body = ",\n".join(parts) + ',\n "features": {\n' + ",\n".join(feats) + "\n }"
+        return text[:-2] + ',\n "groups": {\n' + body + "\n }\n}\n"
 
     def save(self, path: str | os.PathLike[str], storage_options: dict | None = None) -> None:
         """Write the artifact (atomically on local disks) to a path or fsspec URL."""
@@ -228,7 +262,8 @@ class FittedStats:
                    input=data.get("input", {}), created=data.get("created", ""),
                    tool_version=data.get("tool_version", ""),
                    format_version=data["format_version"],
-                   groups=_groups(data["groups"]) if "groups" in data else None,
+                   groups=_groups(data["groups"], features, data["ddof"])
+                   if "groups" in data else None,
                    weight=data.get("weight"))
 
 
@@ -284,7 +319,13 @@ def _feature(d: dict[str, Any]) -> FeatureStats:
                         weight=float(d["weight"]) if "weight" in d else None)
 
 
-def _groups(d: dict[str, Any]) -> Groups:
+def _groups(d: dict[str, Any], features: Mapping[str, FeatureStats], ddof: int) -> Groups:
+    if "features" in d:  # format 3: arrays
+        from .artifact_keys import KeyTable
+
+        table = KeyTable.from_dict(d, {n: f.dtype for n, f in features.items()}, ddof,
+                                   FeatureStats)
+        return Groups(by=tuple(d["by"]), keys=table)
     keys = {tuple(e["key"]): {str(n): _feature(fd) for n, fd in e["features"].items()}
             for e in d["keys"]}
     return Groups(by=tuple(d["by"]), keys=keys)

@@ -13,6 +13,10 @@ worst write the same bytes twice.  Each entry carries a format version, its own
 key fields and a sha256 of its payload; anything that does not check out is
 reported with a warning and recomputed, never trusted.
 
+With ``--group-by``, a moments entry also holds the file's per-key moments as
+arrays (:meth:`pipeline.keystats.KeyMoments.to_payload`, exact), and its key adds
+the key columns and how their hive values are typed.
+
 Layout: ``LOCATION/footers/<sha256>.json`` and ``LOCATION/moments/<sha256>.json``.
 """
 
@@ -28,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from .dataset import SourceFile
+from .keystats import KeyMoments
 from .schema import Footer
 from .stats import Moments
 from .storage import resolve, write_bytes
@@ -145,18 +150,25 @@ class Cache:
 
     # ------------------------------------------------------------- moments
     def _moments_key(self, f: SourceFile, features: Sequence[str], inf: str, chunk: int,
-                     weight: str | None = None) -> list[Any]:
-        return [*self._identity(f), sorted(features), inf, chunk,
+                     tag: list[Any] | None = None, weight: str | None = None) -> list[Any]:
+        # ``tag`` (the group-by columns and hive typing) and ``weight`` only when given:
+        # entries of plain fits keep their keys.
+        base = [*self._identity(f), sorted(features), inf, chunk,
                 *([{"weight": weight}] if weight else [])]
+        return base if tag is None else [*base, tag]
 
     def moments(self, files: Sequence[SourceFile], features: Sequence[str], inf: str,
-                chunk: int, weight: str | None = None) -> dict[str, FileMoments]:
-        keys = {f.rel: self._moments_key(f, features, inf, chunk, weight) for f in files}
+                chunk: int, tag: list[Any] | None = None, weight: str | None = None
+                ) -> dict[str, Any]:
+        """Cached per-file moments; with ``tag`` (``--group-by``): (moments, key moments)."""
+        keys = {f.rel: self._moments_key(f, features, inf, chunk, tag, weight) for f in files}
         found = self._get("moments", keys)
-        out = {}
+        out: dict[str, Any] = {}
         for rel, p in found.items():
             try:
-                out[rel] = {name: Moments.from_dict(p[name]) for name in features}
+                feats = p if tag is None else p["features"]
+                fm = {name: Moments.from_dict(feats[name]) for name in features}
+                out[rel] = fm if tag is None else (fm, KeyMoments.from_payload(p["groups"]))
             except (KeyError, TypeError, ValueError):
                 self.warn(f"cache entry for the moments of {rel} is unusable; recomputing it")
         self.hits += len(out)
@@ -164,11 +176,17 @@ class Cache:
         return out
 
     def put_moments(self, files: Sequence[SourceFile], features: Sequence[str], inf: str,
-                    chunk: int, moments: Sequence[FileMoments], weight: str | None = None
-                    ) -> None:
-        self._put("moments", [(self._moments_key(f, features, inf, chunk, weight),
-                               {k: m.to_dict() for k, m in fm.items()})
-                              for f, fm in zip(files, moments, strict=True)])
+                    chunk: int, moments: Sequence[Any], tag: list[Any] | None = None,
+                    weight: str | None = None) -> None:
+        def payload(result: Any) -> dict[str, Any]:
+            if tag is None:
+                return {k: m.to_dict() for k, m in result.items()}
+            fm, km = result
+            return {"features": {k: m.to_dict() for k, m in fm.items()},
+                    "groups": km.to_payload()}
+
+        self._put("moments", [(self._moments_key(f, features, inf, chunk, tag, weight),
+                               payload(r)) for f, r in zip(files, moments, strict=True)])
 
 
 def _footer_to(f: Footer) -> dict[str, Any]:

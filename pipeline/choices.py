@@ -16,3 +16,5 @@ SQL_DIALECTS = ("duckdb", "postgres", "bigquery", "spark")  # the engines the SQ
 # A table input (pipeline.tables): recognized, loose Parquet always, or said to be a table.
 INPUT_FORMATS = ("auto", "parquet", "delta", "iceberg")
 OUTPUT_FORMATS = ("auto", "parquet", "delta", "iceberg")  # auto: Delta for a Delta input
+# --group-by: refuse past this many distinct keys (100,000 keys of 4 features: a 41 MB artifact)
+MAX_KEYS = 100_000

@@ -184,7 +184,7 @@ def run(input: str, output: str, stats_path: str | None, **kw: Any) -> None:
                          report=kw["report"], filters=kw["filters"], cache=kw["cache"],
                          group_by=kw["group_by"], unseen=kw["unseen"], client=session,
                          storage_options=opts, table=table_options_of(kw), weight=kw["weight"],
-                         finish=finish_of(kw))
+                         finish=finish_of(kw), max_keys=kw["max_keys"])
     click.echo(run_summary(result, "run", table=not kw["quiet"], passes=console.passes))
     if lineage is not None:
         # result.output: what was published (an Iceberg OUTPUT names a table, not a place)
@@ -202,7 +202,7 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
       zscore inspect stats.json
     """
     from .artifact import FittedStats
-    from .display import stats_table
+    from .display import keys_summary, stats_table
 
     stats = FittedStats.load(stats_path, storage_options(storage_option))
     src = stats.input
@@ -213,7 +213,7 @@ def inspect(stats_path: str, storage_option: tuple[str, ...]) -> None:
         _say(f"input {src.get('path', '?')}: {src.get('files', '?')} files, "
              f"{src.get('rows', '?'):,} rows" if isinstance(src.get("rows"), int)
              else f"input {src.get('path', '?')}")
-    click.echo(stats_table(stats))
+    click.echo(stats_table(stats) + ("\n" + keys_summary(stats) if stats.groups else ""))
 
 
 @cli.command()
@@ -252,28 +252,20 @@ def merge(stats_paths: tuple[str, ...], output: str, storage_option: tuple[str, 
 @click.option("--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE")
 def diff(old_path: str, new_path: str, max_shift: float, max_ratio: float, as_json: bool,
          storage_option: tuple[str, ...]) -> None:
-    """Compare two fits; exit 3 when a feature drifted past the limits.
+    """Compare two fits; exit 3 when a feature (or, per key, a key) drifted past the limits.
 
     \b
     Example (a pipeline gate):
       zscore diff stats/2026-01-01.json stats/2026-01-02.json --max-shift 0.5 || exit $?
     """
-    import json
-
     from .artifact import FittedStats
-    from .compose import diff as diff_stats
-    from .display import drift_table
+    from .compose_keys import diff_report
 
     opts = storage_options(storage_option)
-    drifts = diff_stats(FittedStats.load(old_path, opts), FittedStats.load(new_path, opts),
-                        max_shift=max_shift, max_ratio=max_ratio)
-    flagged = [d for d in drifts if d.flagged]
-    if as_json:
-        click.echo(json.dumps({"max_shift": max_shift, "max_ratio": max_ratio,
-                               "flagged": len(flagged),
-                               "features": [d.to_dict() for d in drifts]}, indent=1))
-    else:
-        click.echo(drift_table(drifts, max_shift, max_ratio))
+    text, flagged = diff_report(FittedStats.load(old_path, opts),
+                                FittedStats.load(new_path, opts), max_shift=max_shift,
+                                max_ratio=max_ratio, as_json=as_json)
+    click.echo(text)
     if flagged:
         raise click.exceptions.Exit(EXIT_DRIFT)
 

@@ -18,6 +18,7 @@ from .choices import (
     EXPORT_FORMATS,
     INF_POLICIES,
     INPUT_FORMATS,
+    MAX_KEYS,
     MODES,
     OUTPUT_FORMATS,
     SQL_DIALECTS,
@@ -135,6 +136,9 @@ def fit_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--group-by", "group_by", default="", metavar="COLS",
                      help="Also fit per key of these columns (e.g. tool,chamber); transforms "
                           "then use each row's key."),
+        click.option("--max-keys", "max_keys", type=click.IntRange(min=1), default=MAX_KEYS,
+                     show_default=True, metavar="N",
+                     help="With --group-by: refuse as soon as more distinct keys are found."),
         click.option("--cache", type=PATH, default=None, metavar="LOCATION",
                      help="Directory or URL keeping per-file moments: a re-fit reads only new "
                           "or changed files (same statistics, bit for bit)."),
@@ -293,7 +297,7 @@ def fit_options_of(kw: dict[str, Any], opts: dict[str, Any]) -> Any:
     return FitOptions(features=kw["features"], exclude=kw["exclude"], ddof=kw["ddof"],
                       inf=kw["inf"], filters=kw["filters"], cache=kw["cache"],
                       group_by=kw["group_by"], storage_options=opts,
-                      table=table_options_of(kw), weight=kw["weight"])
+                      table=table_options_of(kw), weight=kw["weight"], max_keys=kw["max_keys"])
 
 
 def table_options_of(kw: dict[str, Any]) -> Any:

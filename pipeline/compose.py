@@ -20,8 +20,10 @@ import numpy as np
 import pyarrow as pa
 
 from .artifact import FeatureStats, FittedStats, Groups, now_iso, tool_version
+from .artifact_keys import columnar, from_mapping
 from .errors import ArtifactError, option
-from .groups import GroupMoments, finalize_groups
+from .groups import finalize_groups
+from .keystats import KeyMoments
 from .schema import unify_numeric
 from .stats import Moments
 
@@ -139,17 +141,15 @@ def _merge_groups(artifacts: Sequence[FittedStats], labels: Sequence[str], ddof:
         raise ArtifactError(f"{labels[i]} has group-by {_show(list(bys[i] or []))} but "
                             f"{labels[0]} has {_show(list(bys[0] or []))}; only statistics "
                             "fitted the same way can be merged", path=labels[i])
-    per_artifact: list[GroupMoments] = []
+    per_artifact: list[KeyMoments] = []
     for label, a in zip(labels, artifacts, strict=True):
         assert a.groups is not None
-        moments: GroupMoments = {}
-        for key, feats in a.groups.keys.items():
-            for name, f in feats.items():
-                if f.moments is None:
-                    raise ArtifactError(f"{label} has no exact moments for '{name}' in key "
-                                        f"{list(key)}; refit it with zscore", path=label)
-                moments.setdefault(key, {})[name] = f.moments
-        per_artifact.append(moments)
+        if not columnar(a.groups.keys):
+            raise ArtifactError(f"{label} has per-key statistics without exact moments "
+                                "(hand-written?); refit it with zscore", path=label)
+        table = from_mapping(a.groups.keys, {n: f.dtype for n, f in a.features.items()},
+                             a.ddof)
+        per_artifact.append(KeyMoments(keys=list(table.key_list), columns=dict(table.columns)))
     dtypes = {n: _wider([a.features[n].dtype for a in artifacts]) for n in artifacts[0].features}
     assert bys[0] is not None
     # The same merge, key order and finalize as a fit's per-file group moments.

@@ -72,3 +72,65 @@ def run_summary(result: Any, command: str, table: bool = True,
     if table:
         lines.append(stats_table(result.stats))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------- per-key statistics
+SHOWN_KEYS = 10  # keys named in a summary (the smallest, the most drifted)
+
+
+def _key_text(key: Sequence[Any]) -> str:
+    return ", ".join("null" if v is None else str(v) for v in key)
+
+
+def keys_summary(stats: FittedStats) -> str:
+    """``inspect``'s per-key section: per feature the spread of key means and σs across
+    keys (quantiles), and the keys with the fewest values."""
+    import numpy as np
+
+    from .artifact_keys import from_mapping
+
+    assert stats.groups is not None
+    table = from_mapping(stats.groups.keys, {n: f.dtype for n, f in stats.features.items()},
+                         stats.ddof)
+    lines = [f"per-key statistics: {len(table):,} keys of {', '.join(stats.groups.by)}"]
+    head = ["feature", "keys", "", "min", "p1", "median", "p99", "max"]
+    rows = [head]
+    for name, (mean, std, _) in table.derived.items():
+        has = table.columns[name].count > 0
+        for label, values in (("key mean", mean[has]), ("key σ", std[has])):
+            q = np.quantile(values, [0, 0.01, 0.5, 0.99, 1]) if values.size else [np.nan] * 5
+            rows.append([name if label == "key mean" else "", f"{int(has.sum()):,}"
+                         if label == "key mean" else "", label, *(f"{v:.6g}" for v in q)])
+    table_text = columns(rows, left=3)  # its cells already printable
+    counts = np.zeros(len(table), dtype=np.int64)
+    for c in table.columns.values():
+        counts = np.maximum(counts, c.count)
+    fewest = np.argsort(counts, kind="stable")[:SHOWN_KEYS]
+    lines.append("smallest keys by count: " + "; ".join(
+        f"{_key_text(table.key_list[i])} ({int(counts[i]):,})" for i in fewest.tolist()))
+    head_line, rest = printable(lines[0]), [printable(line) for line in lines[1:]]
+    return "\n".join([head_line, table_text, *rest])
+
+
+def keys_drift_table(kd: Any, max_shift: float, max_ratio: float) -> str:
+    """``diff``'s per-key section: the most drifted keys, and keys on one side only."""
+    keys = {d.key for d in kd.drifted}
+    lines = [f"per-key ({', '.join(kd.by)}): {len(keys):,} of {kd.compared:,} keys compared "
+             f"drifted (limits: shift {max_shift} σ, ratio {max_ratio}); "
+             f"{len(kd.only_old):,} only in the old statistics, {len(kd.only_new):,} only in "
+             "the new"]
+    if kd.drifted:
+        rows = [["key", "feature", "shift (old σ)", "σ ratio"]] + [
+            [_key_text(d.key), d.feature, f"{d.shift:+.4g}", f"{d.ratio:.4g}"]
+            for d in kd.drifted[:SHOWN_KEYS]]
+        lines.append("\x00" + columns(rows, left=2))  # cells already printable
+        if len(kd.drifted) > SHOWN_KEYS:
+            lines.append(f"... and {len(kd.drifted) - SHOWN_KEYS:,} more (--json lists all)")
+    for label, side in (("only in the old statistics", kd.only_old),
+                        ("only in the new statistics", kd.only_new)):
+        if side:
+            more = f" and {len(side) - SHOWN_KEYS:,} more" if len(side) > SHOWN_KEYS else ""
+            lines.append(f"keys {label}: " + "; ".join(_key_text(k) for k in
+                                                      side[:SHOWN_KEYS]) + more)
+    return "\n".join(line[1:] if line.startswith("\x00") else printable(line)
+                     for line in lines)

@@ -61,6 +61,7 @@ from .estimator_data import (
     frame_columns,
     kind_of,
     lazy_transform,
+    merge_moments,
     refuse_inf,
     sample_weights,
     samples_seen,
@@ -194,7 +195,7 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
             new = [self._moments(c, w) for c in cols]
             dtypes = [c.dtype_name for c in cols]
         if not first:
-            new = [_merge(old, m) for old, m in zip(self._features, new, strict=True)]
+            new = [merge_moments(old, m) for old, m in zip(self._features, new, strict=True)]
             dtypes = [old.dtype for old in self._features]
         self._set_features([self._feature(n, m, d) for n, m, d in
                             zip(self._names(), new, dtypes, strict=True)])
@@ -396,9 +397,3 @@ class StandardScaler(OneToOneFeatureMixin, TransformerMixin, BaseEstimator,  # t
                            weight=(getattr(self, "_weight_column", None) or "sample_weight")
                            if self._features[0].weight is not None else None)
 
-
-def _merge(old: FeatureStats, new: Moments | None) -> Moments | None:
-    if old.moments is None:
-        raise ScalerDataError("these statistics have no moments (a hand-written artifact): "
-                              "they transform, but partial_fit cannot add to them; refit")
-    return old.moments if new is None else old.moments.merge(new)

@@ -241,3 +241,11 @@ def out_dtype(cols: list[Column]) -> np.dtype:
 
 def few(names: list[str], k: int = 10) -> str:
     return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+def merge_moments(old: FeatureStats, new: Any) -> Any:
+    """``old``'s moments merged with ``new`` (``partial_fit``); ``None`` means nothing new."""
+    if old.moments is None:
+        raise ScalerDataError("these statistics have no moments (a hand-written artifact): "
+                              "they transform, but partial_fit cannot add to them; refit")
+    return old.moments if new is None else old.moments.merge(new)

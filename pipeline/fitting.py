@@ -20,17 +20,16 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .artifact import FittedStats
-from .choices import DDOFS, INF_POLICIES
+from .choices import DDOFS, INF_POLICIES, MAX_KEYS
 from .dataset import Dataset, load_dataset
 from .errors import InputError, option
-from .finalize import check_spread, finalize
-from .groups import GroupMoments, finalize_groups
+from .finalize import finalize
 from .lakehouse import TableOptions
 from .moments import BATCH_ROWS, files_moments, frame_moments
 from .schema import split_names, without_keys
 from .storage import resolve
 from .tables import Located, open_input, plan_output
-from .weights import check_weight_column, check_weighted, without_weight
+from .weights import check_weight_column, without_weight
 
 if TYPE_CHECKING:
     import dask.dataframe as dd
@@ -48,7 +47,8 @@ class FitOptions:
     ``features``/``exclude`` are names or globs (a string is comma-separated);
     ``group_by`` is normalized to a tuple of names, ``filters`` to a tuple; ``table``
     reads a Delta or Iceberg table input (see :mod:`pipeline.tables`); ``weight``
-    names a weight column (see :mod:`pipeline.weights`).
+    names a weight column (see :mod:`pipeline.weights`); ``max_keys`` bounds the
+    distinct ``group_by`` keys (see :mod:`pipeline.keyfit`).
     """
 
     features: str | Sequence[str] | None = None
@@ -61,14 +61,23 @@ class FitOptions:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     table: TableOptions | None = None
     weight: str | None = None
+    max_keys: int = MAX_KEYS
 
     def __post_init__(self) -> None:
+        if not isinstance(self.max_keys, int) or self.max_keys < 1:
+            raise InputError(f"{option('max_keys')} must be a positive integer, not "
+                             f"{self.max_keys!r}")
         if self.ddof not in DDOFS:
             raise InputError(f"{option('ddof')} must be 0 or 1, not {self.ddof}")
         if self.inf not in INF_POLICIES:
             raise InputError(f"{option('inf')} must be 'error' or 'null', not {self.inf!r}")
         object.__setattr__(self, "group_by", tuple(split_names(self.group_by)))
         object.__setattr__(self, "weight", self.weight or None)
+        if self.weight and self.group_by:
+            # Per-key moments are arrays (pipeline.keystats) without weights as yet.
+            raise InputError(f"{option('weight')} and {option('group_by')} cannot be combined: "
+                             "per-key statistics are unweighted; fit weighted without "
+                             f"{option('group_by')}, or per key without {option('weight')}")
         object.__setattr__(self, "filters", tuple(self.filters))
         object.__setattr__(self, "storage_options", dict(self.storage_options or {}))
 
@@ -177,29 +186,36 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
     """The statistics pass over a validated dataset, on ``session``'s cluster.
 
     With a ``cache``, files whose moments it holds are not read, and the moments
-    of the others are stored in it.  With ``options.group_by``, statistics per key too.
+    of the others are stored in it.  With ``options.group_by``, statistics per key
+    too (see :mod:`pipeline.keyfit`), cached per file the same way.
     """
-    by = check_group_by(dataset, features, options.group_by, cache)
+    from .keyfit import KeyGuard, cache_tag, check_group_by, finish_groups, key_spec
+
+    by = check_group_by(dataset, features, options.group_by)
+    spec = key_spec(dataset, by, options.max_keys) if by else None
+    tag = cache_tag(spec) if spec is not None else None
     files = list(dataset.files)
     inf = options.inf
-    known = cache.moments(files, features, inf, BATCH_ROWS, options.weight) \
+    known = cache.moments(files, features, inf, BATCH_ROWS, tag, options.weight) \
         if cache is not None else {}
+    guard = KeyGuard(by, options.max_keys) if by else None
+    for rel, result in known.items():
+        if guard is not None:
+            guard.see(rel, result)  # refused before reading anything
     todo = [f for f in files if f.rel not in known]
     rows = {f.rel: ft.rows for f, ft in zip(files, dataset.footers, strict=True)}
     fresh = session.map(partial(files_moments, dataset.location.fs, features=list(features),
-                                by=by, weight=options.weight), todo,
+                                keys=spec, weight=options.weight), todo,
                         label="fit", weights=[f.size for f in todo],
-                        rows=[rows[f.rel] for f in todo]) if todo else []
-    per_group: list[GroupMoments] = []
-    if by:
-        fresh, per_group = [r[0] for r in fresh], [r[1] for r in fresh]
+                        rows=[rows[f.rel] for f in todo],
+                        on_result=guard.see if guard is not None else None) if todo else []
     if cache is not None:
         if todo:
-            cache.put_moments(todo, features, inf, BATCH_ROWS, fresh, options.weight)
+            cache.put_moments(todo, features, inf, BATCH_ROWS, fresh, tag, options.weight)
         session.console.info(f"cache: {len(known)} of {len(files)} files' moments reused, "
                              f"{len(todo)} read")
     by_rel = {**known, **{f.rel: m for f, m in zip(todo, fresh, strict=True)}}
-    pieces = [(f.rel, by_rel[f.rel]) for f in files]
+    pieces = [(f.rel, by_rel[f.rel][0] if by else by_rel[f.rel]) for f in files]
     dtypes = {n: str(dataset.schema.field(n).type) for n in features}
     source: dict[str, Any] = {"path": dataset.location.display, "files": len(files),
                               "rows": dataset.rows, "fingerprint": dataset.fingerprint,
@@ -216,39 +232,10 @@ def fit_dataset(session: Session, dataset: Dataset, features: Sequence[str],
         warn_dataset(session, dataset, stats, [fm for _, fm in pieces], reread=cache is None)
     if not by:
         return stats
-    groups = finalize_groups(by, per_group, {n: stats.features[n].dtype for n in features},
-                             options.ddof)
-    for key, feats in groups.keys.items():
-        for name, f in feats.items():
-            where = f"key {list(key)} of {option('group_by', ','.join(by), cli=','.join(by))}"
-            if f.moments is not None:
-                check_weighted(name, f.moments, options.weight, options.ddof, key=where)
-            check_spread(name, f, key=where)
-    session.console.info(f"group-by {', '.join(by)}: {len(groups.keys)} keys")
+    groups = finish_groups(by, [by_rel[f.rel][1] for f in files],
+                           {n: stats.features[n].dtype for n in features}, options.ddof)
+    session.console.info(f"group-by {', '.join(by)}: {len(groups.keys):,} keys")
     return replace(stats, groups=groups)
-
-
-def check_group_by(dataset: Dataset, features: Sequence[str], group_by: Sequence[str],
-                   cache: Any = None) -> list[str]:
-    """Validate ``group_by`` columns: present in the files, not features, no cache."""
-    by = split_names(group_by)
-    for b in by:
-        named = f"{option('group_by')} column '{b}'"
-        if b not in dataset.schema.names:
-            raise InputError(f"{named} is not a column of the files (hive partition keys "
-                             "cannot be used); available: "
-                             + ", ".join(dataset.schema.names[:30]), column=b)
-        if b in dataset.schema.varying:
-            raise InputError(f"{named} differs in type or presence between files (see the "
-                             "warning above); its keys would not compare: fix the files",
-                             column=b)
-        if b in features:
-            raise InputError(f"{named} is also a selected feature; exclude it with "
-                             f"{option('exclude', b)}", column=b)
-    if by and cache is not None:
-        raise InputError(f"{option('cache')} cannot be combined with {option('group_by')} yet; "
-                         "drop one of them")
-    return by
 
 
 # --------------------------------------------------------------- public API
@@ -257,7 +244,7 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
         ddof: int = 0, inf: str = "error", filters: Sequence[str] = (),
         cache: str | None = None, group_by: str | Sequence[str] = (), client: Any = None,
         storage_options: Mapping[str, Any] | None = None, table: TableOptions | None = None,
-        weight: str | None = None) -> FittedStats:
+        weight: str | None = None, max_keys: int = MAX_KEYS) -> FittedStats:
     """Fit global per-feature mean and standard deviation in one distributed pass.
 
     Parameters
@@ -281,8 +268,10 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
         A directory or fsspec URL keeping per-file footers and moments: a re-fit
         reads only new or changed files and gives bit-identical statistics.
     group_by : str or list of str
-        Key columns: statistics per key value too (see :mod:`pipeline.groups`);
-        they are left out of the default feature selection.
+        Key columns (stored, or hive partition keys): statistics per key value too
+        (see :mod:`pipeline.groups`); they are left out of the default feature selection.
+    max_keys : int
+        Refuse (:class:`InputError`) as soon as more distinct keys than this are seen.
     client : distributed.Client, optional
         Default: the current client if there is one, else an embedded local
         cluster started for this call.
@@ -318,7 +307,8 @@ def fit(source: str | os.PathLike[str] | dd.DataFrame | pd.DataFrame, *,
     """
     options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
                          filters=filters, cache=cache, group_by=group_by,
-                         storage_options=storage_options or {}, table=table, weight=weight)
+                         storage_options=storage_options or {}, table=table, weight=weight,
+                         max_keys=max_keys)
     if not isinstance(source, str | os.PathLike):
         return fit_prepared(prepare_fit(source, options), options, client=client)
     from .cluster import session_for

@@ -12,6 +12,11 @@ ISO strings, nulls as ``None``).  At transform time a key not seen at fit time
 uses the global statistics (``unseen="global"``, the default), becomes missing
 (``"null"``) or is an error (``"error"``).  A constant group follows the
 constant rule: its values become exactly 0.0 under ``standard`` and ``center``.
+
+A key column may be a hive partition key: its value is the file's directory
+value as readers show it (:func:`hive_value`), added to each batch for the
+lookup only (:func:`with_hive_keys`).  The moments themselves are computed and
+merged as arrays over keys (:mod:`pipeline.keystats`).
 """
 
 from __future__ import annotations
@@ -28,10 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .artifact import FeatureStats, Groups, Key
+from .artifact_keys import KeyTable
 from .errors import DataError, InputError, option
-from .stats import Moments
-
-GroupMoments = dict[Key, dict[str, Moments]]
+from .keystats import KeyMoments
 
 
 def jsonable(value: Any) -> Any:
@@ -81,14 +85,6 @@ def codes(table: pa.Table, by: Sequence[str]) -> tuple[np.ndarray, list[Key]]:
 
 
 # --------------------------------------------------------------------- fit
-def merge_into(total: GroupMoments, part: GroupMoments) -> None:
-    """Fold ``part`` into ``total`` (in place), key by key, feature by feature."""
-    for key, feats in part.items():
-        mine = total.setdefault(key, {})
-        for name, m in feats.items():
-            mine[name] = mine[name].merge(m) if name in mine else m
-
-
 def sort_keys(keys: Any) -> list[Key]:
     """The canonical order of keys: by their JSON text (None, numbers and text all compare)."""
     import json
@@ -96,17 +92,77 @@ def sort_keys(keys: Any) -> list[Key]:
     return sorted(keys, key=lambda k: json.dumps(list(k)))
 
 
-def finalize_groups(by: Sequence[str], per_file: Sequence[GroupMoments],
+def finalize_groups(by: Sequence[str], per_file: Sequence[KeyMoments],
                     dtypes: Mapping[str, str], ddof: int) -> Groups:
-    """Merge per-file group moments in file order and build the artifact's ``groups``."""
-    total: GroupMoments = {}
-    for gm in per_file:
-        merge_into(total, gm)
-    keys: dict[Key, dict[str, FeatureStats]] = {}
-    for key in sort_keys(total):
-        keys[key] = {name: FeatureStats.from_moments(m, dtypes[name], ddof)
-                     for name, m in total[key].items() if m.count > 0}
-    return Groups(by=tuple(by), keys=keys)
+    """Merge per-file key moments in file order and build the artifact's ``groups``."""
+    total = KeyMoments()
+    for km in per_file:
+        total.fold(km)
+    position = {k: i for i, k in enumerate(total.keys)}
+    keys = sort_keys(total.keys)
+    order = np.array([position[k] for k in keys], dtype=np.int64)
+    columns = {n: c.take(order) for n, c in total.columns.items() if n in dtypes}
+    return Groups(by=tuple(by), keys=KeyTable(keys, columns, dtypes, ddof, FeatureStats))
+
+
+def too_many_keys(by: Sequence[str], found: int, limit: int, where: str = "") -> InputError:
+    """The ``max_keys`` refusal: how many keys were found (so far), and what to do."""
+    names = ",".join(by)
+    return InputError(f"{option('group_by', names, cli=names)} found {found:,} distinct keys"
+                      f"{where}, more than the limit of {limit:,}; group by a coarser key, or "
+                      f"raise the limit with {option('max_keys', found * 2, cli=str(found * 2))}",
+                      column=by[0])
+
+
+# ------------------------------------------------------------- hive keys
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def hive_kinds(values: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Per hive key, how readers type it: "int" when every (non-null) value is an integer
+    (pyarrow infers int32, Dask a categorical of integers), else "str"."""
+    import re
+
+    def kind(vs: Sequence[str]) -> str:
+        real = [v for v in vs if v != HIVE_NULL]
+        return "int" if real and all(re.fullmatch(r"[+-]?\d+", v) for v in real) else "str"
+
+    return {k: kind(vs) for k, vs in values.items()}
+
+
+def hive_value(raw: str, kind: str) -> Any:
+    """A hive directory's value as readers show it: percent-escapes decoded, the default
+    partition null, integers as integers for an "int" key."""
+    import urllib.parse
+
+    if raw == HIVE_NULL:
+        return None
+    text = urllib.parse.unquote(raw)
+    return int(text) if kind == "int" else text
+
+
+def with_hive_keys(table: pa.Table, partition: Mapping[str, Any]) -> pa.Table:
+    """``table`` with a constant column per hive key in ``partition`` (name -> value)."""
+    for name, value in partition.items():
+        if name in table.column_names:
+            continue
+        typ = pa.int64() if isinstance(value, int) else pa.string()
+        table = table.append_column(name, pa.array([value] * table.num_rows, typ))
+    return table
+
+
+def hive_keys_of(plan: GroupPlan, partition: Sequence[tuple[str, str]],
+                 stored: Sequence[str]) -> dict[str, Any]:
+    """The hive values of a file for the plan's key columns it does not store, typed as
+    at fit time (integers when the fitted values of that column are integers)."""
+    out = {}
+    pairs = dict(partition)
+    for j, b in enumerate(plan.by):
+        if b in stored or b not in pairs:
+            continue
+        ints = any(isinstance(v, int) and not isinstance(v, bool) for v in plan.seen[j])
+        out[b] = hive_value(pairs[b], "int" if ints else "str")
+    return out
 
 
 # --------------------------------------------------------------- transform

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .artifact import FittedStats, now_iso, tool_version
+from .choices import MAX_KEYS
 from .cluster import Session, session_for
 from .commit import Commit
 from .dataset import Dataset, load_dataset
@@ -68,7 +69,7 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         cache: str | None = None, group_by: str | Sequence[str] = (), unseen: str = "global",
         client: Any = None, storage_options: Mapping[str, Any] | None = None,
         table: TableOptions | None = None, weight: str | None = None,
-        finish: FinishOptions | None = None) -> RunResult:
+        finish: FinishOptions | None = None, max_keys: int = MAX_KEYS) -> RunResult:
     """Fit on ``input`` and write its normalized copy to ``output``, crash-safely.
 
     Parameters
@@ -96,6 +97,8 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
         As for :func:`pipeline.fit`: reuse per-file footers and moments.
     group_by : str or list of str
         Key columns for per-key statistics (see :mod:`pipeline.groups`).
+    max_keys : int
+        As for :func:`pipeline.fit`: refuse past this many distinct keys.
     unseen : {"global", "null", "error"}
         What a key not seen at fit time gets.
     client : distributed.Client, optional
@@ -126,7 +129,7 @@ def run(input: str | os.PathLike[str], output: str | os.PathLike[str], *,
     fit_options = FitOptions(features=features, exclude=exclude, ddof=ddof, inf=inf,
                              filters=filters, cache=cache, group_by=group_by,
                              storage_options=storage_options or {}, table=table,
-                             weight=weight)
+                             weight=weight, max_keys=max_keys)
     located = locate(input, fit_options, output=output, overwrite=overwrite,
                      stats_path=stats_path)
     options = WriteOptions(mode=mode, dtype=dtype, unseen=unseen, overwrite=overwrite,

@@ -14,7 +14,8 @@ file and the column (:func:`weight_values`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,8 @@ import pyarrow as pa
 from .columns import null_mask, numpy_view
 from .dataset import SourceFile
 from .errors import DataError
-from .groups import GroupMoments, codes, merge_into
+from .groups import codes, too_many_keys, with_hive_keys
+from .keystats import KeyMoments, batch_key_moments
 from .stats import Moments
 from .storage import open_parquet
 from .worker import breadcrumb, corrupt_file
@@ -105,49 +107,49 @@ def weight_values(arr: pa.Array | pa.ChunkedArray, name: str, where: str) -> np.
     return w
 
 
-def batch_group_moments(table: pa.Table, features: Sequence[str], by: Sequence[str],
-                        weights: np.ndarray | None = None) -> GroupMoments:
-    """Moments of each feature within each key of one batch: :func:`column_moments` per key."""
-    code, keys = codes(table, by)
-    order = np.argsort(code, kind="stable")
-    bounds = np.searchsorted(code[order], np.arange(len(keys) + 1))
-    take = pa.array(order)
-    ordered_w = weights[order] if weights is not None else None
-    out: GroupMoments = {k: {} for k in keys}
-    for name in features:
-        col = table.column(name)
-        ordered = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).take(take)
-        for g, key in enumerate(keys):
-            lo, hi = int(bounds[g]), int(bounds[g + 1])
-            out[key][name] = column_moments(ordered.slice(lo, hi - lo), None if ordered_w is None
-                                            else ordered_w[lo:hi])
-    return out
+@dataclass(frozen=True)
+class KeySpec:
+    """What a fit groups by: the ``by`` columns, the typed hive values of each file's
+    partition keys among them (relative path -> name -> value), and ``max_keys``
+    (0: no limit), checked after every batch so a file of too many keys stops early."""
+
+    by: tuple[str, ...]
+    hive: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    max_keys: int = 0
 
 
 def file_moments(fs: Any, file: SourceFile, features: Sequence[str],
-                 batch_rows: int = BATCH_ROWS, by: Sequence[str] = (), weight: str | None = None
-                 ) -> FileMoments | tuple[FileMoments, GroupMoments]:
+                 batch_rows: int = BATCH_ROWS, keys: KeySpec | None = None,
+                 weight: str | None = None) -> FileMoments | tuple[FileMoments, KeyMoments]:
     """Moments of each feature of one file, folded over its batches in order.
 
-    With ``by`` (``--group-by`` columns), also the moments within each key; the
-    global moments are the same, bit for bit, as without.  With ``weight`` (a
-    column name), weighted moments (see :func:`column_moments`).
+    With ``keys`` (``--group-by``), also the moments within each key
+    (:mod:`pipeline.keystats`); the global moments are the same, bit for bit, as without.
+    With ``weight`` (a column name), weighted moments (see :func:`column_moments`);
+    per-key moments are unweighted, so the fit refuses the two together.
     """
     result = {name: Moments() for name in features}
-    groups: GroupMoments = {}
-    columns = list(dict.fromkeys([*features, *by, *([weight] if weight else [])]))
+    groups = KeyMoments()
+    by = keys.by if keys is not None else ()
+    hive = keys.hive.get(file.rel, {}) if keys is not None else {}
+    columns = list(features) + [b for b in by if b not in features and b not in hive]
+    columns += [weight] if weight and weight not in columns else []
     breadcrumb(file.rel)
     try:
         for batch in _batches(open_parquet(fs, file.path), columns, batch_rows):
             w = weight_values(batch.column(weight), weight, file.rel) if weight else None
             for name in features:
                 result[name] = result[name].merge(column_moments(batch.column(name), w))
-            if by:
+            if keys is not None:
                 table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-                merge_into(groups, batch_group_moments(table, features, by, w))
+                code, found = codes(with_hive_keys(table, hive), by)
+                groups.fold(batch_key_moments(table, features, code, found))
+                if keys.max_keys and len(groups.keys) > keys.max_keys:
+                    raise too_many_keys(by, len(groups.keys), keys.max_keys,
+                                        f" in {file.rel} alone")
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise corrupt_file(file.rel, exc) from None
-    return (result, groups) if by else result
+    return (result, groups) if keys is not None else result
 
 
 def _batches(pf: Any, columns: list[str], batch_rows: int) -> Any:
@@ -164,9 +166,9 @@ def _batches(pf: Any, columns: list[str], batch_rows: int) -> Any:
 
 
 def files_moments(fs: Any, files: Sequence[SourceFile], features: Sequence[str],
-                  by: Sequence[str] = (), weight: str | None = None) -> list[Any]:
+                  keys: KeySpec | None = None, weight: str | None = None) -> list[Any]:
     """:func:`file_moments` over a batch of files: the unit of work of one task."""
-    return [file_moments(fs, f, features, by=by, weight=weight) for f in files]
+    return [file_moments(fs, f, features, keys=keys, weight=weight) for f in files]
 
 
 def frame_moments(df: Any, features: Sequence[str], weight: str | None = None,

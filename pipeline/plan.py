@@ -93,8 +93,10 @@ class Plan:
                                     f"{_few(list(stats.features))}); refit including it",
                                     column=name)
         feats, keys = stats.features, stats.groups.keys if stats.groups else {}
-        cols = tuple(ColumnPlan.of(n, [*(k.get(n, feats[n]) for k in keys.values()), feats[n]])
-                     for n in names)
+        table = stats.groups.table if stats.groups else None  # arrays: no object per key
+        cols = tuple(ColumnPlan(n, *table.kernel_arrays(n, feats[n])) if table is not None
+                     else ColumnPlan.of(n, [*(k.get(n, feats[n]) for k in keys.values()),
+                                            feats[n]]) for n in names)
         groups = GroupPlan.build(stats.groups, unseen) if stats.groups else None
         return cls(columns=cols, mode=mode, dtype=dtype, inf=stats.inf, inverse=inverse,
                    groups=groups, types=dict(types or {}), finish=finish or NO_FINISH)

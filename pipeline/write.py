@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from .dataset import Dataset, SourceFile
 from .errors import StorageError, os_error_text
-from .groups import UnseenTally
+from .groups import UnseenTally, hive_keys_of, with_hive_keys
 from .plan import Plan, output_schema, transform_table
 from .storage import Location, local_tempfile, open_parquet
 from .summary import Reference, Summary, Tally
@@ -144,13 +144,22 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan, observ
     options = writer_options(*encodings(pf.metadata), plan)
     tally = UnseenTally() if plan.groups is not None else None
     clipped = {c.name: 0 for c in plan.columns} if plan.finishing.clip is not None else None
+    # --group-by a hive key: its value comes from the file's directory, for the lookup only
+    hive = hive_keys_of(plan.groups, file.partition, pf.schema_arrow.names) \
+        if plan.groups is not None else {}
     # Buffered: unbuffered, the writer makes a write() call per page header and page,
     # about 100 per file: a third of the cost of writing a 100-row file.
     with pa.OSFile(dest, "wb") as raw, pa.BufferedOutputStream(raw, WRITE_BUFFER) as sink, \
             pq.ParquetWriter(sink, schema, **options) as writer:
         for batch in _batches(pf, file):
-            table = transform_table(batch, plan, where=file.rel, observe=observe, tally=tally,
-                                    clipped=clipped)
+            if hive:
+                keyed = with_hive_keys(pa.Table.from_batches([batch]) if isinstance(
+                    batch, pa.RecordBatch) else batch, hive)
+                table = transform_table(keyed, plan, where=file.rel, observe=observe,
+                                        tally=tally, clipped=clipped).drop_columns(list(hive))
+            else:
+                table = transform_table(batch, plan, where=file.rel, observe=observe,
+                                        tally=tally, clipped=clipped)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
             rows += table.num_rows
     return rows, tally, clipped

@@ -133,7 +133,13 @@ def _set(*path, value):
     return edit
 
 
-X, KX = ("features", "x"), ("groups", "keys", 0, "features", "x")
+X, KX = ("features", "x"), ("groups", "features", "x")
+
+
+def _first(value):
+    """Set entry 0 of a per-key list (format 3 stores each moment as one list over keys)."""
+    return lambda values: [value(values[0]) if callable(value) else value, *values[1:]]
+
 HOSTILE_EDITS = {
     "std 1e-320": (_set(*X, "std", value=1e-320), "features.x.std"),
     "shift 1e308": (_set(*X, "moments", "shift", value=1e308), "features.x.moments.shift"),
@@ -144,18 +150,25 @@ HOSTILE_EDITS = {
     "edited mean, moments present": (_set(*X, "mean", value=lambda m: m + 1e-3),
                                      "features.x.mean"),
     "edited std, moments present": (_set(*X, "std", value=lambda s: s * 2), "features.x.std"),
-    "edited per-key mean": (_set(*KX, "mean", value=lambda m: m + 1e-3),
-                            "groups.keys[0].features.x.mean"),
-    "per-key std 1e-320": (_set(*KX, "std", value=1e-320), "groups.keys[0].features.x.std"),
+    "negative per-key m2": (_set(*KX, "m2", value=_first(-1.0)), "groups.features.x.m2[0]"),
+    "per-key min above max": (_set(*KX, "min", value=_first(2e9)), "groups.features.x.min[0]"),
+    "per-key m2 1e-320": (_set(*KX, "m2", value=_first(1e-320)), "groups.features.x.m2[0]"),
+    "per-key m2 past the range": (_set(*KX, "m2", value=_first(1e6)), "groups.features.x.m2[0]"),
+    "per-key shift 1e308": (_set(*KX, "shift", value=_first(1e308)),
+                            "groups.features.x.shift[0]"),
+    "per-key offset 1e300": (_set(*KX, "offset", value=_first(1e300)),
+                             "groups.features.x.offset[0]"),
     "constant but min < max": (_set(*X, "constant", value=True), "features.x.constant"),
     "unknown dtype": (_set(*X, "dtype", value="float128"), "features.x.dtype"),
-    "per-key dtype differs": (_set(*KX, "dtype", value="float32"),
-                              "groups.keys[0].features.x.dtype"),
+    "per-key shift not a number": (_set(*KX, "shift", value=_first("a")),
+                                   "groups.features.x.shift[0]"),
+    "per-key list too short": (_set(*KX, "offset", value=lambda v: v[1:]),
+                               "groups.features.x.offset"),
     "negative missing": (_set(*X, "missing", value=-1), "features.x.missing"),
     "one value but min < max": (_set(*X, "count", value=1), "features.x.count"),
     "more values than rows": (_set(*X, "missing", value=500), "features.x.count"),
-    "key has more rows than the feature": (_set(*KX, "missing", value=199),
-                                           "groups.keys[0].features.x.count"),
+    "key has more rows than the feature": (_set(*KX, "missing", value=_first(199)),
+                                           "groups.features.x.count[0]"),
     "mean outside [min, max]": (_set(*X, "mean", value=3e9), "features.x.mean"),
     "std larger than the range": (lambda d: d["features"]["x"].update(
         std=1.0, moments=None) or d["features"]["x"].pop("moments"), "features.x.std"),
@@ -169,8 +182,8 @@ HOSTILE_EDITS = {
     "integer shift not an integer": (_set("features", "n", "moments", "shift", value=0.5),
                                      "features.n.moments.shift"),
     "groups in format 1": (_set("format_version", value=1), "groups"),
-    "a key twice": (lambda d: d["groups"]["keys"].append(d["groups"]["keys"][0]),
-                    "groups.keys[2].key"),
+    "a key twice": (_set("groups", "keys", "k", value=lambda v: [v[0], v[0], *v[2:]]),
+                    "groups.keys[1]"),
     "rows not an integer": (_set("input", "rows", value="many"), "input.rows"),
     "nested input": (_set("input", "path", value={"a": {"b": 1}}), "input.path"),
     "constant's mean differs from its value": (

@@ -75,7 +75,7 @@ def test_transform_uses_each_rows_key(tools, tmp_path, capsys):
     path, df = tools
     assert main(["run", str(path), str(tmp_path / "o"), "--group-by", "tool,chamber"]) == 0
     stats = FittedStats.load(tmp_path / "o" / "_stats.json")
-    assert stats.format_version == 2 and stats.groups.by == ("tool", "chamber")
+    assert stats.format_version == 3 and stats.groups.by == ("tool", "chamber")
     assert len(stats.groups.keys) == 6
     out = pd.concat(pd.read_parquet(p) for p in sorted((tmp_path / "o").glob("*.parquet")))
     for (tool, _chamber), g in out.groupby(["tool", "chamber"]):
@@ -126,7 +126,8 @@ def test_inverse_round_trips_per_key(cluster, tools):
 def test_group_by_errors(tools, tmp_path, capsys):
     path, _ = tools
     assert main(["fit", str(path), "--stats", str(tmp_path / "s.json"), "--group-by", "nope"]) == 2
-    assert "--group-by column 'nope' is not a column of the files" in capsys.readouterr().err
+    assert ("--group-by column 'nope' is neither a column of the files nor a hive partition "
+            "key") in capsys.readouterr().err
     assert main(["fit", str(path), "--stats", str(tmp_path / "s.json"), "--group-by", "chamber",
                  "--features", "x,chamber"]) == 2
     assert "--group-by column 'chamber' is also a selected feature" in capsys.readouterr().err

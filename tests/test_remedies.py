@@ -117,14 +117,16 @@ def test_group_by_a_selected_feature_and_unseen_keys(tmp_path, capsys):
         assert np.isfinite(z[0]) and np.isnan(z[1]) == (option == "--unseen null")
 
 
-def test_drop_the_cache_or_the_group_by(tmp_path, capsys):
-    src = write(tmp_path / "in", {"a.parquet": pa.table({"x": [1.0, 2.0, 4.0], "g": [1, 1, 2]})})
-    args = ["fit", src, "--stats", tmp_path / "s.json", "--group-by", "g", "--cache",
-            tmp_path / "cache"]
+def test_raise_max_keys(tmp_path, capsys):
+    src = write(tmp_path / "in", {"a.parquet": pa.table({"x": [1.0, 2.0, 4.0, 5.0],
+                                                         "g": [1, 2, 3, 3]})})
+    args = ["fit", src, "--stats", tmp_path / "s.json", "--group-by", "g", "--max-keys", "2"]
     line = refused(capsys, *args)
-    assert line.endswith("--cache cannot be combined with --group-by yet; drop one of them")
-    assert zscore(capsys, *args[:-2])[0] == 0
-    assert zscore(capsys, *args[:4], *args[-2:])[0] == 0
+    assert line.endswith("--group-by g found 3 distinct keys in a.parquet alone, more than the "
+                         "limit of 2; group by a coarser key, or raise the limit with "
+                         "--max-keys 6")
+    code, _, err = zscore(capsys, *args[:-2], *remedy(line, r"(--max-keys \d+)$"))
+    assert code == 0, err
 
 
 def test_overwrite_an_existing_output(datasets, tmp_path, capsys):

@@ -156,9 +156,8 @@ def _fit_on(path, n_workers: int, processes: bool = False) -> str:
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
                       dashboard_address=":0", **where) as lc, \
             Client(lc, set_as_default=False) as c:
-        stats = pipeline.fit(str(path), weight="w", group_by="g", client=c)
-    return json.dumps(json.loads(stats.to_json())["features"]) + json.dumps(
-        stats.to_dict()["groups"])
+        stats = pipeline.fit(str(path), weight="w", client=c)
+    return json.dumps(json.loads(stats.to_json())["features"])
 
 
 def _bits_data(tmp_path):
@@ -178,15 +177,23 @@ def test_worker_processes_give_the_same_bits(tmp_path):
     assert _fit_on(root, 2, processes=True) == _fit_on(root, 1)  # moments pickled
 
 
-def test_group_by_with_weight_is_exact_per_key(tmp_path, cluster):
-    rng = np.random.default_rng(12)
-    table = _hostile(2000).append_column("g", pa.array(rng.integers(0, 3, 2000)))
-    root = _write(tmp_path / "d", _split(table, [1000, 1000]))
-    stats = pipeline.fit(str(root), weight="w", group_by="g", client=cluster)
-    assert stats.groups is not None
-    g = np.array(table.column("g"))
-    for (key,), feats in stats.groups.keys.items():
-        _check(pipeline.FittedStats(features=feats), table.filter(pa.array(g == key)))
+def test_group_by_with_weight_is_refused_before_any_work(tmp_path, capsys):
+    """Per-key moments are unweighted arrays (pipeline.keystats): the two together are
+    refused, in each front end's spelling, rather than giving per-key numbers unweighted."""
+    table = _hostile(200).append_column("g", pa.array([1, 2] * 100))
+    root = _write(tmp_path / "d", {"a.parquet": table})
+    with pytest.raises(pipeline.InputError) as caught:
+        pipeline.fit(str(root), weight="w", group_by="g")
+    assert str(caught.value) == (
+        "weight and group_by cannot be combined: per-key statistics are unweighted; fit "
+        "weighted without group_by, or per key without weight")
+    code, _, err = zscore(capsys, "fit", root, "--stats", tmp_path / "s.json", "--weight", "w",
+                          "--group-by", "g")
+    assert code == 2
+    assert error_line(err) == (
+        "zscore: error: --weight and --group-by cannot be combined: per-key statistics are "
+        "unweighted; fit weighted without --group-by, or per key without --weight")
+    assert not (tmp_path / "s.json").exists()
 
 
 def test_dask_and_pandas_frames_whatever_the_partitions(cluster):
@@ -225,7 +232,7 @@ def test_weight_column_refusals(tmp_path, capsys):
     for args, text in [(["--weight", "s"], "'s' is string, not an integer or floating"),
                        (["--weight", "nope"], "'nope' is not a column of the input"),
                        (["--weight", "w", "--features", "big,w"], "also a selected feature"),
-                       (["--weight", "w", "--group-by", "w"], "also a --group-by column")]:
+                       (["--weight", "w", "--group-by", "w"], "cannot be combined")]:
         code, _, err = zscore(capsys, "fit", root, "--stats", out, *args)
         assert code == 2 and text in error_line(err), err
     assert not out.exists()
