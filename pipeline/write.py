@@ -112,19 +112,19 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
             # No makedirs here: the client created every directory, so a task still
             # running after its run was aborted (and its staging removed) fails to open
             # its file instead of recreating the staging area.
-            rows, unseen = _transform_into(src_fs, file, tmp, plan, seen)
+            rows, unseen, size = _transform_into(src_fs, file, tmp, plan, seen)
             os.replace(tmp, dest)
-            size = os.path.getsize(dest)
-        except OSError as exc:
-            raise StorageError(f"cannot write {dest}: {os_error_text(exc)}", path=dest) from None
-        finally:
-            with contextlib.suppress(OSError):
+        except BaseException as exc:
+            with contextlib.suppress(OSError):  # only on failure: a syscall per file saved
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write {dest}: {os_error_text(exc)}",
+                                   path=dest) from None
+            raise
         return Written(rel=file.rel, rows=rows, bytes=size, unseen=unseen)
     with local_tempfile() as tmp:
         try:
-            rows, unseen = _transform_into(src_fs, file, tmp, plan, seen)
-            size = os.path.getsize(tmp)
+            rows, unseen, size = _transform_into(src_fs, file, tmp, plan, seen)
             target.fs.put_file(tmp, dest)
         except OSError as exc:
             raise StorageError(f"cannot write {target.display.rstrip('/')}/{file.rel}: "
@@ -133,7 +133,8 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
 
 
 def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
-                    observe: Any = None) -> tuple[int, UnseenTally | None]:
+                    observe: Any = None) -> tuple[int, UnseenTally | None, int]:
+    """Write ``file`` transformed to ``dest``: its rows, unseen keys and size in bytes."""
     try:
         pf = open_parquet(src_fs, file.path)
         schema = output_schema(pf.schema_arrow, plan)
@@ -150,7 +151,10 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan,
             table = transform_table(batch, plan, where=file.rel, observe=observe, tally=tally)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
             rows += table.num_rows
-    return rows, tally
+        writer.close()  # the footer, before the size is read off the stream
+        sink.flush()
+        size = raw.tell()
+    return rows, tally, size
 
 
 def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
