@@ -33,6 +33,7 @@ from .errors import ClusterError, InputError
 from .interrupt import checkpoint
 from .progress import Console
 from .session import MAX_TASKS, Session, plan_batches
+from .worker import in_process
 
 __all__ = ["MAX_TASKS", "MIN_MEMORY", "Session", "check_address",
            "connect", "parse_memory", "plan_batches", "session_for"]
@@ -281,6 +282,8 @@ def _local(workers: int | None, memory_limit: str | None, processes: bool, conso
                 # scheduler by a heartbeat at Ctrl-C logs an ERROR with a traceback.
                 silence_logs=logging.CRITICAL if not console.verbose else logging.INFO)
             stack.callback(_quietly, cluster.close)
+            if not processes:
+                in_process(w.address for w in cluster.workers.values())
             client = Client(cluster, set_as_default=False)
             stack.callback(_quietly, client.close)
         except (OSError, RuntimeError) as exc:

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from .artifact import FittedStats
+from .blocks import block_transform
 from .choices import DTYPES, MODES, UNSEEN
 from .columns import null_mask, numpy_view
 from .errors import ArtifactError, DataError, InputError, option
@@ -312,12 +313,14 @@ def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan, where: str | N
     arrays = [[c] for c in table.columns]
     index = {name: i for i, name in enumerate(table.column_names)}
     rows = plan.groups.rows(table, where, tally) if plan.groups is not None else None
+    done = block_transform(table, plan, observe)  # small batches: many columns per numpy call
     for col in plan.columns:
         if col.name not in index:
             raise DataError(f"column '{col.name}' is missing" + (f" from {where}" if where
                             else ""), column=col.name, path=where)
         i = index[col.name]
-        arrays[i] = transform_arrays(table.column(i), col, plan, where, observe, rows, clipped)
+        arrays[i] = [done[col.name]] if col.name in done else \
+            transform_arrays(table.column(i), col, plan, where, observe, rows, clipped)
     return pa.Table.from_arrays([a for pair in arrays for a in pair], schema=schema)
 
 

@@ -113,19 +113,19 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
             # No makedirs here: the client created every directory, so a task still
             # running after its run was aborted (and its staging removed) fails to open
             # its file instead of recreating the staging area.
-            rows, unseen, clipped = _transform_into(src_fs, file, tmp, plan, seen)
+            rows, unseen, clipped, size = _transform_into(src_fs, file, tmp, plan, seen)
             os.replace(tmp, dest)
-            size = os.path.getsize(dest)
-        except OSError as exc:
-            raise StorageError(f"cannot write {dest}: {os_error_text(exc)}", path=dest) from None
-        finally:
-            with contextlib.suppress(OSError):
+        except BaseException as exc:
+            with contextlib.suppress(OSError):  # only on failure: a syscall per file saved
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write {dest}: {os_error_text(exc)}",
+                                   path=dest) from None
+            raise
         return Written(rel=file.rel, rows=rows, bytes=size, unseen=unseen, clipped=clipped)
     with local_tempfile() as tmp:
         try:
-            rows, unseen, clipped = _transform_into(src_fs, file, tmp, plan, seen)
-            size = os.path.getsize(tmp)
+            rows, unseen, clipped, size = _transform_into(src_fs, file, tmp, plan, seen)
             target.fs.put_file(tmp, dest)
         except OSError as exc:
             raise StorageError(f"cannot write {target.display.rstrip('/')}/{file.rel}: "
@@ -134,7 +134,9 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
 
 
 def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan, observe: Any = None
-                    ) -> tuple[int, UnseenTally | None, dict[str, int] | None]:
+                    ) -> tuple[int, UnseenTally | None, dict[str, int] | None, int]:
+    """Write ``file`` transformed to ``dest``: its rows, unseen keys, clipped counts and
+    size in bytes."""
     try:
         pf = open_parquet(src_fs, file.path)
         schema = output_schema(pf.schema_arrow, plan)
@@ -162,7 +164,10 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan, observ
                                         tally=tally, clipped=clipped)
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
             rows += table.num_rows
-    return rows, tally, clipped
+        writer.close()  # the footer, before the size is read off the stream
+        sink.flush()
+        size = raw.tell()
+    return rows, tally, clipped, size
 
 
 def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
