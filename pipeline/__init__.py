@@ -23,11 +23,10 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .artifact import FeatureStats, FittedStats
+    from .artifact import FittedStats
     from .compose import diff, merge
     from .estimator import StandardScaler
-    from .exports import to_sql
-    from .exports_onnx import to_onnx
+    from .feature_stats import FeatureStats
     from .finish import FinishOptions, LossyInverseWarning
     from .fitting import fit
     from .frames import apply, inverse_transform, transform
@@ -43,11 +42,11 @@ if TYPE_CHECKING:
 # command line never needs pandas (the frames module).  No public name is also the name of a
 # submodule: importing a submodule binds it as an attribute of the package, which would hide
 # the function (tests/test_structure.py keeps it so).
-_LAZY = {"FeatureStats": "artifact", "FittedStats": "artifact", "diff": "compose",
+_LAZY = {"FeatureStats": "feature_stats", "FittedStats": "artifact", "diff": "compose",
          "merge": "compose", "fit": "fitting", "RunResult": "jobs", "run": "jobs",
          "transform_dataset": "jobs", "Moments": "stats", "apply": "frames",
          "inverse_transform": "frames", "transform": "frames", "TableOptions": "lakehouse",
-         "StandardScaler": "estimator", "to_sql": "exports", "to_onnx": "exports_onnx",
+         "StandardScaler": "estimator",
          "FinishOptions": "finish", "LossyInverseWarning": "finish"}
 
 
@@ -80,6 +79,6 @@ __all__ = [
     "InputError", "LossyInverseWarning",
     "LockedError", "Moments", "OutputError", "RunResult", "StandardScaler", "StorageError",
     "TableOptions", "ZscoreError",
-    "__version__", "apply", "diff", "fit", "inverse_transform", "merge", "run", "to_onnx",
-    "to_sql", "transform", "transform_dataset",
+    "__version__", "apply", "diff", "fit", "inverse_transform", "merge", "run", "transform",
+    "transform_dataset",
 ]

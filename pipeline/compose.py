@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .artifact import FeatureStats, FittedStats, Groups, now_iso, tool_version
+from .artifact import FittedStats, now_iso, tool_version
 from .artifact_keys import columnar, from_mapping
 from .errors import ArtifactError, option
+from .feature_stats import FeatureStats, Groups
 from .groups import finalize_groups
 from .keystats import KeyMoments
 from .schema import unify_numeric

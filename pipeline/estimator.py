@@ -45,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - only without the extra
     raise ImportError("pipeline.StandardScaler needs scikit-learn: "
                       "pip install 'dask-zscore[sklearn]'") from exc
 
-from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .artifact import FittedStats, now_iso, tool_version
 from .choices import DDOFS, INF_POLICIES
 from .errors import option
 from .estimator_data import (
@@ -68,6 +68,7 @@ from .estimator_data import (
     variance,
 )
 from .estimator_scale import mode_of, scale_columns, warn_lossy
+from .feature_stats import FeatureStats
 from .finish import indicator
 from .moments import column_moments
 from .stats import Moments, std_in_range

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import FeatureStats
 from .errors import DataError, option
+from .feature_stats import FeatureStats
 
 
 class ScalerDataError(DataError, ValueError):

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .artifact import FeatureStats
 from .estimator_data import Column, ScalerDataError, out_dtype, refuse_inf
+from .feature_stats import FeatureStats
 from .finish import NO_FINISH, FinishOptions, LossyInverseWarning, clip_in_place, clip_warning
 from .kernel import ColumnPlan, scale_array
 

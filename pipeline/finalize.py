@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .artifact import FeatureStats, FittedStats, now_iso, tool_version
+from .artifact import FittedStats, now_iso, tool_version
 from .errors import DataError, option
+from .feature_stats import FeatureStats
 from .moments import FileMoments
 from .schema import dtype_name
 from .stats import Moments, std_in_range

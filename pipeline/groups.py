@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .artifact import FeatureStats, Groups, Key
 from .artifact_keys import KeyTable
 from .errors import DataError, InputError, option
+from .feature_stats import FeatureStats, Groups, Key
 from .keystats import KeyMoments
 
 

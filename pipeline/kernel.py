@@ -33,7 +33,7 @@ from .errors import DataError, option
 from .stats import exact_difference
 
 if TYPE_CHECKING:
-    from .artifact import FeatureStats
+    from .feature_stats import FeatureStats
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .artifact import Groups
 from .dataset import Dataset
 from .errors import DataError, InputError, option
+from .feature_stats import Groups
 from .groups import finalize_groups, hive_kinds, hive_value, too_many_keys
 from .keystats import KeyMoments
 from .moments import KeySpec

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from .artifact import FittedStats
 from .blocks import block_transform
 from .choices import DTYPES, MODES, UNSEEN
 from .columns import null_mask, numpy_view
 from .errors import ArtifactError, DataError, InputError, option
+from .feature_stats import Statistics
 from .finish import NO_FINISH, FinishOptions, check_indicator_names, clip_in_place, indicator
 from .groups import GroupPlan, UnseenTally
 from .kernel import ColumnPlan, scale_array
@@ -70,7 +70,7 @@ class Plan:
     finish: FinishOptions = NO_FINISH
 
     @classmethod
-    def build(cls, stats: FittedStats, *, mode: str = "standard", dtype: str = "preserve",
+    def build(cls, stats: Statistics, *, mode: str = "standard", dtype: str = "preserve",
               features: Sequence[str] | None = None, inverse: bool = False,
               unseen: str = "global", types: Mapping[str, pa.DataType] | None = None,
               finish: FinishOptions | None = None) -> Plan:

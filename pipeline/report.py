@@ -27,10 +27,11 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .artifact import FeatureStats, FittedStats
+from .artifact import FittedStats
 from .choices import MODES
 from .compose import MAX_RATIO, MAX_SHIFT, Drift, drift
 from .errors import ArtifactError, InputError, exception_text
+from .feature_stats import FeatureStats
 from .progress import escape
 from .redaction import redact
 from .stats import Moments

@@ -83,7 +83,7 @@ def _duckdb(sql: str, table: pa.Table) -> pa.Table:
 @pytest.mark.parametrize("dtype", ["preserve", "float32", "float64"])
 def test_duckdb_sql_equals_apply(data, mode, dtype):
     table, stats = data
-    sql = pipeline.to_sql(stats, "duckdb", mode=mode, dtype=dtype, table="t")
+    sql = stats.to_sql("duckdb", mode=mode, dtype=dtype, table="t")
     out = _duckdb(sql, table)
     assert out.column_names == table.column_names  # * REPLACE: every column, in place
     assert out.column("id").equals(table.column("id"))
@@ -97,7 +97,7 @@ def test_duckdb_reads_the_sample_dataset_itself(datasets):
     path = datasets.sample("exports_sample")
     stats = pipeline.fit(str(path), exclude="id,label")
     source = f"read_parquet('{path}/**/*.parquet', hive_partitioning = true)"
-    out = duckdb.sql(pipeline.to_sql(stats, "duckdb", table=source)).to_arrow_table().sort_by("id")
+    out = duckdb.sql(stats.to_sql("duckdb", table=source)).to_arrow_table().sort_by("id")
     frame = ds.dataset(path, format="parquet", partitioning="hive").to_table().sort_by("id")
     want = _apply(frame, stats)
     assert out.num_rows == want.num_rows == 24_000
@@ -106,7 +106,7 @@ def test_duckdb_reads_the_sample_dataset_itself(datasets):
 
 def test_sql_is_exact_on_the_hard_columns(data):
     table, stats = data
-    out = _duckdb(pipeline.to_sql(stats, "duckdb", table="t", features=["big", "ns", "k"]), table)
+    out = _duckdb(stats.to_sql("duckdb", table="t", features=["big", "ns", "k"]), table)
     for name in ("big", "ns"):
         values = [Fraction(v) for v in table.column(name).to_pylist()]
         mean = sum(values, Fraction(0)) / len(values)
@@ -129,9 +129,9 @@ def test_infinite_values_fail_the_query_or_become_nan(data, datasets):
     table, stats = data
     bad = table.set_column(1, "f", pa.array([math.inf] + [1.0] * (N - 1)))
     with pytest.raises(duckdb.Error, match="zscore: column f has an infinite value: inf"):
-        _duckdb(pipeline.to_sql(stats, "duckdb", table="t"), bad)
+        _duckdb(stats.to_sql("duckdb", table="t"), bad)
     nulls = pipeline.FittedStats.from_dict({**stats.to_dict(), "inf": "null"})
-    out = _duckdb(pipeline.to_sql(nulls, "duckdb", table="t"), bad)
+    out = _duckdb(nulls.to_sql("duckdb", table="t"), bad)
     _same(out, _apply(bad, nulls), FEATURES)
     assert math.isnan(out.column("f")[0].as_py())
 
@@ -139,7 +139,7 @@ def test_infinite_values_fail_the_query_or_become_nan(data, datasets):
 @pytest.mark.parametrize("dialect", ["postgres", "spark", "bigquery"])
 def test_other_dialects_parse_and_run_as_written(data, dialect):
     table, stats = data
-    sql = pipeline.to_sql(stats, dialect, table="t")
+    sql = stats.to_sql(dialect, table="t")
     assert sqlglot.parse_one(sql, read=dialect) is not None  # valid in that dialect
     if dialect == "bigquery":
         assert "SELECT * REPLACE (" in sql and "`big`" in sql and "IS_INF(`f`)" in sql
@@ -158,7 +158,7 @@ def test_per_key_statistics_are_refused(datasets):
     path = datasets.write("exports_keys", {"p.parquet": _table(2, 200)})
     stats = pipeline.fit(str(path), features=["f"], group_by="i8")
     with pytest.raises(pipeline.InputError, match="fitted per key") as err:
-        pipeline.to_sql(stats)
+        stats.to_sql()
     assert err.value.options == ["group_by", "group_by"]
     assert "refit without --group-by to export" in err.value.render(cli=True)
 
@@ -174,7 +174,7 @@ def _run(model: bytes, X: np.ndarray) -> tuple[np.ndarray, int]:
 def test_onnx_float64_graph_equals_apply(data, mode):
     table, stats = data
     names = ["f", "g", "big", "k", "i8"]
-    model = pipeline.to_onnx(stats, mode=mode, features=names)
+    model = stats.to_onnx(mode=mode, features=names)
     frame = table.select(names).to_pandas().astype(np.float64)  # nulls become NaN
     z, n = _run(model, frame.to_numpy())
     assert z.dtype == np.float64 and n == 0
@@ -188,7 +188,7 @@ def test_onnx_float64_graph_equals_apply(data, mode):
 def test_onnx_float32_input_is_handled_as_apply_does(data):
     table, stats = data
     frame = table.select(["g"]).to_pandas()  # float32
-    model = pipeline.to_onnx(stats, dtype="preserve", features=["g"])  # all float32: float32
+    model = stats.to_onnx(dtype="preserve", features=["g"])  # all float32: float32
     z, _ = _run(model, frame.to_numpy())
     assert z.dtype == np.float32
     want = pipeline.apply(frame, stats, features=["g"])["g"].to_numpy()
@@ -199,10 +199,10 @@ def test_onnx_infinite_values_are_counted_and_64_bit_integers_refused(data):
     table, stats = data
     X = table.select(["f"]).to_pandas().to_numpy(np.float64).copy()
     X[3, 0] = -math.inf
-    z, n = _run(pipeline.to_onnx(stats, features=["f"]), X)
+    z, n = _run(stats.to_onnx(features=["f"]), X)
     assert n == 1 and math.isnan(z[3, 0])
     with pytest.raises(pipeline.InputError, match="column 'ns' is int64 with values past 2"):
-        pipeline.to_onnx(stats)
+        stats.to_onnx()
 
 
 # --------------------------------------------------------------------------- CLI

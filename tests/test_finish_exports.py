@@ -77,7 +77,7 @@ OPTIONS = {"fill_missing": -0.5, "missing_indicator": True, "clip": 2.5}
 @pytest.mark.parametrize("mode", ["standard", "minmax"])
 def test_duckdb_sql_against_fractions(data, mode):
     table, stats = data
-    sql = pipeline.to_sql(stats, "duckdb", mode=mode, dtype="float64", table="t", **OPTIONS)
+    sql = stats.to_sql("duckdb", mode=mode, dtype="float64", table="t", **OPTIONS)
     con = duckdb.connect()
     con.register("t", table)
     out = con.sql(sql).to_arrow_table()
@@ -99,7 +99,7 @@ def test_duckdb_sql_equals_apply_float32_output(data):
     table, stats = data
     con = duckdb.connect()
     con.register("t", table)
-    out = con.sql(pipeline.to_sql(stats, "duckdb", dtype="float32", table="t",
+    out = con.sql(stats.to_sql("duckdb", dtype="float32", table="t",
                                   clip=0.1, fill_missing=0.05)).to_arrow_table()
     want = pipeline.apply(table.to_pandas(), stats, dtype="float32", clip=0.1, fill_missing=0.05)
     for name in ("f", "g", "big", "u", "k"):
@@ -110,7 +110,7 @@ def test_duckdb_sql_equals_apply_float32_output(data):
 @pytest.mark.parametrize("dialect", ["postgres", "spark", "bigquery"])
 def test_other_dialects(data, dialect):
     table, stats = data
-    sql = pipeline.to_sql(stats, dialect, table="t", features=["f", "g"], **OPTIONS)
+    sql = stats.to_sql(dialect, table="t", features=["f", "g"], **OPTIONS)
     assert sqlglot.parse_one(sql, read=dialect) is not None
     header = json.loads(sql.splitlines()[0].removeprefix("-- zscore "))
     assert header["clip"] == 2.5 and header["missing_indicator"] is True
@@ -132,14 +132,14 @@ def test_onnx_against_fractions(data):
     names = ["f", "g", "k"]  # 64-bit integers past 2**53 are refused by the ONNX export
     X = np.column_stack([np.array(table.column(n).to_pylist(), dtype=float) for n in names])
     for mode in ("standard", "minmax"):
-        model = pipeline.to_onnx(stats, mode=mode, features=names, **OPTIONS)
+        model = stats.to_onnx(mode=mode, features=names, **OPTIONS)
         session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
         assert [o.name for o in session.get_outputs()] == ["Z", "n_infinite", "missing"]
         z, n_inf, missing = session.run(None, {"X": X})
         for j in range(len(names)):
             _close(z[:, j], _exact(list(X[:, j]), mode, 2.5, -0.5))
         assert missing[:, 0].tolist() == np.isnan(X[:, 0]).tolist() and int(n_inf) == 0
-    plain = ort.InferenceSession(pipeline.to_onnx(stats, features=names, clip=1.0))
+    plain = ort.InferenceSession(stats.to_onnx(features=names, clip=1.0))
     assert [o.name for o in plain.get_outputs()] == ["Z", "n_infinite"]
     z = plain.run(None, {"X": X})[0]
     assert np.nanmax(np.abs(z)) == 1.0 and np.isnan(z[:, 0]).any()  # clipped; NaN kept
