@@ -95,7 +95,8 @@ class Plan:
                                     column=name)
         feats, keys = stats.features, stats.groups.keys if stats.groups else {}
         table = stats.groups.table if stats.groups else None  # arrays: no object per key
-        cols = tuple(ColumnPlan(n, *table.kernel_arrays(n, feats[n])) if table is not None
+        bounds = mode == "minmax"  # the exact min and max per key: only minmax reads them
+        cols = tuple(ColumnPlan(n, *table.kernel_arrays(n, feats[n], bounds)) if table is not None
                      else ColumnPlan.of(n, [*(k.get(n, feats[n]) for k in keys.values()),
                                             feats[n]]) for n in names)
         groups = GroupPlan.build(stats.groups, unseen) if stats.groups else None
