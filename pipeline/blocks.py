@@ -13,8 +13,9 @@ of a C-ordered block is summed, min'ed and max'ed along its contiguous axis by
 the same pairwise loop as a 1-d array; ``tests/test_blocks.py`` holds both paths
 to equality).  Whatever the block path does not handle -- nulls, NaN or
 infinities in a fit, an infinity or overflow in a transform, 64-bit integers
-(their exact integer arithmetic lives in :mod:`pipeline.kernel` and
-:mod:`pipeline.stats`), per-key plans, inverse transforms, any option of a plan
+in a fit and unsigned or beyond 2**52 in a transform (their exact integer
+arithmetic lives in :mod:`pipeline.kernel` and :mod:`pipeline.stats`), per-key
+plans, inverse transforms, any option of a plan
 that this module does not know -- is left to the per-column path, which also
 raises the errors.  Batches larger than :data:`BLOCK_ROWS` go column by column:
 there the per-column overhead is small next to the arithmetic, and a block
@@ -53,28 +54,44 @@ def _blockable(t: pa.DataType) -> bool:
         pa.types.is_integer(t) and t.bit_width <= 32)
 
 
+def _wide(t: pa.DataType) -> bool:
+    """int64: in a transform, taken into the block where every value is within 2**52
+    (exact in float64, and :func:`pipeline.kernel._deviation`'s plain subtraction)."""
+    return pa.types.is_int64(t)
+
+
+WIDE_LIMIT = 2.0**52  # the bound of kernel._deviation's plain float64 subtraction
+
+
 def _block(table: pa.Table | pa.RecordBatch, index: Sequence[int]) -> np.ndarray:
     """Columns ``index`` of ``table`` as the rows of one C-ordered float64 block.
 
     One Arrow call (``to_tensor``, column-major: each column contiguous), nulls as
     NaN.  Arrow upcasts mixed types to a type that holds each exactly (int32 with
-    float32 gives float64); numpy widens what is left to float64, exactly.
+    float32 gives float64; int64 is rounded to the nearest float64, exact within
+    2**53); numpy widens what is left to float64, exactly.  A table of one chunk per
+    column is converted as its record batch: the same values, a quarter of the cost.
     """
+    if isinstance(table, pa.Table):
+        batches = table.to_batches()
+        if len(batches) == 1:
+            table = batches[0]
     x = np.asarray(table.select(index).to_tensor(null_to_nan=True, row_major=False)).T
     return x if x.dtype == np.float64 else x.astype(np.float64)
 
 
-class _BySchema:
+class BySchema:
     """Values worked out once per (schema, key), found by ``Schema.equals`` (a C++
     comparison): hashing a schema for ``lru_cache`` costs 14 µs, per batch."""
 
-    def __init__(self, make: Callable[[pa.Schema, Any], Any], size: int = 16):
-        self.make, self.size = make, size
+    def __init__(self, make: Callable[[pa.Schema, Any], Any], size: int = 16,
+                 metadata: bool = False):
+        self.make, self.size, self.metadata = make, size, metadata  # metadata: compared too
         self.entries: list[tuple[pa.Schema, Any, Any]] = []
 
     def get(self, schema: pa.Schema, key: Any) -> Any:
         for s, k, v in self.entries:
-            if (k is key or k == key) and s.equals(schema):
+            if (k is key or k == key) and s.equals(schema, check_metadata=self.metadata):
                 return v
         v = self.make(schema, key)
         self.entries = [(schema, key, v), *self.entries[:self.size - 1]]
@@ -95,7 +112,7 @@ def _float_columns(schema: pa.Schema, names: tuple[str, ...]) -> tuple[list[int]
     return index, chosen
 
 
-_FLOAT_COLUMNS = _BySchema(_float_columns)
+_FLOAT_COLUMNS = BySchema(_float_columns)
 
 
 def block_moments(batch: pa.Table | pa.RecordBatch, names: Sequence[str],
@@ -176,7 +193,9 @@ class _Layout:
     """What a block transform of one schema under one plan needs, worked out once.
 
     For the features the block path can take (by type): their column indices,
-    plans and output types, and the plans' numbers as columns of the block.
+    plans and output types, the plans' numbers as columns of the block, and which
+    rows are int64 (:func:`_wide`: each batch checks their values are within
+    :data:`WIDE_LIMIT`).
     """
 
     index: list[int]
@@ -186,31 +205,38 @@ class _Layout:
     std: np.ndarray
     residual: np.ndarray
     constant: np.ndarray
+    wide: np.ndarray
 
 
 def _layout(schema: pa.Schema, plan: Any) -> _Layout | None:
     if not plain(plan):
         return None
-    index, cols, types = [], [], []
+    index, cols, types, wide = [], [], [], []
     for col in plan.columns:
         i = schema.get_field_index(col.name)
-        if i >= 0 and _blockable(schema.field(i).type):
+        t = schema.field(i).type if i >= 0 else None
+        # int64 where kernel._deviation subtracts in plain float64: the rounded mean
+        # within 2**52 too (scale divides, as the block does, whatever the mean).
+        if t is not None and (_blockable(t) or (_wide(t) and (
+                plan.mode == "scale" or float(np.abs(np.round(col.mean)).max()) <= WIDE_LIMIT))):
             index.append(i)
             cols.append(col)
-            types.append(plan.out_type(col.name, schema.field(i).type))
+            types.append(plan.out_type(col.name, t))
+            wide.append(_wide(t))
     const = np.array([bool(c.constant[-1]) for c in cols], dtype=bool)
     std = np.array([c.std[-1] for c in cols], dtype=np.float64)
     std[const] = 1.0  # a constant's row is replaced after; no division by zero
     return _Layout(index, cols, types, np.array([c.mean[-1] for c in cols])[:, None],
-                   std[:, None], np.array([c.residual[-1] for c in cols])[:, None], const)
+                   std[:, None], np.array([c.residual[-1] for c in cols])[:, None], const,
+                   np.array(wide, dtype=bool))
 
 
-_LAYOUTS = _BySchema(_layout)
+_LAYOUTS = BySchema(_layout)
 
 
 def block_transform(table: pa.Table | pa.RecordBatch, plan: Any,
-                    observe: Callable[[str, np.ndarray, None], None] | None = None
-                    ) -> dict[str, pa.Array]:
+                    observe: Callable[[str, np.ndarray, None], None] | None = None,
+                    columns: Sequence[Any] | None = None) -> dict[str, pa.Array]:
     """The transformed arrays of the features of ``table`` the block path can take.
 
     Returns ``{name: array}`` for those features, bit for bit what
@@ -219,12 +245,18 @@ def block_transform(table: pa.Table | pa.RecordBatch, plan: Any,
     leaves alone, or a batch with an infinity or an overflow somewhere, whose
     handling and errors are the per-column path's).  ``observe`` as for
     :func:`~pipeline.plan.transform_array`, called for the columns returned.
+    ``columns``: ``table.columns`` when the caller has them already.
     """
     n = table.num_rows
     layout = _LAYOUTS.get(table.schema, plan) if 0 < n <= BLOCK_ROWS else None
     if layout is None or len(layout.index) < 2:
         return {}
-    z = _scale_block(_block(table, layout.index), layout, plan.mode)
+    x = _block(table, layout.index)
+    if layout.wide.any():
+        layout, x = _within_limit(layout, x)
+        if len(layout.index) < 2:
+            return {}
+    z = _scale_block(x, layout, plan.mode)
     values = None if z is None else _cast_rows(z, layout.types)
     if values is None:
         return {}
@@ -232,13 +264,29 @@ def block_transform(table: pa.Table | pa.RecordBatch, plan: Any,
     for col, i, t, v in zip(layout.cols, layout.index, layout.types, values, strict=True):
         if observe is not None:
             observe(col.name, v, None)
-        column = table.column(i)
+        column = columns[i] if columns is not None else table.column(i)
         missing = column.null_count
         # Nulls stay null (the input's validity), NaN under them as in transform_array.
         validity = _validity(column) if missing else None
         out[col.name] = pa.Array.from_buffers(t, n, [validity, pa.py_buffer(v)],
                                               null_count=missing)
     return out
+
+
+def _within_limit(layout: _Layout, x: np.ndarray) -> tuple[_Layout, np.ndarray]:
+    """``layout`` and ``x`` without the int64 rows holding a value beyond
+    :data:`WIDE_LIMIT` (NaN, a null, is within): those take the per-column path."""
+    with np.errstate(invalid="ignore"):
+        beyond = layout.wide & (np.abs(x) > WIDE_LIMIT).any(axis=1)
+    if not beyond.any():
+        return layout, x
+    keep = ~beyond
+    rows = np.flatnonzero(keep).tolist()
+    return dataclasses.replace(
+        layout, index=[layout.index[r] for r in rows], cols=[layout.cols[r] for r in rows],
+        types=[layout.types[r] for r in rows], mean=layout.mean[keep], std=layout.std[keep],
+        residual=layout.residual[keep], constant=layout.constant[keep],
+        wide=layout.wide[keep]), x[keep]
 
 
 def _validity(col: Any) -> Any:

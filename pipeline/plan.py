@@ -28,14 +28,13 @@ This module neither reads nor writes files.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
-from .blocks import block_transform
+from .blocks import BySchema, block_transform
 from .choices import DTYPES, MODES, UNSEEN
 from .columns import null_mask, numpy_view
 from .errors import ArtifactError, DataError, InputError, option
@@ -276,13 +275,18 @@ def transform_array(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Plan
     return transform_arrays(arr, col, plan, where, observe, rows)[0]
 
 
-@functools.lru_cache(maxsize=32)  # per file and batch, the same few schemas (1 ms each)
 def output_schema(schema: pa.Schema, plan: Plan) -> pa.Schema:
     """``schema`` with each feature's type replaced by its output type (order kept).
 
     With ``missing_indicator``, each feature is followed by its boolean indicator
     (refused if ``schema`` already has a column of that name).
     """
+    # Per file and batch, the same few schemas (1 ms each to build), found by equality:
+    # hashing a schema for a dict costs more than comparing it.
+    return _OUTPUT_SCHEMAS.get(schema, plan)
+
+
+def _output_schema(schema: pa.Schema, plan: Plan) -> pa.Schema:
     fields = {c.name for c in plan.columns}
     check_indicator_names(schema.names, fields, plan.finishing)
     marked = plan.finishing.missing_indicator
@@ -298,6 +302,9 @@ def output_schema(schema: pa.Schema, plan: Plan) -> pa.Schema:
     return _fix_pandas_metadata(new, fields)
 
 
+_OUTPUT_SCHEMAS = BySchema(_output_schema, size=32, metadata=True)
+
+
 def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan, where: str | None = None,
                     observe: Observer | None = None, tally: UnseenTally | None = None,
                     clipped: dict[str, int] | None = None) -> pa.Table:
@@ -311,10 +318,12 @@ def transform_table(table: pa.Table | pa.RecordBatch, plan: Plan, where: str | N
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
     schema = output_schema(table.schema, plan)  # first: it refuses a clashing indicator
-    arrays = [[c] for c in table.columns]
+    columns = table.columns
+    arrays = [[c] for c in columns]
     index = {name: i for i, name in enumerate(table.column_names)}
     rows = plan.groups.rows(table, where, tally) if plan.groups is not None else None
-    done = block_transform(table, plan, observe)  # small batches: many columns per numpy call
+    # Small batches: many columns per numpy call.
+    done = block_transform(table, plan, observe, columns)
     for col in plan.columns:
         if col.name not in index:
             raise DataError(f"column '{col.name}' is missing" + (f" from {where}" if where

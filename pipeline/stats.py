@@ -165,11 +165,44 @@ class Moments:
 
     @classmethod
     def merge_all(cls, pieces: Iterable[Moments]) -> Moments:
-        """Left fold of :meth:`merge` over ``pieces`` in the order given."""
-        total = cls()
-        for piece in pieces:
-            total = total.merge(piece)
-        return total
+        """Left fold of :meth:`merge` over ``pieces`` in the order given.
+
+        Unweighted pieces are folded in local variables: :meth:`merge`'s expressions
+        in the same order, so the same bits, without an object per step (10,000
+        files of 32 features: 320,000 objects, 1.5 s with the workers idle).
+        """
+        pieces = list(pieces)
+        if any(p.weight is not None for p in pieces):
+            total = cls()
+            for piece in pieces:
+                total = total.merge(piece)
+            return total
+        count = missing = inf = wexp = 0  # wexp: a lone piece's, as merge's replace() keeps
+        shift: Number = 0.0
+        offset = m2 = 0.0
+        low: Number | None = None
+        high: Number | None = None
+        for p in pieces:
+            missing += p.missing
+            inf += p.inf
+            nb = p.count
+            if nb == 0:
+                continue
+            if count == 0:
+                count, shift, offset, m2, low, high = (nb, p.shift, p.offset, p.m2, p.minimum,
+                                                       p.maximum)
+                wexp = p.wexp
+                continue
+            n = count + nb
+            delta = _difference(p.shift, shift) + (p.offset - offset)
+            offset = offset + delta * (nb / n)
+            m2 = m2 + p.m2 + delta * delta * (count * nb / n)
+            low, high = min(low, p.minimum), max(high, p.maximum)  # type: ignore[type-var]
+            count, wexp = n, 0
+        if count == 0:
+            return cls(missing=missing, inf=inf)
+        return cls(count=count, missing=missing, inf=inf, shift=shift, offset=offset, m2=m2,
+                   minimum=low, maximum=high, wexp=wexp)
 
     # --------------------------------------------------------------- finalize
     @property
