@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .columns import one_array
 from .stats import Moments
 
 BLOCK_ROWS = 8192  # rows; numpy sums a float64 array of up to 8192 values in one pairwise pass
@@ -242,9 +243,7 @@ def block_transform(table: pa.Table | pa.RecordBatch, plan: Any,
 
 
 def _validity(col: Any) -> Any:
-    if isinstance(col, pa.ChunkedArray):
-        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    return col.is_valid().buffers()[1]
+    return one_array(col).is_valid().buffers()[1]
 
 
 def _scale_block(x: np.ndarray, layout: _Layout, mode: str) -> np.ndarray | None:
