@@ -168,6 +168,9 @@ def _rebatch(pieces: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
     """
     carry: pa.Table | None = None
     for piece in pieces:
+        if carry is None and 0 < piece.num_rows < rows:  # a small file: its piece as it is
+            carry = piece
+            continue
         table = piece if carry is None else pa.concat_tables([carry, piece])
         start, n = 0, table.num_rows
         while n - start >= rows:

@@ -43,7 +43,7 @@ def read_pieces(pf: pq.ParquetFile, path: str, local: bool, columns: Sequence[st
                 max_rows: int = MAX_ROWS) -> Iterator[pa.Table]:
     """The rows of ``pf`` in order: each row group as one table, or in ``max_rows`` pieces.
 
-    ``columns``: the columns to read (None: all), in the file's order; ``path`` is
+    ``columns``: the columns to read, in that order (None: all); ``path`` is
     the file's path, which Polars opens when ``local`` (see the module doc).
 
     Raises
@@ -51,12 +51,15 @@ def read_pieces(pf: pq.ParquetFile, path: str, local: bool, columns: Sequence[st
     OSError, pyarrow.ArrowException, ValueError
         The file cannot be read (a Polars error is raised as a ``ValueError``).
     """
-    md, schema = pf.metadata, pf.schema_arrow
-    names = list(schema.names) if columns is None else list(columns)
-    fast = [n for n in names if schema.field(n).type in _POLARS_TYPES] if local else []
+    md = pf.metadata
+    sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    names, fast = list(columns or ()), []
+    if local and any(POLARS_MIN_ROWS <= n <= max_rows for n in sizes):  # else: no schema work
+        schema = pf.schema_arrow
+        names = list(schema.names) if columns is None else names
+        fast = [n for n in names if schema.field(n).type in _POLARS_TYPES]
     offset = 0
-    for i in range(md.num_row_groups):
-        rows = md.row_group(i).num_rows
+    for i, rows in enumerate(sizes):
         if fast and POLARS_MIN_ROWS <= rows <= max_rows:
             yield _mixed(pf, path, i, (offset, rows), names, fast)
         elif rows <= max_rows:
