@@ -33,7 +33,8 @@ ROWS = 3 * POLARS_MIN_ROWS + 1000  # row groups: two of Polars' size, one of pya
 
 def _table(n: int = ROWS, seed: int = 3) -> pa.Table:
     """Every numeric width, float16, a decimal, strings (plain, large, dictionary), dates,
-    nulls, NaN of two payloads, signed zeros and infinities, and pandas-style metadata."""
+    nested columns, nulls, NaN of two payloads, signed zeros and infinities, a dotted name,
+    and pandas-style metadata."""
     rng = np.random.default_rng(seed)
     f64 = rng.normal(size=n) * 1e9
     f64[::97] = np.nan
@@ -50,6 +51,9 @@ def _table(n: int = ROWS, seed: int = 3) -> pa.Table:
         "cat": pa.array([f"c{i % 3}" for i in range(n)]).dictionary_encode(),
         "day": pa.array(np.arange(n).astype("datetime64[D]").astype("datetime64[ms]")),
         "b": pa.array(np.arange(n) % 2 == 0),
+        "st": pa.array([{"a": i, "b": float(i)} for i in range(n)]),
+        "l": pa.array([[i, -i] for i in range(n)]),
+        "x.y": pa.array(np.arange(n, dtype=np.int32)),  # a dotted name, read by Polars
     }
     for t in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"):
         info = np.iinfo(t)
@@ -93,7 +97,8 @@ def _same_bits(a: pa.ChunkedArray | pa.Array, b: pa.ChunkedArray | pa.Array) -> 
         assert a.equals(b)
 
 
-@pytest.mark.parametrize("columns", [None, ["f64", "int8", "uint64", "f16", "f32"], ["s", "f32"]])
+@pytest.mark.parametrize("columns", [None, ["f64", "int8", "uint64", "f16", "f32"],
+                                     ["s", "f32", "st", "x.y"]])
 @pytest.mark.parametrize("local", [True, False])
 def test_each_row_group_reads_as_pyarrow_reads_it(hostile, columns, local):
     pf = pq.ParquetFile(hostile)
