@@ -2,9 +2,10 @@
 
 One output file per input file, at the same relative path (so hive partition
 directories and file names are mirrored), with the input's row groups (split
-at :data:`pipeline.rowgroups.MAX_ROWS` rows), rows in the same order, the input's compression
-codec per column, and dictionary encoding only for the pass-through columns
-that had it (dictionary-encoding normalized floats is slow and bloats files).
+at :data:`pipeline.rowgroups.MAX_ROWS` rows), rows in the same order, the input's
+compression codec per column, and dictionary encoding and min/max statistics only for the
+pass-through columns (dictionary-encoding normalized floats is slow and bloats
+files; see :func:`writer_options` for the statistics).
 Nothing in a data file depends on time or run id, so a rerun writes the same
 bytes.
 
@@ -89,7 +90,12 @@ def writer_options(codecs: Mapping[str, str], dictionary: Iterable[str], plan: P
     if not names:
         compression = "snappy"
     kept = sorted(path for path in dictionary if path not in features)
-    return {"compression": compression, "use_dictionary": kept or False}
+    # No min/max statistics for the features: z-scores of unsorted data span about the same
+    # range in every row group, so they would prune nothing, and computing them was 8 % of
+    # the CPU of a run on M (issue 12).  Pass-through columns keep theirs.
+    stats = sorted(path for path in names if path not in features)
+    return {"compression": compression, "use_dictionary": kept or False,
+            "write_statistics": stats or False}
 
 
 def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
