@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .columns import one_array
 from .stats import Moments
 
 BLOCK_ROWS = 8192  # rows; numpy sums a float64 array of up to 8192 values in one pairwise pass
@@ -290,9 +291,7 @@ def _within_limit(layout: _Layout, x: np.ndarray) -> tuple[_Layout, np.ndarray]:
 
 
 def _validity(col: Any) -> Any:
-    if isinstance(col, pa.ChunkedArray):
-        col = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-    return col.is_valid().buffers()[1]
+    return one_array(col).is_valid().buffers()[1]
 
 
 def _scale_block(x: np.ndarray, layout: _Layout, mode: str) -> np.ndarray | None:

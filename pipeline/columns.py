@@ -22,6 +22,14 @@ def numpy_view(arr: Any) -> np.ndarray:
                          dtype.itemsize)
 
 
+def one_array(arr: Any) -> Any:
+    """An Arrow column as one array: a chunked array's only chunk as it is (``combine_chunks``
+    copies even one chunk: 64 MB per file of the benchmark's size M), else the chunks joined."""
+    if isinstance(arr, pa.ChunkedArray):
+        return arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    return arr
+
+
 def null_mask(arr: Any) -> np.ndarray:
     """True where an Arrow array is null, from its validity bitmap (no pandas on the way)."""
     if not arr.null_count:

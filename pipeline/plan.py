@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from .blocks import BySchema, block_transform
 from .choices import DTYPES, MODES, UNSEEN
-from .columns import null_mask, numpy_view
+from .columns import null_mask, numpy_view, one_array
 from .errors import ArtifactError, DataError, InputError, option
 from .feature_stats import Statistics
 from .finish import NO_FINISH, FinishOptions, check_indicator_names, clip_in_place, indicator
@@ -200,8 +200,7 @@ def transform_column(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Pla
     key indices for a per-key plan (see :meth:`GroupPlan.rows`).  The order of the
     steps after scaling is :mod:`pipeline.finish`'s.
     """
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = one_array(arr)
     t = arr.type
     if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
         raise DataError(f"column '{col.name}' is {t}, not numeric" +
@@ -252,8 +251,7 @@ def transform_arrays(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Pla
     the count of clipped values added under the feature's name.  Other parameters
     as for :func:`transform_column`.
     """
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = one_array(arr)
     t = transform_column(arr, col, plan, where, observe, rows)
     if clipped is not None:
         clipped[col.name] = clipped.get(col.name, 0) + t.clipped

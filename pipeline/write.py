@@ -2,9 +2,10 @@
 
 One output file per input file, at the same relative path (so hive partition
 directories and file names are mirrored), with the input's row groups (split
-at ``MAX_ROW_GROUP`` rows), rows in the same order, the input's compression
-codec per column, and dictionary encoding only for the pass-through columns
-that had it (dictionary-encoding normalized floats is slow and bloats files).
+at :data:`pipeline.rowgroups.MAX_ROWS` rows), rows in the same order, the input's
+compression codec per column, and dictionary encoding and min/max statistics only for the
+pass-through columns (dictionary-encoding normalized floats is slow and bloats
+files; see :func:`writer_options` for the statistics).
 Nothing in a data file depends on time or run id, so a rerun writes the same
 bytes.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -30,14 +31,14 @@ from .dataset import Dataset, SourceFile
 from .errors import StorageError, os_error_text
 from .groups import UnseenTally, hive_keys_of, with_hive_keys
 from .plan import Plan, output_schema, transform_table
-from .storage import Location, local_tempfile, open_parquet
+from .rowgroups import read_pieces
+from .storage import Location, is_local, local_tempfile, open_parquet
 from .summary import Reference, Summary, Tally
 from .worker import breadcrumb, corrupt_file
 
 if TYPE_CHECKING:
     from .cluster import Session
 
-MAX_ROW_GROUP = 1 << 20  # rows; larger input row groups are split (bounded memory)
 WRITE_BUFFER = 1 << 20  # bytes gathered before each write() call
 
 _CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli",
@@ -111,7 +112,12 @@ def writer_options(codecs: Mapping[str, str], dictionary: Iterable[str], plan: P
     if not names:
         compression = "snappy"
     kept = sorted(path for path in dictionary if path not in features)
-    return {"compression": compression, "use_dictionary": kept or False}
+    # No min/max statistics for the features: z-scores of unsorted data span about the same
+    # range in every row group, so they would prune nothing, and computing them was 8 % of
+    # the CPU of a run on M (issue 12).  Pass-through columns keep theirs.
+    stats = sorted(path for path in names if path not in features)
+    return {"compression": compression, "use_dictionary": kept or False,
+            "write_statistics": stats or False}
 
 
 def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
@@ -175,7 +181,7 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan, observ
     # about 100 per file: a third of the cost of writing a 100-row file.
     with pa.OSFile(dest, "wb") as raw, pa.BufferedOutputStream(raw, WRITE_BUFFER) as sink, \
             pq.ParquetWriter(sink, schema, **options) as writer:
-        for batch in _batches(pf, file):
+        for batch in _pieces(pf, file, is_local(src_fs)):
             if hive:
                 keyed = with_hive_keys(pa.Table.from_batches([batch]) if isinstance(
                     batch, pa.RecordBatch) else batch, hive)
@@ -192,20 +198,18 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan, observ
     return rows, tally, clipped, size
 
 
-def _batches(pf: pq.ParquetFile, file: SourceFile) -> Any:
-    """Each row group as one table, or in batches of ``MAX_ROW_GROUP`` rows if larger."""
-    md = pf.metadata
-    for i in range(md.num_row_groups):
+def _pieces(pf: pq.ParquetFile, file: SourceFile, local: bool) -> Iterator[pa.Table]:
+    """Each row group of ``file`` as one table (see :func:`pipeline.rowgroups.read_pieces`);
+    a read error names the file (a write error is the caller's)."""
+    pieces = read_pieces(pf, file.path, local, None)
+    while True:
         try:
-            if md.row_group(i).num_rows <= MAX_ROW_GROUP:
-                # One call instead of a batch reader: the same rows, without the
-                # reader's set-up (a fifth of the cost of reading a 100-row file).
-                yield pf.read_row_group(i, use_threads=False)
-            else:
-                yield from pf.iter_batches(batch_size=MAX_ROW_GROUP, row_groups=[i],
-                                           use_threads=False)
+            piece = next(pieces)
+        except StopIteration:
+            return
         except (OSError, pa.ArrowException, ValueError) as exc:
             raise corrupt_file(file.rel, exc) from None
+        yield piece
 
 
 def write_files(src_fs: Any, files: Sequence[SourceFile], target: Location,

@@ -243,9 +243,10 @@ def test_a_key_with_a_tiny_spread_is_refused_naming_key_and_remedy(datasets, tmp
 
 
 @pytest.mark.parametrize("rows", [300, 70_000])
-def test_a_small_file_read_in_one_call_gives_the_batch_readers_moments(tmp_path, rows):
-    """Files of at most BATCH_ROWS rows are read in one call, larger ones by pyarrow's batch
-    reader: both give the same batches (they run across row groups), so the same bits."""
+def test_a_file_read_by_row_groups_gives_the_batch_readers_moments(tmp_path, rows):
+    """Files are read row group by row group (by Polars when the row groups are large, see
+    pipeline.rowgroups) and cut into batches of BATCH_ROWS that run across row groups, as
+    pyarrow's batch reader cuts them: the same batches, so the same bits."""
     import pyarrow.parquet as pq
 
     from pipeline.dataset import SourceFile

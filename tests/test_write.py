@@ -45,6 +45,10 @@ def test_nested_columns_keep_their_codecs_dictionaries_and_values(tmp_path):
     assert codecs_out == codecs_in
     assert dict_out == dict_in - {"x"}
     assert groups_out == groups_in == [1200, 1200, 1200, 1200, 200]
+    md = pq.ParquetFile(tmp_path / "out" / "a.parquet").metadata
+    stats = {md.schema.column(j).path: md.row_group(0).column(j).is_stats_set
+             for j in range(md.num_columns)}
+    assert stats == {"x": False, "s.a": True, "s.b": True, "l.list.element": True, "cat": True}
     out = pq.read_table(tmp_path / "out" / "a.parquet")
     for name in ("s", "l", "cat"):
         assert out.column(name).equals(pq.read_table(src / "a.parquet").column(name))
@@ -98,9 +102,11 @@ def test_writer_options_never_dictionary_encode_features():
 
     plan = Plan(columns=(ColumnPlan.single("x", 0.0, 1.0),))
     assert write.writer_options({"x": "SNAPPY", "s": "SNAPPY"}, {"x", "s"}, plan) == {
-        "compression": "snappy", "use_dictionary": ["s"]}
+        "compression": "snappy", "use_dictionary": ["s"], "write_statistics": ["s"]}
     assert write.writer_options({"x": "ZSTD", "s": "GZIP"}, set(), plan) == {
-        "compression": {"x": "zstd", "s": "gzip"}, "use_dictionary": False}
+        "compression": {"x": "zstd", "s": "gzip"}, "use_dictionary": False,
+        "write_statistics": ["s"]}
+    assert write.writer_options({"x": "ZSTD"}, set(), plan)["write_statistics"] is False
 
 
 def test_pass_through_columns_keep_each_files_own_type(tmp_path, capsys):
