@@ -165,7 +165,11 @@ def container(out: np.ndarray, X: Any, config: str, names: list[str]) -> Any:
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(out, index=index, columns=names, copy=False)
     if config == "polars":
-        import polars as pl
+        try:  # optional: only a user who asked for polars output needs it
+            import polars as pl
+        except ImportError:
+            raise ImportError("set_output(transform='polars') needs polars: "
+                              "pip install polars") from None
 
         return pl.DataFrame(out, schema=names, orient="row")
     return out
