@@ -29,7 +29,7 @@ from .groups import codes, too_many_keys, with_hive_keys
 from .keystats import KeyMoments, batch_key_moments
 from .rowgroups import read_pieces
 from .stats import Moments
-from .storage import is_local, open_parquet
+from .storage import open_parquet
 from .worker import breadcrumb, corrupt_file
 
 BATCH_ROWS = 1 << 16  # rows per chunk: big enough for numpy, small enough for L2-friendly passes
@@ -136,7 +136,7 @@ def file_moments(fs: Any, file: SourceFile, features: Sequence[str],
     columns += [weight] if weight and weight not in columns else []
     breadcrumb(file.rel)
     try:
-        pieces = read_pieces(open_parquet(fs, file.path), file.path, is_local(fs), columns)
+        pieces = read_pieces(open_parquet(fs, file.path), columns)
         for batch in _rebatch(pieces, batch_rows):
             if weight:
                 w = weight_values(batch.column(weight), weight, file.rel)

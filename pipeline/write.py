@@ -32,7 +32,7 @@ from .errors import StorageError, os_error_text
 from .groups import UnseenTally, hive_keys_of, with_hive_keys
 from .plan import Plan, output_schema, transform_table
 from .rowgroups import read_pieces
-from .storage import Location, is_local, local_tempfile, open_parquet
+from .storage import Location, local_tempfile, open_parquet
 from .summary import Reference, Summary, Tally
 from .worker import breadcrumb, corrupt_file
 
@@ -181,7 +181,7 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan, observ
     # about 100 per file: a third of the cost of writing a 100-row file.
     with pa.OSFile(dest, "wb") as raw, pa.BufferedOutputStream(raw, WRITE_BUFFER) as sink, \
             pq.ParquetWriter(sink, schema, **options) as writer:
-        for batch in _pieces(pf, file, is_local(src_fs)):
+        for batch in _pieces(pf, file):
             if hive:
                 keyed = with_hive_keys(pa.Table.from_batches([batch]) if isinstance(
                     batch, pa.RecordBatch) else batch, hive)
@@ -198,10 +198,10 @@ def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan, observ
     return rows, tally, clipped, size
 
 
-def _pieces(pf: pq.ParquetFile, file: SourceFile, local: bool) -> Iterator[pa.Table]:
+def _pieces(pf: pq.ParquetFile, file: SourceFile) -> Iterator[pa.Table]:
     """Each row group of ``file`` as one table (see :func:`pipeline.rowgroups.read_pieces`);
     a read error names the file (a write error is the caller's)."""
-    pieces = read_pieces(pf, file.path, local, None)
+    pieces = read_pieces(pf, None)
     while True:
         try:
             piece = next(pieces)
