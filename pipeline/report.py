@@ -41,7 +41,7 @@ from .svg import feature_svg
 
 SUMMARY_NAME = "summary.json"
 INDEX_NAME = "index.html"
-SUMMARY_FORMAT = 1
+SUMMARY_FORMAT = 2  # 2: per-key moments as columns
 _MAX_KEYS = 200  # rows of the per-key table; the rest are counted
 
 

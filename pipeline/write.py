@@ -31,7 +31,8 @@ from .errors import StorageError, os_error_text
 from .groups import UnseenTally, hive_keys_of, with_hive_keys
 from .plan import Plan, output_schema, transform_table
 from .storage import Location, local_tempfile, open_parquet
-from .summary import Reference, Summary, Tally
+from .summary import Reference, Summary
+from .tally import Tally
 from .worker import breadcrumb, corrupt_file
 
 if TYPE_CHECKING:
