@@ -12,6 +12,7 @@ squares (numpy releases the GIL for each), and nothing per value in Python.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -19,9 +20,23 @@ import numpy as np
 from .stats import Moments
 from .summary import BEYOND, FINE, SPAN, STEP, TAIL_BINS, KeyMoments, Reference, Summary
 
-CHUNK = 1 << 16  # values counted at a time: the three float64/intp temporaries stay in L2
+CHUNK = 1 << 15  # values counted at a time: the three temporaries (768 KB) stay in L2
 _OFFSET = FINE // 2 + 1  # bucket 0: below -SPAN, 1..FINE: fine bins, FINE + 1: at or above SPAN
 _EDGES = (_OFFSET - int(BEYOND / STEP), _OFFSET + int(BEYOND / STEP))  # buckets of -4 and 4
+_SCRATCH = threading.local()  # per worker thread: the chunk buffers, shared by its tallies
+
+
+def _scratch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's buffers of ``CHUNK`` values: widened chunk, float64 and intp temporaries.
+
+    Allocated once per thread, not per tally: a task has a tally per feature, and
+    fresh buffers for each cost page faults (1.5 MB a feature) on every task.
+    """
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        buffers = _SCRATCH.buffers = (np.empty(CHUNK), np.empty(CHUNK),
+                                      np.empty(CHUNK, dtype=np.intp))
+    return buffers
 
 
 class Tally:
@@ -50,9 +65,6 @@ class Tally:
         self.keys = KeyMoments()
         self._pending: list[tuple[np.ndarray, np.ndarray | None]] = []
         self._pending_n = 0
-        self._w = np.empty(0)  # a narrower chunk, widened
-        self._t = np.empty(0)
-        self._i = np.empty(0, dtype=np.intp)
 
     def add(self, values: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Count written ``values`` (NaN: missing); ``rows``: each row's key index.
@@ -76,16 +88,13 @@ class Tally:
             self._count(values, rows)
 
     def _count(self, values: np.ndarray, rows: np.ndarray | None) -> None:
-        size = min(values.size, CHUNK)
-        if self._t.size < size:
-            self._w, self._t = np.empty(size), np.empty(size)
-            self._i = np.empty(size, dtype=np.intp)
+        widened, t, idx = _scratch()
         wide = values.dtype == np.float64
         for start in range(0, values.size, CHUNK):
             w = values[start:start + CHUNK]
             r = None if rows is None else rows[start:start + CHUNK]
             if not wide:  # float32 or float16: widened once, not by every pass below
-                buffer = self._w[:w.size]
+                buffer = widened[:w.size]
                 np.copyto(buffer, w)
                 w = buffer
             total = float(np.add.reduce(w))
@@ -103,12 +112,13 @@ class Tally:
             if not self.identity:
                 total = float(np.add.reduce(z))
             lo, hi = float(z.min()), float(z.max())
-            self._bin(z, inside=-SPAN <= lo and hi < SPAN)
-            self._moments(z, total, lo, hi)
+            self._bin(z, t[:z.size], idx[:z.size], inside=-SPAN <= lo and hi < SPAN)
+            self._moments(z, total, lo, hi, t[:z.size])
             if self.grouped and r is not None:
                 self._per_key(z, r)
 
-    def _moments(self, z: np.ndarray, total: float, lo: float, hi: float) -> None:
+    def _moments(self, z: np.ndarray, total: float, lo: float, hi: float, t: np.ndarray
+                 ) -> None:
         """Add the chunk's moments: as plain sums when that is exact enough.
 
         ``m2 = sum(z**2) - sum(z)**2 / n`` loses about ``sum(z**2) / m2`` ulps, so
@@ -118,13 +128,12 @@ class Tally:
         chunks only adds to m2), so the final m2 is within 1e-13 of exact.  A
         constant chunk's moments are exact as they are; other chunks (far off,
         overflowing) take the corrected two-pass :meth:`Moments.from_array` and
-        are merged with Chan's update.
+        are merged with Chan's update.  ``t``: a buffer of ``z``'s size.
         """
         n = z.size
         if lo == hi:
             self.moments = self.moments.merge(Moments(count=n, shift=lo, minimum=lo, maximum=hi))
             return
-        t = self._t[:n]
         np.multiply(z, z, out=t)
         square = float(np.add.reduce(t))
         if math.isfinite(square) and 0.0 < square <= 16.0 * (square - total * total / n):
@@ -147,9 +156,9 @@ class Tally:
         z /= s
         return z
 
-    def _bin(self, z: np.ndarray, inside: bool) -> None:
-        """Count ``z`` into the buckets; ``inside``: every value is within [-SPAN, SPAN)."""
-        t, idx = self._t[:z.size], self._i[:z.size]
+    def _bin(self, z: np.ndarray, t: np.ndarray, idx: np.ndarray, inside: bool) -> None:
+        """Count ``z`` into the buckets; ``t``, ``idx``: buffers of its size; ``inside``:
+        every value is within [-SPAN, SPAN)."""
         np.multiply(z, 1.0 / STEP, out=t)
         t += _OFFSET
         if not inside:
