@@ -41,7 +41,7 @@ from .svg import feature_svg
 
 SUMMARY_NAME = "summary.json"
 INDEX_NAME = "index.html"
-SUMMARY_FORMAT = 1
+SUMMARY_FORMAT = 2  # 2: per-key moments as columns
 _MAX_KEYS = 200  # rows of the per-key table; the rest are counted
 
 
@@ -325,13 +325,11 @@ def _keys_table(stats: FittedStats, shown: Mapping[str, Summary]) -> str:
     """Per key: rows written, features whose z drifted within the key, the worst of them."""
     e = _e
     assert stats.groups is not None
-    labels = {i: ", ".join(map(str, k)) for i, k in enumerate(stats.groups.keys)}
-    labels[len(labels)] = "unseen keys (global statistics)"
-    labels[-1] = "unseen keys (made missing)"
-    indices = sorted({k for s in shown.values() for k in (s.keys or {})},
-                     key=lambda k: (k < 0, k))
-    by = e(", ".join(stats.groups.by))
     keyed = list(stats.groups.keys)  # looked up only for the keys shown (100,000: 4 s)
+    labels = {len(keyed): "unseen keys (global statistics)", -1: "unseen keys (made missing)"}
+    seen = sorted(set().union(*(s.keys for s in shown.values() if s.keys)))
+    indices = [k for k in seen if k >= 0] + [k for k in seen if k < 0]  # unseen (-1) last
+    by = e(", ".join(stats.groups.by))
     rows = [f"<table><tr><th>{by}</th><th>rows</th><th>drifted features</th>"
             "<th>largest |mean z|</th><th>σ z range</th></tr>"]
     for k in indices[:_MAX_KEYS]:
@@ -343,7 +341,7 @@ def _keys_table(stats: FittedStats, shown: Mapping[str, Summary]) -> str:
         worst = max(drifts, key=lambda d: abs(d.shift), default=None)
         ratios = [d.ratio for d in drifts]
         rows.append(("<tr class=\"drift\">" if bad else "<tr>")
-                    + f'<td class="mono">{e(labels.get(k, str(k)))}</td>'
+                    + f'<td class="mono">{e(_key_label(keyed, labels, k))}</td>'
                     + f"<td>{max(m.count + m.missing for m in per.values()):,}</td>"
                     + f"<td>{e(', '.join(bad)) if bad else '—'}</td>"
                     + (f"<td>{abs(worst.shift):.3g} ({e(worst.feature)})</td>" if worst
@@ -354,6 +352,12 @@ def _keys_table(stats: FittedStats, shown: Mapping[str, Summary]) -> str:
         rows.append(f'<tr><td colspan="5" class="note">… and {len(indices) - _MAX_KEYS:,} '
                     "more keys (all in summary.json)</td></tr>")
     return "\n".join([*rows, "</table>"])
+
+
+def _key_label(keys: list[Any], special: Mapping[int, str], index: int) -> str:
+    if index in special:
+        return special[index]
+    return ", ".join(map(str, keys[index])) if 0 <= index < len(keys) else str(index)
 
 
 def _constant(stats: FittedStats, keys: list[Any], index: int, name: str) -> bool:

@@ -17,14 +17,15 @@ mean/σ``, ``s = 1``; ``center``: ``c = 0``, ``s = σ``; ``minmax``: ``c = (mean
 
 Counts are exact integers, identical whatever the number of workers; the moments are merged in
 task order, so their last bits may depend on how files were batched (far below the digits the
-page shows).  :class:`Tally` says what the counting costs.
+page shows).  :class:`pipeline.tally.Tally` counts them.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -38,10 +39,6 @@ FINE = int(2 * SPAN / STEP)  # 8192 bins
 TAIL_BINS = 32  # log bins per doubling of |z| beyond SPAN
 BEYOND = 4.0  # "beyond ±4σ": |z| > BEYOND
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-CHUNK = 1 << 15  # values counted at a time: the temporaries stay in L2
-
-_OFFSET = FINE // 2 + 1  # bucket 0: below -SPAN, 1..FINE: fine bins, FINE + 1: at or above SPAN
-_EDGES = (_OFFSET - int(BEYOND / STEP), _OFFSET + int(BEYOND / STEP))  # buckets of -4 and 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,6 +69,124 @@ def reference(col: Any, mode: str, inverse: bool = False) -> Reference:
     return Reference(center=np.zeros_like(std), unit=std if mode == "center" else np.ones_like(std))
 
 
+def _column(dtype: Any, fill: float = 0) -> Any:
+    return field(default_factory=lambda: np.full(0, fill, dtype=dtype))
+
+
+@dataclass(frozen=True, eq=False)
+class KeyMoments:
+    """Per key index, the :class:`Moments` of z of its rows, as columns (no object per key).
+
+    ``index`` is ascending; row ``i`` of the other arrays is key ``index[i]``'s
+    ``Moments(count, missing, shift=shift, offset=offset, m2, minimum, maximum)``
+    (the extremes are ±inf where ``count`` is 0).  :meth:`merge` is
+    :meth:`Moments.merge` key by key, the same formula vectorised (100,000 keys
+    merge in milliseconds); indexing gives one key's :class:`Moments`.
+    """
+
+    index: np.ndarray = _column(np.int64)
+    count: np.ndarray = _column(np.int64)
+    missing: np.ndarray = _column(np.int64)
+    shift: np.ndarray = _column(np.float64)
+    offset: np.ndarray = _column(np.float64)
+    m2: np.ndarray = _column(np.float64)
+    minimum: np.ndarray = _column(np.float64, np.inf)
+    maximum: np.ndarray = _column(np.float64, -np.inf)
+
+    def merge(self, other: KeyMoments) -> KeyMoments:
+        if not other.index.size:
+            return self
+        if not self.index.size:
+            return other
+        index, (a, b) = _union(self.index, other.index), (self, other)
+        if index.size != self.index.size or index.size != other.index.size:
+            a, b = self._spread(index), other._spread(index)
+        na, nb = a.count, b.count
+        n = np.maximum(na + nb, 1)
+        first, both = na == 0, (na > 0) & (nb > 0)  # one side empty: the other as it is
+        delta = (b.shift - a.shift) + (b.offset - a.offset)
+        offset = np.where(both, a.offset + delta * (nb / n), np.where(first, b.offset, a.offset))
+        m2 = np.where(both, a.m2 + b.m2 + delta * delta * (na * nb / n), a.m2 + b.m2)
+        return KeyMoments(index=index, count=na + nb, missing=a.missing + b.missing,
+                          shift=np.where(first, b.shift, a.shift), offset=offset, m2=m2,
+                          minimum=np.minimum(a.minimum, b.minimum),
+                          maximum=np.maximum(a.maximum, b.maximum))
+
+    def _spread(self, index: np.ndarray) -> KeyMoments:
+        """These columns on ``index`` (a superset of ``self.index``), empty keys filled in."""
+        at = np.searchsorted(index, self.index) if self.index.size else self.index
+        columns = {}
+        for name in _KEY_COLUMNS:
+            column = np.full(index.size, _EMPTY.get(name, 0), dtype=getattr(self, name).dtype)
+            column[at] = getattr(self, name)
+            columns[name] = column
+        return KeyMoments(index=index, **columns)
+
+    def __len__(self) -> int:
+        return int(self.index.size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.index.tolist())
+
+    def __contains__(self, key: object) -> bool:
+        i = int(np.searchsorted(self.index, key)) if isinstance(key, int) else self.index.size
+        return i < self.index.size and int(self.index[i]) == key
+
+    def __getitem__(self, key: int) -> Moments:
+        if key not in self:
+            raise KeyError(key)
+        i = int(np.searchsorted(self.index, key))
+        count = int(self.count[i])
+        return Moments(count=count, missing=int(self.missing[i]), shift=float(self.shift[i]),
+                       offset=float(self.offset[i]), m2=float(self.m2[i]),
+                       minimum=float(self.minimum[i]) if count else None,
+                       maximum=float(self.maximum[i]) if count else None)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Column by column (``index``, ``count``, ... ``min``, ``max``; no extremes: null),
+        as :meth:`from_dict` reads it: compact, and quick to write for 100,000 keys."""
+        d: dict[str, list[Any]] = {"index": self.index.tolist()}
+        for name, key in zip(_KEY_COLUMNS, _KEY_NAMES, strict=True):
+            values = getattr(self, name).tolist()
+            if name in _EMPTY:
+                values = [v if n else None for v, n in zip(values, self.count.tolist(),
+                                                            strict=True)]
+            d[key] = values
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, list[Any]]) -> KeyMoments:
+        index = np.array(d["index"], dtype=np.int64)
+        if index.ndim != 1 or (index[1:] <= index[:-1]).any():
+            raise ValueError("key indices not in increasing order")
+        columns = {}
+        for name, key in zip(_KEY_COLUMNS, _KEY_NAMES, strict=True):
+            values = d[key]
+            if len(values) != index.size:
+                raise ValueError(f"{len(values)} key {key} values for {index.size} keys")
+            if name in _EMPTY:
+                values = [_EMPTY[name] if v is None else v for v in values]
+            columns[name] = np.array(values, dtype=np.int64 if name in ("count", "missing")
+                                     else np.float64)
+        return cls(index=index, **columns)
+
+
+_KEY_COLUMNS = ("count", "missing", "shift", "offset", "m2", "minimum", "maximum")
+_KEY_NAMES = ("count", "missing", "shift", "offset", "m2", "min", "max")  # as Moments.to_dict
+_EMPTY = {"minimum": np.inf, "maximum": -np.inf}  # the extremes of a key with no value
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The sorted union of two nonempty sorted arrays of key indices (a dense range: no sort)."""
+    if np.array_equal(a, b):
+        return a
+    lo, hi = min(a[0], b[0]), max(a[-1], b[-1])
+    seen = np.zeros(int(hi - lo) + 1, dtype=bool)
+    seen[a - lo] = True
+    seen[b - lo] = True
+    return np.flatnonzero(seen) + lo
+
+
 @dataclass(frozen=True, eq=False)
 class Summary:
     """What was written of one feature, in z (see the module docstring); merges exactly.
@@ -79,8 +194,8 @@ class Summary:
     ``fine`` holds the counts of fine bins ``first .. first + len(fine) - 1``
     (bin ``i`` is [-SPAN + i*STEP, -SPAN + (i+1)*STEP)); ``low`` and ``high``
     the tails: bin ``k`` holds ``SPAN * 2**(k/TAIL_BINS) <= |z| < SPAN * 2**((k+1)/TAIL_BINS)``.
-    ``keys`` maps a key index of the plan (``-1``: unseen keys made missing) to
-    the moments of that key's rows.
+    ``keys``: per key index of the plan (``-1``: unseen keys made missing), the
+    moments of that key's rows (:class:`KeyMoments`).
     """
 
     moments: Moments = field(default_factory=Moments)
@@ -89,15 +204,13 @@ class Summary:
     low: dict[int, int] = field(default_factory=dict)
     high: dict[int, int] = field(default_factory=dict)
     beyond: int = 0
-    keys: dict[int, Moments] | None = None
+    keys: KeyMoments | None = None
 
     def merge(self, other: Summary) -> Summary:
         first, fine = _add_spans(self.first, self.fine, other.first, other.fine)
         keys = None
         if self.keys is not None or other.keys is not None:
-            keys = dict(self.keys or {})
-            for k, m in (other.keys or {}).items():
-                keys[k] = keys[k].merge(m) if k in keys else m
+            keys = (self.keys or KeyMoments()).merge(other.keys or KeyMoments())
         return Summary(moments=self.moments.merge(other.moments), first=first, fine=fine,
                        low=dict(Counter(self.low) + Counter(other.low)),
                        high=dict(Counter(self.high) + Counter(other.high)),
@@ -168,7 +281,7 @@ class Summary:
                              "high": {str(k): v for k, v in sorted(self.high.items())},
                              "beyond": self.beyond}
         if self.keys is not None:
-            d["keys"] = {str(k): m.to_dict() for k, m in sorted(self.keys.items())}
+            d["keys"] = self.keys.to_dict()
         return d
 
     @classmethod
@@ -182,8 +295,7 @@ class Summary:
                    low={int(k): int(v) for k, v in d["low"].items()},
                    high={int(k): int(v) for k, v in d["high"].items()},
                    beyond=int(d["beyond"]),
-                   keys=None if keys is None else {int(k): Moments.from_dict(m)
-                                                   for k, m in keys.items()})
+                   keys=None if keys is None else KeyMoments.from_dict(keys))
 
 
 def _tail_edge(k: int) -> float:
@@ -200,201 +312,3 @@ def _add_spans(a0: int, a: np.ndarray, b0: int, b: np.ndarray) -> tuple[int, np.
     out[a0 - lo:a0 - lo + a.size] += a
     out[b0 - lo:b0 - lo + b.size] += b
     return lo, out
-
-
-class Tally:
-    """The counts of one feature within one task (mutable; :meth:`result` freezes them).
-
-    A chunk of ``CHUNK`` values (small batches, e.g. 100-row files, are buffered
-    and counted together) is summed (which also finds NaN), its extremes taken,
-    binned by ``t = z * 256 + offset`` (exact: a power of two), truncated and
-    counted with ``np.bincount``, and its squares summed: about ten numpy passes
-    over data in L2.  Sums of well-conditioned chunks are added as plain floats
-    (see :meth:`_moments`); the ±4σ count is read off the buckets at the end,
-    corrected only by chunks with values next to ±4.
-    """
-
-    def __init__(self, ref: Reference, grouped: bool = False):
-        self.ref = ref
-        self.identity = ref.identity
-        self.grouped = grouped
-        self.moments = Moments()  # chunks that needed the two-pass moments
-        self._n, self._sum, self._squares = 0, 0.0, 0.0  # the others, summed
-        self._min, self._max = math.inf, -math.inf
-        self.buckets = np.zeros(FINE + 2, dtype=np.int64)
-        self.low: dict[int, int] = {}
-        self.high: dict[int, int] = {}
-        self._edge = 0  # values in the buckets next to ±4 that lie beyond ±4
-        self.keys: dict[int, Moments] = {}
-        self._pending: list[tuple[np.ndarray, np.ndarray | None]] = []
-        self._pending_n = 0
-        self._t = np.empty(0)
-        self._i = np.empty(0, dtype=np.intp)
-
-    def add(self, values: np.ndarray, rows: np.ndarray | None = None) -> None:
-        """Count written ``values`` (NaN: missing); ``rows``: each row's key index.
-
-        The caller may reuse ``values`` afterwards: what is buffered is copied.
-        """
-        if values.size < CHUNK:
-            self._pending.append((values.copy(), None if rows is None else rows.copy()))
-            self._pending_n += values.size
-            if self._pending_n >= CHUNK:
-                self._flush()
-            return
-        self._count(values, rows)
-
-    def _flush(self) -> None:
-        if self._pending:
-            values = np.concatenate([v for v, _ in self._pending])
-            rows = None if self._pending[0][1] is None else \
-                np.concatenate([r for _, r in self._pending if r is not None])
-            self._pending, self._pending_n = [], 0
-            self._count(values, rows)
-
-    def _count(self, values: np.ndarray, rows: np.ndarray | None) -> None:
-        size = min(values.size, CHUNK)
-        if self._t.size < size:
-            self._t, self._i = np.empty(size), np.empty(size, dtype=np.intp)
-        for start in range(0, values.size, CHUNK):
-            w = values[start:start + CHUNK]
-            r = None if rows is None else rows[start:start + CHUNK]
-            total = float(np.sum(w, dtype=np.float64))
-            if not math.isfinite(total):  # NaN (missing) in the chunk, or an overflow
-                keep = ~np.isnan(w)
-                missing = w.size - int(np.count_nonzero(keep))
-                self.moments = self.moments.merge(Moments(missing=missing))
-                if self.grouped and r is not None and missing:
-                    self._key_missing(r[~keep])
-                w, r = w[keep], None if r is None else r[keep]
-                total = float(np.sum(w, dtype=np.float64))
-            z = w if self.identity else self._standard(w, r)
-            if not z.size:
-                continue
-            if not self.identity:
-                total = float(np.sum(z))
-            lo, hi = float(z.min()), float(z.max())
-            self._bin(z, inside=-SPAN <= lo and hi < SPAN)
-            self._moments(z, total, lo, hi)
-            if self.grouped and r is not None:
-                self._per_key(z, r)
-
-    def _moments(self, z: np.ndarray, total: float, lo: float, hi: float) -> None:
-        """Add the chunk's moments: as plain sums when that is exact enough.
-
-        ``m2 = sum(z**2) - sum(z)**2 / n`` loses about ``sum(z**2) / m2`` ulps, so
-        a chunk is summed only while that ratio is at most 16 (|mean| <= 3.9σ: z
-        is in training σ, so this is every chunk short of a gross drift).  The
-        sums of such chunks then keep the ratio at most 16 too (the spread between
-        chunks only adds to m2), so the final m2 is within 1e-13 of exact.  Other
-        chunks (constant, far off, overflowing) take the corrected two-pass
-        :meth:`Moments.from_array` and are merged with Chan's update.
-        """
-        n = z.size
-        t = self._t[:n]
-        np.multiply(z, z, out=t, dtype=np.float64)
-        square = float(t.sum())
-        if math.isfinite(square) and 0.0 < square <= 16.0 * (square - total * total / n):
-            self._n += n
-            self._sum += total
-            self._squares += square
-            self._min, self._max = min(self._min, lo), max(self._max, hi)
-            return
-        self.moments = self.moments.merge(
-            Moments.from_array(z, total=total if math.isfinite(total) else None))
-
-    def _standard(self, w: np.ndarray, r: np.ndarray | None) -> np.ndarray:
-        ref = self.ref
-        if r is None or len(ref.unit) == 1:
-            c, s = ref.center[-1], ref.unit[-1]
-        else:
-            g = np.where(r < 0, len(ref.unit) - 1, r)
-            c, s = ref.center[g], ref.unit[g]
-        z = np.subtract(w, c, dtype=np.float64)
-        z /= s
-        return z
-
-    def _bin(self, z: np.ndarray, inside: bool) -> None:
-        """Count ``z`` into the buckets; ``inside``: every value is within [-SPAN, SPAN)."""
-        t, idx = self._t[:z.size], self._i[:z.size]
-        np.multiply(z, 1.0 / STEP, out=t, dtype=np.float64)
-        t += _OFFSET
-        if not inside:
-            np.clip(t, 0.0, FINE + 1.0, out=t)
-        np.copyto(idx, t, casting="unsafe")  # truncation: t >= 0, so it is the floor
-        b = np.bincount(idx, minlength=FINE + 2)
-        # Adding the offset rounds: a value within ~1e-15 of a bin edge may land one bin
-        # up.  The tails and the ±4 count are settled on z itself where that could matter.
-        if b[0]:
-            tail = z[z < -SPAN]
-            b[1] += b[0] - tail.size
-            b[0] = tail.size
-            _log_bins(self.low, -tail)
-        if b[-1]:
-            tail = z[z >= SPAN]
-            b[-2] += b[-1] - tail.size
-            b[-1] = tail.size
-            _log_bins(self.high, tail)
-        self.buckets += b
-        lo, hi = _EDGES  # the buckets [-4, -4 + STEP) and [4, 4 + STEP)
-        if b[lo - 1] or b[lo]:  # beyond -4, yet not in the buckets result() counts
-            self._edge += int(np.count_nonzero(z < -BEYOND)) - int(b[:lo - 1].sum())
-        if b[hi - 1] or b[hi]:
-            self._edge += int(np.count_nonzero(z > BEYOND)) - int(b[hi + 1:].sum())
-
-    def _per_key(self, z: np.ndarray, r: np.ndarray) -> None:
-        for k, m in _key_moments(z, r).items():
-            self.keys[k] = self.keys[k].merge(m) if k in self.keys else m
-
-    def _key_missing(self, r: np.ndarray) -> None:
-        ks, counts = np.unique(r, return_counts=True)
-        for k, c in zip(ks.tolist(), counts.tolist(), strict=True):
-            self.keys[k] = self.keys.get(k, Moments()).merge(Moments(missing=c))
-
-    def result(self) -> Summary:
-        self._flush()
-        moments = self.moments
-        if self._n:
-            summed = Moments(count=self._n, shift=self._sum / self._n,
-                             m2=max(self._squares - self._sum * self._sum / self._n, 0.0),
-                             minimum=self._min, maximum=self._max)
-            moments = replace(summed.merge(moments), missing=moments.missing)
-        lo, hi = _EDGES
-        b = self.buckets
-        # Buckets below [-4 - STEP, -4) and above [4, 4 + STEP) are beyond ±4 whatever the
-        # rounding; the two next to each edge were settled value by value (self._edge).
-        beyond = int(b[:lo - 1].sum()) + int(b[hi + 1:].sum()) + self._edge
-        fine = b[1:-1]
-        nz = np.flatnonzero(fine)
-        a, e = (int(nz[0]), int(nz[-1]) + 1) if nz.size else (0, 0)
-        return Summary(moments=moments, first=a, fine=fine[a:e].copy(), low=dict(self.low),
-                       high=dict(self.high), beyond=beyond,
-                       keys=dict(self.keys) if self.grouped else None)
-
-
-def _log_bins(into: dict[int, int], magnitude: np.ndarray) -> None:
-    if magnitude.size:
-        k = np.floor(np.log2(magnitude / SPAN) * TAIL_BINS).astype(np.int64)
-        for key, count in zip(*np.unique(np.maximum(k, 0), return_counts=True), strict=True):
-            into[int(key)] = into.get(int(key), 0) + int(count)
-
-
-def _key_moments(z: np.ndarray, r: np.ndarray) -> dict[int, Moments]:
-    """Moments of ``z`` per key index in ``r`` (-1 and up), like :meth:`Moments.from_array`.
-
-    Vectorised over keys: per key the shift is its mean, then the corrected
-    two-pass sums (Chan, Golub & LeVeque 1983), as in :mod:`pipeline.stats`.
-    """
-    g = r + 1
-    size = int(g.max()) + 1
-    n = np.bincount(g, minlength=size)
-    shift = np.bincount(g, weights=z, minlength=size) / np.maximum(n, 1)
-    d = z - shift[g]
-    c = np.bincount(g, weights=d, minlength=size)
-    m2 = np.bincount(g, weights=d * d, minlength=size) - c * c / np.maximum(n, 1)
-    lo, hi = np.full(size, np.inf), np.full(size, -np.inf)
-    np.minimum.at(lo, g, z)
-    np.maximum.at(hi, g, z)
-    return {k - 1: Moments(count=int(n[k]), shift=float(shift[k]), offset=float(c[k] / n[k]),
-                           m2=max(float(m2[k]), 0.0), minimum=float(lo[k]), maximum=float(hi[k]))
-            for k in np.flatnonzero(n).tolist()}

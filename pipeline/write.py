@@ -33,7 +33,8 @@ from .groups import UnseenTally, hive_keys_of, with_hive_keys
 from .plan import Plan, output_schema, transform_table
 from .rowgroups import read_pieces
 from .storage import Location, local_tempfile, open_parquet
-from .summary import Reference, Summary, Tally
+from .summary import Reference, Summary
+from .tally import Tally
 from .worker import breadcrumb, corrupt_file
 
 if TYPE_CHECKING:

@@ -27,7 +27,8 @@ from pipeline.artifact import FittedStats
 from pipeline.cli import main
 from pipeline.compose import MAX_RATIO, MAX_SHIFT, diff
 from pipeline.errors import ArtifactError, InputError
-from pipeline.summary import STEP, Reference, Tally
+from pipeline.summary import STEP, Reference
+from pipeline.tally import Tally
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HOSTILE = "<b>x&y</b>\x07"  # markup, and a control character (XML forbids it raw)
@@ -255,7 +256,7 @@ def test_redrawing_gives_the_same_bytes(validation, tmp_path, capsys):
     (out / "_report" / "index.html").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "_report" / "index.html").read_bytes() == before
-    (out / "_report" / "summary.json").write_text('{"format": 1, "features": {"a": 3}}')
+    (out / "_report" / "summary.json").write_text('{"format": 2, "features": {"a": 3}}')
     assert main(["report", str(out)]) == 2
     assert capsys.readouterr().err.strip().endswith(
         f"zscore: error: {out}/_report/summary.json is not a valid report summary ('int' object "
