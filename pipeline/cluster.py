@@ -299,10 +299,11 @@ def share_allocator() -> None:
     milliseconds, so every file's buffers are fresh pages the kernel must fault in
     and zero, and numpy's result arrays cannot reuse what Arrow just freed: on M
     the transform spent a third of its CPU time there (docs/benchmarks.md).  With
-    one allocator the memory of one file is reused by the next.  Worker processes
-    are left alone: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_`` low in them, which
-    makes ``malloc`` return memory as eagerly (measured slower there).  A pool the
-    user chose with ``ARROW_DEFAULT_MEMORY_POOL`` is kept.
+    one allocator the memory of one file is reused by the next.  Not in worker
+    processes: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_`` low in them, which makes
+    ``malloc`` return memory as eagerly (measured slower there); their tasks allocate
+    from jemalloc instead (:func:`pipeline.worker.reusing_pool`).  A pool the user
+    chose with ``ARROW_DEFAULT_MEMORY_POOL`` is kept.
     """
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "").strip():
         return

@@ -19,7 +19,7 @@ from typing import Any
 from .errors import ClusterError, ZscoreError, option
 from .interrupt import check, checkpoint
 from .progress import Console
-from .worker import BREADCRUMBS
+from .worker import BREADCRUMBS, run_task
 
 MAX_TASKS = 512  # per pass: bounds graph size and scheduler overhead for 10,000s of files
 
@@ -84,8 +84,9 @@ class Session:
         futures = []
         index = {}
         for b, (lo, hi) in enumerate(batches):
-            fut = self.client.submit(fn, items[lo:hi], key=f"zscore-{label}-{token}-{b:05d}",
-                                     pure=False, retries=0)
+            fut = self.client.submit(run_task, fn, items[lo:hi],
+                                     key=f"zscore-{label}-{token}-{b:05d}", pure=False,
+                                     retries=0)
             futures.append(fut)
             index[fut.key] = (lo, hi)
         progress = self.console.progress(label, len(items),
