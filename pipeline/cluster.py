@@ -258,6 +258,7 @@ def _handshake(address: str, timeout: float) -> None:
 def _local(workers: int | None, memory_limit: str | None, processes: bool, console: Console
            ) -> Iterator[tuple[Any, Any]]:
     """An embedded LocalCluster listening on 127.0.0.1 only, and its client."""
+    import dask
     from distributed import Client, LocalCluster
 
     n = default_workers() if workers is None else workers
@@ -271,6 +272,11 @@ def _local(workers: int | None, memory_limit: str | None, processes: bool, conso
         share_allocator()
     with contextlib.ExitStack() as stack:
         try:
+            # No statistical profiler in the workers: every 10 ms it walks the stacks of the
+            # task threads holding the GIL (4 % of the CPU of a run on M, threads or
+            # processes), for a dashboard page nobody asked for.  An external cluster keeps
+            # its owner's setting.
+            stack.enter_context(dask.config.set({"distributed.worker.profile.enabled": False}))
             cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=processes,
                 # Loopback only, everywhere: without these, threads-mode workers open their

@@ -320,3 +320,20 @@ def test_embedded_threads_share_the_c_allocator(processes, env, pool):
         assert client_side == before and worker_side != "system"
     else:
         assert client_side == worker_side == pool
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_embedded_workers_run_no_statistical_profiler(processes):
+    """Dask's profiler samples the task threads every 10 ms holding the GIL; the embedded
+    cluster's workers, threads or processes, run without it, and the caller's Dask config
+    is as it was."""
+    import dask
+    import distributed  # noqa: F401  (loads Dask's distributed config)
+    from pipeline.cluster import connect
+
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # Dask's default
+    with connect(workers=1, processes=processes) as session:
+        running = session.client.run(
+            lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+    assert list(running.values()) == [False]
+    assert dask.config.get("distributed.worker.profile.enabled") is True
