@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.sample import make_dataset
+
+# A suite started in the background by a shell without job control (`nohup make test &`, some
+# CI runners) inherits SIGINT ignored, and every process it starts would too: zscore, like any
+# well-behaved program, then keeps ignoring Ctrl-C, and the tests that press it would wait for
+# their timeouts.  A terminal user's zscore has SIGINT at its default; so do the tests' children
+# (a handler, unlike "ignored", is not inherited across exec).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Datasets:
