@@ -20,15 +20,16 @@ import contextlib
 import os
 import uuid
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .blocks import BLOCK_ROWS, plain
 from .dataset import Dataset, SourceFile
-from .errors import StorageError, os_error_text
+from .errors import StorageError, ZscoreError, os_error_text
 from .groups import UnseenTally, hive_keys_of, with_hive_keys
 from .plan import Plan, output_schema, transform_table
 from .rowgroups import read_pieces
@@ -127,14 +128,58 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
 
     With ``tallies``, also count each feature's values into them.
     """
-    dest = target.join(file.rel)
+    return _write_opened(file, _open(src_fs, file), target, plan, tallies)
+
+
+def _open(src_fs: Any, file: SourceFile) -> pq.ParquetFile:
     breadcrumb(file.rel)
+    try:
+        return open_parquet(src_fs, file.path)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise corrupt_file(file.rel, exc) from None
+
+
+def _write_opened(file: SourceFile, pf: pq.ParquetFile, target: Location, plan: Plan,
+                  tallies: Mapping[str, Tally] | None) -> Written:
+    """:func:`write_file` of a file already opened as ``pf``."""
+    try:
+        schema = output_schema(pf.schema_arrow, plan)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise corrupt_file(file.rel, exc) from None
+    tally = UnseenTally() if plan.groups is not None else None
+    clipped = {c.name: 0 for c in plan.columns} if plan.finishing.clip is not None else None
+    # --group-by a hive key: its value comes from the file's directory, for the lookup only
+    hive = hive_keys_of(plan.groups, file.partition, pf.schema_arrow.names) \
+        if plan.groups is not None else {}
+    observe = _observer(tallies)
+
+    def tables() -> Iterator[pa.Table]:
+        for piece in _pieces(pf, file):
+            keyed = with_hive_keys(piece, hive) if hive else piece
+            table = transform_table(keyed, plan, where=file.rel, observe=observe,
+                                    tally=tally, clipped=clipped)
+            yield table.drop_columns(list(hive)) if hive else table
+
+    rows, size = _publish(file, target, pf.metadata, schema, plan, tables())
+    return Written(rel=file.rel, rows=rows, bytes=size, unseen=tally, clipped=clipped)
+
+
+def _observer(tallies: Mapping[str, Tally] | None) -> Any:
+    if tallies is None:
+        return None
 
     def observe(name: str, values: Any, rows: Any) -> None:
-        assert tallies is not None
         tallies[name].add(values, rows)
 
-    seen = observe if tallies is not None else None
+    return observe
+
+
+def _publish(file: SourceFile, target: Location, md: pq.FileMetaData, schema: pa.Schema,
+             plan: Plan, tables: Iterable[pa.Table]) -> tuple[int, int]:
+    """Write ``tables`` (``file`` transformed, a row group each) to ``target/<file.rel>``,
+    whole or not at all; return the rows and bytes written."""
+    dest = target.join(file.rel)
+    options = writer_options(*encodings(md, {c.name for c in plan.columns}), plan)
     if target.local:
         directory = os.path.dirname(dest)
         tmp = os.path.join(directory, f".{os.path.basename(dest)}.{uuid.uuid4().hex[:8]}.tmp")
@@ -142,7 +187,7 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
             # No makedirs here: the client created every directory, so a task still
             # running after its run was aborted (and its staging removed) fails to open
             # its file instead of recreating the staging area.
-            rows, unseen, clipped, size = _transform_into(src_fs, file, tmp, plan, seen)
+            rows, size = _write_tables(tmp, schema, options, tables)
             os.replace(tmp, dest)
         except BaseException as exc:
             with contextlib.suppress(OSError):  # only on failure: a syscall per file saved
@@ -151,52 +196,33 @@ def write_file(src_fs: Any, file: SourceFile, target: Location, plan: Plan,
                 raise StorageError(f"cannot write {dest}: {os_error_text(exc)}",
                                    path=dest) from None
             raise
-        return Written(rel=file.rel, rows=rows, bytes=size, unseen=unseen, clipped=clipped)
+        return rows, size
     with local_tempfile() as tmp:
         try:
-            rows, unseen, clipped, size = _transform_into(src_fs, file, tmp, plan, seen)
+            rows, size = _write_tables(tmp, schema, options, tables)
             target.fs.put_file(tmp, dest)
         except OSError as exc:
             raise StorageError(f"cannot write {target.display.rstrip('/')}/{file.rel}: "
                                f"{os_error_text(exc)}", path=file.rel) from None
-    return Written(rel=file.rel, rows=rows, bytes=size, unseen=unseen, clipped=clipped)
+    return rows, size
 
 
-def _transform_into(src_fs: Any, file: SourceFile, dest: str, plan: Plan, observe: Any = None
-                    ) -> tuple[int, UnseenTally | None, dict[str, int] | None, int]:
-    """Write ``file`` transformed to ``dest``: its rows, unseen keys, clipped counts and
-    size in bytes."""
-    try:
-        pf = open_parquet(src_fs, file.path)
-        schema = output_schema(pf.schema_arrow, plan)
-    except (OSError, pa.ArrowException, ValueError) as exc:
-        raise corrupt_file(file.rel, exc) from None
+def _write_tables(dest: str, schema: pa.Schema, options: Mapping[str, Any],
+                  tables: Iterable[pa.Table]) -> tuple[int, int]:
+    """Write each of ``tables`` as a row group of a new Parquet file at ``dest``; return
+    its rows and size in bytes."""
     rows = 0
-    options = writer_options(*encodings(pf.metadata, {c.name for c in plan.columns}), plan)
-    tally = UnseenTally() if plan.groups is not None else None
-    clipped = {c.name: 0 for c in plan.columns} if plan.finishing.clip is not None else None
-    # --group-by a hive key: its value comes from the file's directory, for the lookup only
-    hive = hive_keys_of(plan.groups, file.partition, pf.schema_arrow.names) \
-        if plan.groups is not None else {}
     # Buffered: unbuffered, the writer makes a write() call per page header and page,
     # about 100 per file: a third of the cost of writing a 100-row file.
     with pa.OSFile(dest, "wb") as raw, pa.BufferedOutputStream(raw, WRITE_BUFFER) as sink, \
             pq.ParquetWriter(sink, schema, **options) as writer:
-        for batch in _pieces(pf, file):
-            if hive:
-                keyed = with_hive_keys(pa.Table.from_batches([batch]) if isinstance(
-                    batch, pa.RecordBatch) else batch, hive)
-                table = transform_table(keyed, plan, where=file.rel, observe=observe,
-                                        tally=tally, clipped=clipped).drop_columns(list(hive))
-            else:
-                table = transform_table(batch, plan, where=file.rel, observe=observe,
-                                        tally=tally, clipped=clipped)
+        for table in tables:
             writer.write_table(table, row_group_size=max(table.num_rows, 1))
             rows += table.num_rows
         writer.close()  # the footer, before the size is read off the stream
         sink.flush()
         size = raw.tell()
-    return rows, tally, clipped, size
+    return rows, size
 
 
 def _pieces(pf: pq.ParquetFile, file: SourceFile) -> Iterator[pa.Table]:
@@ -213,9 +239,32 @@ def _pieces(pf: pq.ParquetFile, file: SourceFile) -> Iterator[pa.Table]:
         yield piece
 
 
+@dataclass
+class _Small:
+    """Small files of one schema, read and waiting to be transformed together."""
+
+    schema: pa.Schema
+    files: list[tuple[SourceFile, pq.FileMetaData, list[pa.Table]]] = field(
+        default_factory=list)
+    rows: int = 0
+
+    def takes(self, md: pq.FileMetaData, schema: pa.Schema) -> bool:
+        return self.rows + md.num_rows <= BLOCK_ROWS and schema.equals(
+            self.schema, check_metadata=True)
+
+
 def write_files(src_fs: Any, files: Sequence[SourceFile], target: Location,
                 plan: Plan, refs: Mapping[str, Reference] | None = None) -> list[Written]:
     """:func:`write_file` over a batch of files: the unit of work of one task.
+
+    Consecutive small files of one schema (together at most
+    :data:`pipeline.blocks.BLOCK_ROWS` rows), under a plan the block path computes
+    (:func:`pipeline.blocks.plain`), are transformed as one table, then each
+    written to its own file with its own row groups (10,000 files of 100 rows: the
+    whole default run in 0.82x the CPU and wall time, paired runs).  Every step of a
+    transform works value by value, so the values written are the same bits as
+    file by file, and pass-through columns keep their own chunks (a dictionary
+    column is not merged with another file's dictionary).
 
     With ``refs`` (the report's, see :mod:`pipeline.summary`), the task's
     summaries (one tally per feature, shared by its files) travel with its last
@@ -223,10 +272,54 @@ def write_files(src_fs: Any, files: Sequence[SourceFile], target: Location,
     """
     grouped = plan.groups is not None
     tallies = {name: Tally(ref, grouped) for name, ref in refs.items()} if refs else None
-    written = [write_file(src_fs, f, target, plan, tallies) for f in files]
+    together = plain(plan)
+    written: list[Written] = []
+    small: _Small | None = None
+    for f in files:
+        pf = _open(src_fs, f)
+        md = pf.metadata
+        if small is not None and not (md.num_rows <= BLOCK_ROWS and together and
+                                      small.takes(md, pf.schema_arrow)):
+            written += _write_small(small, target, plan, tallies)
+            small = None
+        if not (together and md.num_rows <= BLOCK_ROWS):
+            written.append(_write_opened(f, pf, target, plan, tallies))
+            continue
+        small = small or _Small(pf.schema_arrow)
+        small.files.append((f, md, list(_pieces(pf, f))))
+        small.rows += md.num_rows
+    if small is not None:
+        written += _write_small(small, target, plan, tallies)
     if tallies is not None and written:
         written[-1] = replace(written[-1], summaries={n: t.result() for n, t in
                                                       tallies.items()})
+    return written
+
+
+def _write_small(small: _Small, target: Location, plan: Plan,
+                 tallies: Mapping[str, Tally] | None) -> list[Written]:
+    """Transform the files of ``small`` as one table, then write each to its own file."""
+    pieces = [p for _, _, ps in small.files for p in ps]
+    try:
+        table = transform_table(pa.concat_tables(pieces), plan,
+                                observe=_observer(tallies)) if pieces else None
+    except ZscoreError:
+        # The error again, from the file that holds the value, to name it (the run
+        # fails: what was counted so far is dropped with it).
+        for f, _, ps in small.files:
+            for p in ps:
+                transform_table(p, plan, where=f.rel)
+        raise
+    schema = output_schema(small.schema, plan)
+    written, start = [], 0
+    for f, md, ps in small.files:
+        slices = []
+        for p in ps:
+            assert table is not None
+            slices.append(table.slice(start, p.num_rows))
+            start += p.num_rows
+        rows, size = _publish(f, target, md, schema, plan, slices)
+        written.append(Written(rel=f.rel, rows=rows, bytes=size))
     return written
 
 

@@ -329,6 +329,7 @@ def test_embedded_workers_run_no_statistical_profiler(processes):
     is as it was."""
     import dask
     import distributed  # noqa: F401  (loads Dask's distributed config)
+
     from pipeline.cluster import connect
 
     assert dask.config.get("distributed.worker.profile.enabled") is True  # Dask's default
