@@ -268,8 +268,6 @@ def _local(workers: int | None, memory_limit: str | None, processes: bool, conso
         limit = parse_memory(memory_limit)
     except ValueError as exc:
         raise InputError(f"memory limit {exc}") from None
-    if not processes:
-        share_allocator()
     with contextlib.ExitStack() as stack:
         try:
             # No statistical profiler in the workers: every 10 ms it walks the stacks of the
@@ -295,27 +293,6 @@ def _local(workers: int | None, memory_limit: str | None, processes: bool, conso
         except (OSError, RuntimeError) as exc:
             raise ClusterError(f"cannot start the local Dask cluster: {exc}") from None
         yield cluster, client
-
-
-def share_allocator() -> None:
-    """Let Arrow allocate with the C library's ``malloc``, as numpy does.
-
-    For the embedded threads cluster, whose workers run in this process.  Arrow's
-    default allocator (mimalloc) hands freed memory back to the kernel within
-    milliseconds, so every file's buffers are fresh pages the kernel must fault in
-    and zero, and numpy's result arrays cannot reuse what Arrow just freed: on M
-    the transform spent a third of its CPU time there (docs/benchmarks.md).  With
-    one allocator the memory of one file is reused by the next.  Not in worker
-    processes: Dask's nanny sets ``MALLOC_TRIM_THRESHOLD_`` low in them, which makes
-    ``malloc`` return memory as eagerly (measured slower there); their tasks allocate
-    from jemalloc instead (:func:`pipeline.worker.reusing_pool`).  A pool the user
-    chose with ``ARROW_DEFAULT_MEMORY_POOL`` is kept.
-    """
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "").strip():
-        return
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
 
 
 def _quietly(close: Callable[[], Any]) -> None:
