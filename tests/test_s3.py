@@ -345,3 +345,18 @@ def test_object_store_destinations_are_checked_before_compute(s3, fs, local_refe
         assert "features (" not in r.stderr
     assert _objects(fs, "zsb/in9") == before
     assert not fs.exists("zsb/o9") and not fs.exists("zsb/s9.json")
+
+
+def test_small_files_transformed_together_are_each_uploaded_whole(s3, fs, datasets, tmp_path):
+    """20 files of 100 rows, --workers 1 (so a task has 2 or 3 of them, transformed as one
+    table): each is uploaded as its own object, the same bytes as the local run writes."""
+    src = datasets.sample("s3-small", rows=2000, days=2, files_per_day=10)
+    args = ("--exclude", "id,label", "--no-report", "--workers", "1")
+    local = tmp_path / "out"
+    assert run_zscore("run", src, local, *args).returncode == 0
+    _upload(fs, src, "zsb/small/in")
+    r = run_zscore("run", "s3://zsb/small/in", "s3://zsb/small/out", *args, env=s3)
+    assert r.returncode == 0, r.stderr
+    got = {k: v for k, v in _objects(fs, "zsb/small/out").items() if not k.startswith("_")}
+    want = {k: v for k, v in snapshot(local).items() if not k.startswith("_")}
+    assert len(want) == 20 and got == want
