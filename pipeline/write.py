@@ -278,14 +278,14 @@ def write_files(src_fs: Any, files: Sequence[SourceFile], target: Location,
     for f in files:
         pf = _open(src_fs, f)
         md = pf.metadata
-        if small is not None and not (md.num_rows <= BLOCK_ROWS and together and
-                                      small.takes(md, pf.schema_arrow)):
+        schema = pf.schema_arrow if together and md.num_rows <= BLOCK_ROWS else None
+        if small is not None and (schema is None or not small.takes(md, schema)):
             written += _write_small(small, target, plan, tallies)
             small = None
-        if not (together and md.num_rows <= BLOCK_ROWS):
+        if schema is None:  # not a small file: on its own
             written.append(_write_opened(f, pf, target, plan, tallies))
             continue
-        small = small or _Small(pf.schema_arrow)
+        small = small or _Small(schema)
         small.files.append((f, md, list(_pieces(pf, f))))
         small.rows += md.num_rows
     if small is not None:
@@ -314,7 +314,7 @@ def _write_small(small: _Small, target: Location, plan: Plan,
     written, start = [], 0
     for f, md, ps in small.files:
         slices = []
-        for p in ps:
+        for p in ps:  # none when no file has a row group (then there is no table)
             assert table is not None
             slices.append(table.slice(start, p.num_rows))
             start += p.num_rows
