@@ -198,9 +198,17 @@ def local_tempfile(suffix: str = ".parquet") -> Iterator[str]:
 
 
 def open_parquet(fs: Any, path: str) -> pq.ParquetFile:
-    """Open one Parquet file for reading, natively for local paths."""
+    """Open one Parquet file for reading, natively for local paths.
+
+    A local file is read without pyarrow's pre-buffering (pyarrow's default):
+    pre-buffering hands each read to Arrow's I/O threads and waits
+    for them, some 150 µs per row group read even for a 100-row file, while zscore
+    already reads in its own worker threads, one row group at a time
+    (``use_threads=False``); see docs/benchmarks.md, "Reading without pre-buffering".
+    Remote files keep it: there it coalesces ranged requests.
+    """
     import pyarrow.parquet as pq
 
     if is_local(fs):
-        return pq.ParquetFile(path, memory_map=False)
+        return pq.ParquetFile(path, memory_map=False, pre_buffer=False)
     return pq.ParquetFile(fs.open(path, "rb", cache_type="none"), pre_buffer=True)
