@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .columns import as_float64, empty
 from .errors import DataError, option
-from .stats import exact_difference
+from .exact import exact_difference
 
 if TYPE_CHECKING:
     from .feature_stats import FeatureStats
@@ -117,10 +118,10 @@ def scale_array(x: np.ndarray, col: ColumnPlan, mode: str, inverse: bool = False
         if inverse:
             out = _inverse(x, mean, std, lo, const, mode)
         elif g is None and const:
-            out = x.astype(np.float64) if mode == "scale" else _zeros_like(x)
+            out = as_float64(x) if mode == "scale" else _zeros_like(x)
         else:
             if mode == "scale":
-                out = np.divide(x, std, dtype=np.float64)
+                out = np.divide(x, std, dtype=np.float64, out=empty(x.size))
             else:
                 out = _deviation(x, col, mean, g)
                 if np.any(lo):
@@ -140,7 +141,8 @@ def _pick(values: np.ndarray, g: np.ndarray | None) -> Any:
 
 
 def _zeros_like(x: np.ndarray) -> np.ndarray:
-    out = np.zeros(x.shape, dtype=np.float64)
+    out = empty(x.size)
+    out.fill(0.0)
     if x.dtype.kind == "f":
         out[np.isnan(x)] = np.nan
     return out
@@ -177,19 +179,19 @@ def _deviation(x: np.ndarray, col: ColumnPlan, mean: np.ndarray | float,
     subtraction is one rounding.  For 64-bit integers the mean is split into an
     integer shift ``s`` (``round(mean)``, clamped to the dtype's range) and a
     float remainder ``r = mean - s`` (exact unless clamped): ``x - s`` is exact in
-    integer arithmetic (:func:`pipeline.stats.exact_difference`), rounded once,
+    integer arithmetic (:func:`pipeline.exact.exact_difference`), rounded once,
     then ``r`` is subtracted.  Where ``|x - s| <= 2**53`` that is the correctly
     rounded ``x - mean``, so when every ``|x|`` and ``|s|`` is at most 2**52 the
     plain float64 subtraction gives the same bits and is taken instead (faster).
     """
     if x.dtype.kind == "f" or x.dtype.itemsize < 8:
-        return np.subtract(x, mean, dtype=np.float64)
+        return np.subtract(x, mean, dtype=np.float64, out=empty(x.size))
     if x.size == 0:
         return np.zeros(0, dtype=np.float64)
     whole = np.round(col.mean)  # per group; an integer float, so mean - whole is exact
     lo_x, hi_x = int(x.min()), int(x.max())
     if max(-lo_x, hi_x) <= 2**52 and float(np.abs(whole).max()) <= 2.0**52:
-        return np.subtract(x, mean, dtype=np.float64)
+        return np.subtract(x, mean, dtype=np.float64, out=empty(x.size))
     low, high = _INT_SHIFT_RANGE[x.dtype.kind]
     shift = np.clip(whole, low, high)
     # Where the shift was clamped (a mean outside the dtype: validation data stored as
@@ -208,7 +210,7 @@ def _minmax(x: np.ndarray, col: ColumnPlan, g: np.ndarray | None) -> np.ndarray:
     """``(x - min) / (max - min)`` as a new float64 array; constant groups give 0.0.
 
     ``x - min`` is rounded once (64-bit integers through
-    :func:`pipeline.stats.exact_difference` with ``min`` clamped to the dtype, the
+    :func:`pipeline.exact.exact_difference` with ``min`` clamped to the dtype, the
     integer remainder subtracted after), ``max - min`` is exact then rounded once
     (:attr:`ColumnPlan.span`), and the quotient rounded once: three roundings, so
     within 2 ulps of the exact ratio for every dtype, int64 and uint64 at their

@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from .columns import null_mask, numpy_view
-from .stats import exact_difference
+from .exact import exact_difference
 
 Key = tuple[Any, ...]
 SMALL = 1024  # keys with more values in one batch are summed pairwise

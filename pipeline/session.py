@@ -19,7 +19,7 @@ from typing import Any
 from .errors import ClusterError, ZscoreError, option
 from .interrupt import check, checkpoint
 from .progress import Console
-from .worker import BREADCRUMBS, run_task
+from .worker import BREADCRUMBS
 
 MAX_TASKS = 512  # per pass: bounds graph size and scheduler overhead for 10,000s of files
 
@@ -84,7 +84,7 @@ class Session:
         futures = []
         index = {}
         for b, (lo, hi) in enumerate(batches):
-            fut = self.client.submit(run_task, fn, items[lo:hi],
+            fut = self.client.submit(fn, items[lo:hi],
                                      key=f"zscore-{label}-{token}-{b:05d}", pure=False,
                                      retries=0)
             futures.append(fut)

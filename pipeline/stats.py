@@ -10,7 +10,7 @@ few ulps of 1e9, so the ``delta`` in Chan's update would be mostly rounding
 noise.  Carrying ``mean = shift + offset`` keeps ``delta`` (and every other
 quantity of the merge) at the scale of sigma.  Integer columns keep an exact
 integer shift, and every difference from it is computed in exact integer
-arithmetic before one rounding to float64 (:func:`exact_difference`), so int64
+arithmetic before one rounding to float64 (:mod:`pipeline.exact`), so int64
 epoch nanoseconds lose nothing, and uint64 near 2**64 or int64 spanning its
 whole range are as exact as float64 allows.
 
@@ -36,6 +36,9 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
+
+from .columns import empty
+from .exact import integer_deviations
 
 Number = int | float
 
@@ -116,7 +119,7 @@ class Moments:
             shift = total / n
             if not math.isfinite(shift):  # the sum overflowed: values near float64's max
                 shift = float(values[0])
-            d = np.subtract(values, shift, dtype=np.float64)
+            d = np.subtract(values, shift, dtype=np.float64, out=empty(n))
             minimum, maximum = float(values.min()), float(values.max())
         c = float(d.sum())
         with np.errstate(over="ignore", under="ignore"):  # out of range: refused by the fit
@@ -347,50 +350,6 @@ def _common_scale(a: Moments, b: Moments) -> tuple[Moments, Moments, int]:
         return replace(m, weight=math.ldexp(m.weight, k), m2=math.ldexp(m.m2, k), wexp=wexp)
 
     return rescaled(a), rescaled(b), wexp
-
-
-def integer_deviations(values: np.ndarray, shift: int, spread: int) -> np.ndarray:
-    """``values - shift`` as float64 for an integer array, each difference exact, rounded once.
-
-    ``shift`` lies within ``values``' type and ``spread`` bounds ``|x - shift|``.
-    Below 2**53 every difference is a float64 integer, so the result is exact;
-    above, each is the correctly rounded exact difference (float64 cannot do better).
-    """
-    if values.dtype.itemsize < 8:
-        return (values.astype(np.int64) - np.int64(shift)).astype(np.float64)
-    return exact_difference(values, np.array(shift, dtype=values.dtype), spread)
-
-
-_SIGN = np.uint64(1 << 63)
-
-
-def exact_difference(values: np.ndarray, shift: np.ndarray, spread: int | None = None
-                     ) -> np.ndarray:
-    """``values - shift`` for 64-bit integers, each difference exact before one rounding.
-
-    ``shift`` has ``values``' dtype (a scalar array or one per value); ``spread``,
-    when the caller knows it, bounds ``|x - shift|``.  Any difference of two
-    64-bit integers is exact here, up to 2**64 - 1 in magnitude.  Below 2**63 a
-    wrapping subtraction read as int64 is the difference; beyond, both sides are
-    mapped in order onto uint64 (int64 by flipping the sign bit), the magnitude
-    is taken on the right side of a ``where`` and the sign put back after the
-    one rounding to float64.
-    """
-    if spread is None:
-        if values.size == 0:
-            return np.zeros(0, dtype=np.float64)
-        spread = max(int(values.max()) - int(shift.min()), int(shift.max()) - int(values.min()))
-    if spread < 2**63:
-        return (values - shift).view(np.int64).astype(np.float64)
-    u, s = _ordered(values), _ordered(shift)
-    above = u >= s
-    d = np.where(above, u - s, s - u).astype(np.float64)
-    np.negative(d, out=d, where=~above)
-    return d
-
-
-def _ordered(values: np.ndarray) -> np.ndarray:
-    return values.view(np.uint64) ^ _SIGN if values.dtype.kind == "i" else values
 
 
 def _difference(a: Number, b: Number) -> float:

@@ -1,18 +1,19 @@
-"""What runs inside a Dask task besides the work: breadcrumbs, corrupt-file errors, the memory pool.
+"""What runs inside a Dask task besides the work: breadcrumbs and corrupt-file errors.
 
 Every pass that opens data files on the workers (footers, moments, the transform)
 leaves a :func:`breadcrumb` before it reads a file and reports an unreadable one
 with :func:`corrupt_file`, so that the culprit is named the same way in every pass.
-Every task runs through :func:`run_task` (see :func:`reusing_pool`).
+
+Memory: zscore leaves the worker's Arrow memory pool as it is (a shared cluster's
+other users, and a pool the user chose, are left alone).  Its kernels take their
+large arrays from that pool (:func:`pipeline.columns.empty`), so a worker started
+by Dask's nanny, whose ``MALLOC_TRIM_THRESHOLD_`` makes every large ``malloc`` a
+fresh mapping, reuses memory instead of faulting in new pages for every array.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable
 
 from .errors import DataError, exception_text
 
@@ -57,71 +58,3 @@ def corrupt_file(rel: str, exc: BaseException) -> DataError:
     """The error for a data file that cannot be read past its footer."""
     return DataError(f"cannot read {rel}: {exception_text(exc, 300)}; the file is corrupt: "
                      "replace or remove it", path=rel)
-
-
-# Arrow's default pool in Linux wheels; only when it is still in place is it replaced.
-_STOCK_POOL = "mimalloc"
-_pool_lock = threading.Lock()
-_pool_tasks = 0
-_pool_saved: Any = None  # the pool to restore when the last running task ends
-
-
-def run_task(fn: Callable[[Any], Any], batch: Any) -> Any:
-    """``fn(batch)``, the body of every task a :class:`~pipeline.session.Session` submits."""
-    with reusing_pool():
-        return fn(batch)
-
-
-@contextlib.contextmanager
-def reusing_pool() -> Iterator[None]:
-    """While zscore's tasks run in this process, Arrow allocates from its jemalloc pool.
-
-    Arrow's stock pool (mimalloc) hands freed memory back to the kernel at once, so
-    each file's buffers are fresh pages that the kernel must fault in and zero.  In
-    the task thread of a ``dask worker`` process that cost about a quarter of the CPU
-    time (one file of bench M: fit 94-103 ms, transform 234-257 ms; with jemalloc
-    68-72 and 172-175 ms).  jemalloc keeps freed pages for about a second (Arrow's
-    setting), long enough for the next file to reuse them, and leaves the C library's
-    ``malloc`` alone (unlike ``mallopt``, which would also change what Dask reports as
-    unmanaged memory).  The same for the embedded cluster's threads, which used to
-    make Arrow share ``malloc`` for good: against that, jemalloc during the tasks only
-    measured 0.97x the CPU on M (peak memory 623 against 685 MiB) and 0.93x on 10,000
-    small files (whole runs, 5 and 3 pairs), and leaves the caller's process with the
-    pool it had.  The process-wide default pool is swapped when the first task
-    starts and put back when the last one ends, so the workers of a shared cluster are
-    as they were between zscore's tasks; other code that allocates with Arrow in the
-    same process while a zscore task runs gets jemalloc too (its buffers stay valid:
-    each one is freed to the pool it came from).  Nothing changes when the pool is not
-    Arrow's stock one (the user chose one), when ``ARROW_DEFAULT_MEMORY_POOL`` is set,
-    or when this pyarrow has no jemalloc.
-    """
-    global _pool_tasks, _pool_saved
-    import pyarrow as pa
-
-    with _pool_lock:
-        if _pool_tasks == 0:
-            _pool_saved = _swap_in_jemalloc(pa)
-        _pool_tasks += 1
-    try:
-        yield
-    finally:
-        with _pool_lock:
-            _pool_tasks -= 1
-            if _pool_tasks == 0 and _pool_saved is not None:
-                if pa.default_memory_pool().backend_name == "jemalloc":
-                    pa.set_memory_pool(_pool_saved)  # unless someone chose another since
-                _pool_saved = None
-
-
-def _swap_in_jemalloc(pa: Any) -> Any:
-    """Make jemalloc Arrow's default pool; the pool it replaced, or None if left as it was."""
-    if os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "").strip():
-        return None
-    current = pa.default_memory_pool()
-    if current.backend_name != _STOCK_POOL:
-        return None
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except (NotImplementedError, pa.ArrowException):  # a build without jemalloc
-        return None
-    return current

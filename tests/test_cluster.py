@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -297,31 +296,6 @@ def test_all_workers_lost_mid_run_fails_within_the_timeout(big, tmp_path):
         "was published; rerun when it has workers (distributed.scheduler.no-workers-timeout "
         "sets how long to wait)")
     assert sorted(p.name for p in tmp_path.iterdir() if "out" in p.name) == []
-
-
-@pytest.mark.parametrize("processes, env, pool, jemalloc_used", [
-    (False, {}, "mimalloc", True),  # threads: jemalloc during zscore's tasks, then as it was
-    (True, {}, "mimalloc", False),  # worker processes: the client's process is left alone
-    (False, {"ARROW_DEFAULT_MEMORY_POOL": "system"}, "system", False),  # the user's choice
-])
-def test_embedded_workers_allocate_from_jemalloc_during_tasks_only(datasets, tmp_path,
-                                                                   processes, env, pool,
-                                                                   jemalloc_used):
-    """A run in this process: Arrow's pool is jemalloc while its tasks run, and the
-    caller's process has the pool it had before, after the run."""
-    data = datasets.sample("pool-embedded", rows=20_000, days=2, files_per_day=2)
-    flag = "--processes" if processes else "--threads"
-    code = ("import sys, pyarrow as pa\n"
-            "from pipeline.cli import main\n"
-            "before = pa.default_memory_pool().backend_name\n"
-            f"code = main(['run', {str(data)!r}, {str(tmp_path / 'out')!r}, '--exclude',"
-            f" 'id,label', '-q', '--no-report', '--workers', '1', '{flag}'])\n"
-            "print(code, before, pa.default_memory_pool().backend_name,"
-            " pa.jemalloc_memory_pool().max_memory() > 0)\n")
-    environ = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    out = subprocess.run([sys.executable, "-c", code], env={**environ, **env},
-                         capture_output=True, text=True, timeout=120, check=True).stdout.split()
-    assert out[-4:] == ["0", pool, pool, str(jemalloc_used)]  # after the run's summary
 
 
 @pytest.mark.parametrize("processes", [False, True])
