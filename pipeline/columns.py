@@ -50,10 +50,11 @@ def empty(n: int, dtype: Any = np.float64) -> np.ndarray:
     (distributed's ``distributed.nanny.pre-spawn-environ``), which also pins
     glibc's mmap threshold at 128 KiB: every numpy array above it is then a
     fresh mapping whose pages are faulted in and zeroed, and unmapped when freed
-    (a 512 KB array: 200 µs instead of 11, 129 page faults each time).  Arrow's
-    default pool (mimalloc in the Linux wheels) keeps freed memory for the next array, whatever the
-    environment.  The array owns a reference to its Arrow buffer (64-byte aligned,
-    writable), so it is zero-copy when handed back to Arrow.
+    (a 512 KB array: 200 µs instead of 11, 129 page faults each time; see
+    docs/benchmarks.md).  Arrow's default pool (mimalloc in the Linux wheels) keeps
+    freed memory for the next array, whatever the environment.  The array owns a
+    reference to its Arrow buffer (64-byte aligned, writable), so it is zero-copy
+    when handed back to Arrow.
     """
     dtype = np.dtype(dtype)
     nbytes = n * dtype.itemsize
