@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import DataError, exception_text
+from .errors import ClusterError, DataError, ZscoreError, exception_text, option
 
 BREADCRUMBS = "zscore-reading"
 
@@ -54,7 +54,16 @@ def breadcrumb(rel: str) -> None:
         pass
 
 
-def corrupt_file(rel: str, exc: BaseException) -> DataError:
-    """The error for a data file that cannot be read past its footer."""
+def corrupt_file(rel: str, exc: BaseException) -> ZscoreError:
+    """The error for a data file that cannot be read past its footer.
+
+    Running out of memory is not the file's fault (pyarrow's ``ArrowMemoryError`` is
+    also an ``ArrowException``, caught with the read errors): a :class:`ClusterError`
+    (exit 1) that names the file, not a corrupt file (exit 2).
+    """
+    if isinstance(exc, MemoryError):
+        return ClusterError(f"out of memory while reading {rel} ({exception_text(exc, 200)}): "
+                            "give the workers more memory, or run fewer of them at once "
+                            f"({option('workers')})", path=rel)
     return DataError(f"cannot read {rel}: {exception_text(exc, 300)}; the file is corrupt: "
                      "replace or remove it", path=rel)

@@ -1,4 +1,5 @@
-"""What a task does besides its work: memory, in real ``dask worker`` processes.
+"""What a task does besides its work: memory, in real ``dask worker`` processes, and
+running out of it.
 
 Dask's nanny starts each worker with ``MALLOC_TRIM_THRESHOLD_=65536`` (distributed's
 ``distributed.nanny.pre-spawn-environ``), which makes every large ``malloc`` a fresh
@@ -11,9 +12,14 @@ the worker had it: a pool the user chose is kept.
 
 from __future__ import annotations
 
+import resource
+import subprocess
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import data_files
-from procs import dask_cluster, run_zscore
+from procs import dask_cluster, run_zscore, zscore_cmd
 
 # Lambdas of built-ins: a function of this module would not unpickle on the workers.
 _state = lambda: (  # noqa: E731
@@ -57,3 +63,29 @@ def test_worker_processes_reuse_memory_and_keep_their_pool(datasets, tmp_path, e
     assert run_zscore("run", data, embedded, "--exclude", "id,label", "-q",
                       "--no-report").returncode == 0
     assert data_files(tmp_path / "out") == data_files(embedded)
+
+
+def test_running_out_of_memory_is_not_a_corrupt_file(tmp_path):
+    """A read that runs out of memory (here: under an address-space limit) fails as the
+    infrastructure's error, exit 1, naming the file and the remedy; not as a corrupt
+    file (exit 2, "replace or remove it", as it did).  With the memory, the same
+    command succeeds."""
+    data = tmp_path / "wide"
+    data.mkdir()
+    column = pa.repeat(pa.scalar(1.5), 1_000_000)  # one value: 0.8 MB on disk, 1.6 GB read
+    pq.write_table(pa.table({f"c{i:03d}": column for i in range(200)}), data / "part-0.parquet",
+                   row_group_size=1_000_000)
+    cmd = zscore_cmd("fit", data, "--stats", tmp_path / "stats.json", "-q")
+
+    def limit() -> None:  # a zscore fit of a small file peaks at 1.9 GB of address space
+        resource.setrlimit(resource.RLIMIT_AS, (2600 << 20, 2600 << 20))
+
+    r = subprocess.run(cmd, preexec_fn=limit, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith("zscore: error: out of memory while reading part-0.parquet ("), last
+    assert last.endswith("): give the workers more memory, or run fewer of them at once "
+                         "(--workers)"), last
+    assert not (tmp_path / "stats.json").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
