@@ -63,9 +63,9 @@ def empty(n: int, dtype: Any = np.float64) -> np.ndarray:
     return np.frombuffer(pa.allocate_buffer(nbytes), dtype=dtype)
 
 
-def as_float64(values: np.ndarray) -> np.ndarray:
-    """``values.astype(np.float64)`` (the same conversion), in memory from :func:`empty`."""
-    out = empty(values.size)
+def cast(values: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
+    """``values.astype(dtype)`` (numpy's same conversion), in memory from :func:`empty`."""
+    out = empty(values.size, dtype)
     out[...] = values
     return out
 

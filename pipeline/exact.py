@@ -4,14 +4,14 @@ Used where a mean is subtracted from integers: the fit's moments
 (:mod:`pipeline.stats`, :mod:`pipeline.keystats`) and the transform's kernel
 (:mod:`pipeline.kernel`).  int64 epoch nanoseconds, uint64 near 2**64 and
 int64 spanning its whole range lose nothing before the one rounding to float64.
-Pure numpy; large results in memory from :func:`pipeline.columns.empty`.
+numpy arithmetic; large results in memory from :func:`pipeline.columns.empty`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .columns import as_float64, empty
+from .columns import cast, empty
 
 
 def integer_deviations(values: np.ndarray, shift: int, spread: int) -> np.ndarray:
@@ -22,7 +22,7 @@ def integer_deviations(values: np.ndarray, shift: int, spread: int) -> np.ndarra
     above, each is the correctly rounded exact difference (float64 cannot do better).
     """
     if values.dtype.itemsize < 8:  # widened to int64: no overflow
-        return as_float64(np.subtract(values, np.int64(shift), out=empty(values.size, np.int64)))
+        return cast(np.subtract(values, np.int64(shift), out=empty(values.size, np.int64)))
     return exact_difference(values, np.array(shift, dtype=values.dtype), spread)
 
 
@@ -46,7 +46,7 @@ def exact_difference(values: np.ndarray, shift: np.ndarray, spread: int | None =
             return np.zeros(0, dtype=np.float64)
         spread = max(int(values.max()) - int(shift.min()), int(shift.max()) - int(values.min()))
     if spread < 2**63:
-        return as_float64(np.subtract(values, shift, out=empty(values.size, values.dtype))
+        return cast(np.subtract(values, shift, out=empty(values.size, values.dtype))
                            .view(np.int64))
     u, s = _ordered(values), _ordered(shift)
     above = u >= s

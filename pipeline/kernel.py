@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .columns import as_float64, empty
+from .columns import cast, empty
 from .errors import DataError, option
 from .exact import exact_difference
 
@@ -118,7 +118,7 @@ def scale_array(x: np.ndarray, col: ColumnPlan, mode: str, inverse: bool = False
         if inverse:
             out = _inverse(x, mean, std, lo, const, mode)
         elif g is None and const:
-            out = as_float64(x) if mode == "scale" else _zeros_like(x)
+            out = cast(x) if mode == "scale" else _zeros_like(x)
         else:
             if mode == "scale":
                 out = np.divide(x, std, dtype=np.float64, out=empty(x.size))

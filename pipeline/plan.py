@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from .blocks import BySchema, block_transform
 from .choices import DTYPES, MODES, UNSEEN
-from .columns import empty, null_mask, numpy_view, one_array
+from .columns import cast, empty, null_mask, numpy_view, one_array
 from .errors import ArtifactError, DataError, InputError, option
 from .feature_stats import Statistics
 from .finish import NO_FINISH, FinishOptions, check_indicator_names, clip_in_place, indicator
@@ -220,8 +220,7 @@ def transform_column(arr: pa.Array | pa.ChunkedArray, col: ColumnPlan, plan: Pla
         values = out
     else:
         with np.errstate(over="ignore"):  # an overflow is refused just below
-            values = empty(out.size, out_type.to_pandas_dtype())
-            values[...] = out  # numpy's cast, as astype
+            values = cast(out, out_type.to_pandas_dtype())
     # From integers, float64 cannot overflow: |x - mean| / std < 2**65 / MIN_STD = 2**576.
     if x.dtype.kind == "f" or values.dtype != np.float64:
         _check_finite(values, out, x, nulls, col, plan, where)  # makes --inf null's NaN

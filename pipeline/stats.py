@@ -25,7 +25,8 @@ squares.  (Where pieces whose weights differ by more than 2**1000 meet, the
 lighter one's total is subnormal on the common scale: it keeps fewer digits,
 which matters only if it alone makes a std near MIN_STD.)
 
-This module is pure numpy and Python: it knows nothing of Dask or files.
+This module is numpy and Python: it knows nothing of Dask or files (its large
+temporaries come from :func:`pipeline.columns.empty`).
 """
 
 from __future__ import annotations

@@ -143,13 +143,14 @@ def _write_opened(file: SourceFile, pf: pq.ParquetFile, target: Location, plan: 
                   tallies: Mapping[str, Tally] | None) -> Written:
     """:func:`write_file` of a file already opened as ``pf``."""
     try:
-        schema = output_schema(pf.schema_arrow, plan)
+        arrow_schema = pf.schema_arrow
+        schema = output_schema(arrow_schema, plan)
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise corrupt_file(file.rel, exc) from None
     tally = UnseenTally() if plan.groups is not None else None
     clipped = {c.name: 0 for c in plan.columns} if plan.finishing.clip is not None else None
     # --group-by a hive key: its value comes from the file's directory, for the lookup only
-    hive = hive_keys_of(plan.groups, file.partition, pf.schema_arrow.names) \
+    hive = hive_keys_of(plan.groups, file.partition, arrow_schema.names) \
         if plan.groups is not None else {}
     observe = _observer(tallies)
 
