@@ -3,7 +3,8 @@
 One output file per input file, at the same relative path (so hive partition
 directories and file names are mirrored), with the input's row groups (split
 at :data:`pipeline.rowgroups.MAX_ROWS` rows), rows in the same order, the input's
-compression codec per column, and dictionary encoding and min/max statistics only for the
+compression codec per column (except a feature the codec did not compress, see
+:func:`encodings`), and dictionary encoding and min/max statistics only for the
 pass-through columns (dictionary-encoding normalized floats is slow and bloats
 files; see :func:`writer_options` for the statistics).
 Nothing in a data file depends on time or run id, so a rerun writes the same
@@ -43,6 +44,11 @@ if TYPE_CHECKING:
 
 WRITE_BUFFER = 1 << 20  # bytes gathered before each write() call
 
+# A feature whose plain-encoded input the codec shrank by less than 2 % is written
+# uncompressed (see :func:`encodings`).
+INCOMPRESSIBLE = 0.98
+_PLAIN = frozenset({"PLAIN", "RLE", "BIT_PACKED"})  # values plain; RLE/BIT_PACKED: levels
+
 _CODECS = {"SNAPPY": "snappy", "ZSTD": "zstd", "GZIP": "gzip", "BROTLI": "brotli",
            "LZ4": "lz4", "LZ4_RAW": "lz4", "UNCOMPRESSED": "none"}
 
@@ -69,7 +75,12 @@ def encodings(md: pq.FileMetaData, features: Container[str] = ()
 
     Keyed by leaf column path (``s.a`` for a struct field), as pyarrow's writer
     options are.  Columns in ``features`` are not looked at for dictionaries
-    (:func:`writer_options` never keeps one for a feature).
+    (:func:`writer_options` never keeps one for a feature), and a feature whose
+    values were plain-encoded and which its codec shrank by less than 2 %
+    (:data:`INCOMPRESSIBLE`: random-looking floats) gets ``UNCOMPRESSED``: its
+    z-scores would not compress either (a dictionary- or delta-encoded input says
+    nothing about that, so those keep their codec), and compressing them was a
+    fifth of the cost of writing a file of M (issue 12).
     """
     codecs: dict[str, str] = {}
     dictionary: set[str] = set()
@@ -79,10 +90,20 @@ def encodings(md: pq.FileMetaData, features: Container[str] = ()
         # small files of 36 columns, only what the options need is asked.
         for j, path in enumerate(_PATHS.get(md.schema)):
             col = rg.column(j)
-            codecs.setdefault(path, col.compression)
-            if path not in features and any("DICTIONARY" in e for e in col.encodings):
-                dictionary.add(path)
+            codec = col.compression
+            if path not in features:
+                if any("DICTIONARY" in e for e in col.encodings):
+                    dictionary.add(path)
+            elif codec != "UNCOMPRESSED" and _incompressible(col):
+                codec = "UNCOMPRESSED"
+            codecs.setdefault(path, codec)
     return codecs, dictionary
+
+
+def _incompressible(col: pq.ColumnChunkMetaData) -> bool:
+    raw = col.total_uncompressed_size
+    return raw > 0 and col.total_compressed_size >= INCOMPRESSIBLE * raw and \
+        _PLAIN.issuperset(col.encodings)
 
 
 class _Paths:

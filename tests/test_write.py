@@ -97,6 +97,37 @@ def test_the_input_codec_is_kept(tmp_path, codec):
                                                                        else "UNCOMPRESSED"}
 
 
+def test_a_codec_that_did_not_compress_a_feature_is_not_used_for_its_z_scores(tmp_path):
+    """Random floats: uncompressed, at most 2 % above what snappy makes of the same values.
+
+    A feature the codec did shrink, a dictionary-encoded feature and the
+    pass-through columns keep the input's codec.
+    """
+    src = tmp_path / "in"
+    src.mkdir()
+    n = 20_000
+    rng = np.random.default_rng(1)
+    table = pa.table({
+        "noise": rng.normal(size=n),
+        "steps": rng.integers(0, 5, size=n) * 0.5,
+        "coded": rng.choice(rng.normal(size=50), size=n),
+        "note": [f"n{i % 11}" for i in range(n)],
+    })
+    pq.write_table(table, src / "a.parquet", compression="snappy", use_dictionary=["coded"])
+    assert main(["run", str(src), str(tmp_path / "out"), "-q", "--no-report"]) == 0
+    out = tmp_path / "out" / "a.parquet"
+    assert _meta(out)[0] == {"noise": "UNCOMPRESSED", "steps": "SNAPPY", "coded": "SNAPPY",
+                             "note": "SNAPPY"}
+    # The reference: the same written values, all snappy, by pyarrow alone.
+    pq.write_table(pq.read_table(out), tmp_path / "ref.parquet", compression="snappy",
+                   use_dictionary=False)
+    size = {p: {c.path_in_schema: c.total_compressed_size
+                for c in (pq.ParquetFile(p).metadata.row_group(0).column(j) for j in range(4))}
+            for p in (out, tmp_path / "ref.parquet")}
+    assert size[out]["noise"] <= 1.02 * size[tmp_path / "ref.parquet"]["noise"]
+    assert size[tmp_path / "ref.parquet"]["steps"] < 0.5 * n * 8  # what snappy is kept for
+
+
 def test_writer_options_never_dictionary_encode_features():
     from pipeline.plan import ColumnPlan, Plan
 
