@@ -29,7 +29,10 @@ _SCRATCH = threading.local()  # per worker thread: the chunk buffers, shared by 
 
 
 def _scratch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """This thread's buffers of ``CHUNK`` values: widened chunk, float64 and intp temporaries.
+    """This thread's buffers of ``CHUNK`` values: widened chunk, float64 and int32 temporaries.
+
+    The bucket indices are int32: truncating float64 to int32 is a vector instruction
+    (4 µs a chunk), to int64 it is not (18 µs); ``np.bincount`` widens them itself.
 
     Allocated once per thread, not per tally: a task has a tally per feature, and
     fresh buffers for each cost page faults (1.5 MB a feature) on every task.
@@ -37,7 +40,7 @@ def _scratch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     buffers = getattr(_SCRATCH, "buffers", None)
     if buffers is None:
         buffers = _SCRATCH.buffers = (np.empty(CHUNK), np.empty(CHUNK),
-                                      np.empty(CHUNK, dtype=np.intp))
+                                      np.empty(CHUNK, dtype=np.int32))
     return buffers
 
 
@@ -165,7 +168,7 @@ class Tally:
         t += _OFFSET
         if not inside:
             np.clip(t, 0.0, FINE + 1.0, out=t)
-        np.copyto(idx, t, casting="unsafe")  # truncation: t >= 0, so it is the floor
+        np.copyto(idx, t, casting="unsafe")  # truncation: 0 <= t <= FINE + 1: the floor
         b = np.bincount(idx, minlength=FINE + 2)
         # Adding the offset rounds: a value within ~1e-15 of a bin edge may land one bin
         # up.  The tails and the ±4 count are settled on z itself where that could matter.
