@@ -6,7 +6,8 @@ transform pass; what it counts is described in :mod:`pipeline.summary`.  It is
 on the hot path of every default run, so it is written for few passes over the
 data, each a numpy call that releases the GIL: per chunk of ``CHUNK`` values a
 sum, a minimum, a maximum, a multiply and an add into a per-thread buffer, a
-cast, an ``np.bincount`` and a sum of squares; nothing per value in Python.
+cast to int32 and a widening (see :func:`_scratch`), an ``np.bincount`` and a sum of
+squares; nothing per value in Python.
 Measured on M (320 million values, 2 busy cores): about 1.9 s of CPU, a tenth
 of the run's, half of it the exact histogram (multiply, add, cast, bincount).
 """
@@ -22,25 +23,29 @@ import numpy as np
 from .stats import Moments
 from .summary import BEYOND, FINE, SPAN, STEP, TAIL_BINS, KeyMoments, Reference, Summary
 
-CHUNK = 1 << 15  # values counted at a time: the three temporaries (768 KB) stay in L2
+CHUNK = 1 << 15  # values counted at a time: the temporaries (896 KB at most) fit in L2
 _OFFSET = FINE // 2 + 1  # bucket 0: below -SPAN, 1..FINE: fine bins, FINE + 1: at or above SPAN
 _EDGES = (_OFFSET - int(BEYOND / STEP), _OFFSET + int(BEYOND / STEP))  # buckets of -4 and 4
 _SCRATCH = threading.local()  # per worker thread: the chunk buffers, shared by its tallies
 
 
-def _scratch() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """This thread's buffers of ``CHUNK`` values: widened chunk, float64 and int32 temporaries.
-
-    The bucket indices are int32: truncating float64 to int32 is a vector instruction
-    (4 µs a chunk), to int64 it is not (18 µs); ``np.bincount`` widens them itself.
+def _scratch() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's buffers of ``CHUNK`` values: widened chunk, float64, int32 and intp
+    temporaries.
 
     Allocated once per thread, not per tally: a task has a tally per feature, and
-    fresh buffers for each cost page faults (1.5 MB a feature) on every task.
+    fresh buffers for each cost page faults (1.5 MB a feature) on every task.  The
+    bucket indices are truncated to int32 (one vector instruction: 4 µs a chunk,
+    against 18 to int64), then widened into the intp buffer (6 µs) for
+    ``np.bincount``: given int32, it would widen them itself into a fresh 256 KB
+    array, which under a Dask nanny's ``MALLOC_TRIM_THRESHOLD_`` is a new mapping
+    faulted in on every call (bincount 138 instead of 32 µs).
     """
     buffers = getattr(_SCRATCH, "buffers", None)
     if buffers is None:
         buffers = _SCRATCH.buffers = (np.empty(CHUNK), np.empty(CHUNK),
-                                      np.empty(CHUNK, dtype=np.int32))
+                                      np.empty(CHUNK, dtype=np.int32),
+                                      np.empty(CHUNK, dtype=np.intp))
     return buffers
 
 
@@ -93,7 +98,7 @@ class Tally:
             self._count(values, rows)
 
     def _count(self, values: np.ndarray, rows: np.ndarray | None) -> None:
-        widened, t, idx = _scratch()
+        widened, t, index, idx = _scratch()
         wide = values.dtype == np.float64
         for start in range(0, values.size, CHUNK):
             w = values[start:start + CHUNK]
@@ -117,7 +122,8 @@ class Tally:
             if not self.identity:
                 total = float(np.add.reduce(z))
             lo, hi = float(z.min()), float(z.max())
-            self._bin(z, t[:z.size], idx[:z.size], inside=-SPAN <= lo and hi < SPAN)
+            self._bin(z, t[:z.size], index[:z.size], idx[:z.size],
+                      inside=-SPAN <= lo and hi < SPAN)
             self._moments(z, total, lo, hi, t[:z.size])
             if self.grouped and r is not None:
                 self._per_key(z, r)
@@ -161,14 +167,16 @@ class Tally:
         z /= s
         return z
 
-    def _bin(self, z: np.ndarray, t: np.ndarray, idx: np.ndarray, inside: bool) -> None:
-        """Count ``z`` into the buckets; ``t``, ``idx``: buffers of its size; ``inside``:
-        every value is within [-SPAN, SPAN)."""
+    def _bin(self, z: np.ndarray, t: np.ndarray, index: np.ndarray, idx: np.ndarray,
+             inside: bool) -> None:
+        """Count ``z`` into the buckets; ``t``, ``index`` (int32), ``idx`` (intp): buffers
+        of its size; ``inside``: every value is within [-SPAN, SPAN)."""
         np.multiply(z, 1.0 / STEP, out=t)
         t += _OFFSET
         if not inside:
             np.clip(t, 0.0, FINE + 1.0, out=t)
-        np.copyto(idx, t, casting="unsafe")  # truncation: 0 <= t <= FINE + 1: the floor
+        np.copyto(index, t, casting="unsafe")  # truncation: 0 <= t <= FINE + 1: the floor
+        np.copyto(idx, index)
         b = np.bincount(idx, minlength=FINE + 2)
         # Adding the offset rounds: a value within ~1e-15 of a bin edge may land one bin
         # up.  The tails and the ±4 count are settled on z itself where that could matter.
